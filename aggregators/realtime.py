@@ -1,0 +1,50 @@
+"""The real-time read of CONTRACT §5: one Redis round trip, never ClickHouse.
+
+A read fetches the 60 minute buckets of one scope in one pipeline, so its cost is the
+same whatever the event volume or the number of organizations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from voicemon import keys
+from voicemon.rolling import MINUTE_MS, first_minute, summarize
+
+
+def bucket_keys(organization_id: str | None, now_ms: int) -> list[str]:
+    last = now_ms // MINUTE_MS
+    return [keys.rolling_counter(organization_id, m) for m in range(first_minute(now_ms), last + 1)]
+
+
+def read_realtime(
+    redis: Redis,
+    organization_id: str | None,
+    stages: Sequence[str],
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    pipe = redis.pipeline(transaction=False)
+    for key in bucket_keys(organization_id, now_ms):
+        pipe.hgetall(key)
+    buckets = pipe.execute()
+    return summarize(buckets, organization_id=organization_id, now_ms=now_ms, stages=stages)
+
+
+async def read_realtime_async(
+    redis: AsyncRedis,
+    organization_id: str | None,
+    stages: Sequence[str],
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    pipe = redis.pipeline(transaction=False)
+    for key in bucket_keys(organization_id, now_ms):
+        pipe.hgetall(key)
+    buckets = await pipe.execute()
+    return summarize(buckets, organization_id=organization_id, now_ms=now_ms, stages=stages)

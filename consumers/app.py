@@ -1,0 +1,32 @@
+"""The Faust app of the voicemon worker, and nothing else."""
+
+from __future__ import annotations
+
+import faust
+
+from voicemon.settings import get_settings
+
+settings = get_settings()
+
+app = faust.App(
+    settings.consumer_group,
+    broker=f"kafka://{settings.kafka_bootstrap}",
+    autodiscover=False,
+    datadir=settings.worker_data_dir,
+    topic_partitions=settings.topic_partitions,
+    topic_disable_leader=True,
+    consumer_auto_offset_reset="earliest",
+    stream_wait_empty=False,
+    web_bind=settings.worker_web_bind,
+    web_port=settings.worker_web_port,
+    web_enabled=True,
+)
+
+events_topic = app.topic(
+    settings.events_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+)

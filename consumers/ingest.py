@@ -1,0 +1,159 @@
+"""One consumed batch made durable, exactly once (CONTRACT §3.1).
+
+Order of effects, each idempotent under replay of the same Kafka messages:
+
+1. decode every message (pure);
+2. rejections not yet dead-lettered go to the DLQ and are acknowledged by Kafka;
+3. one atomic Redis script marks the new event ids seen (with the position that counted
+   them), marks the rejections dead-lettered and adds the summed counter increments;
+4. raw rows go to ClickHouse in one columnar insert: the new events, plus events whose
+   seen-marker holds their own position (counted before a crash) but that have no row yet;
+5. only then does the caller ack the messages, so Kafka offsets follow durable writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from consumers.dead_letters import DeadLetter, DeadLetters
+from consumers.decode import AcceptedEvent, decode_message
+from consumers.raw_writer import Position, RawRow, RawWriter
+from consumers.rolling_counters import DEDUP_SLACK_MS, NewEvent, RollingCounters
+from voicemon import keys, rolling, telemetry
+from voicemon.event import RAW_RETENTION_MS, EventType, PipelineEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """The parts of a consumed Kafka message that ingest needs."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    counted: int
+    recovered: int
+    duplicates: int
+    rejected: int
+
+
+@dataclass(slots=True)
+class _Classified:
+    new: list[RawRow]
+    replayed: list[RawRow]
+    duplicates: int
+
+
+class Ingest:
+    def __init__(
+        self,
+        counters: RollingCounters,
+        raw_writer: RawWriter,
+        dead_letters: DeadLetters,
+        stages: Sequence[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._counters = counters
+        self._raw_writer = raw_writer
+        self._dead_letters = dead_letters
+        self._stages = frozenset(stages)
+        self._clock = clock
+
+    async def process(self, messages: Sequence[Message]) -> BatchOutcome:
+        now_ms = int(self._clock() * 1000)
+        rows, letters = self._decode(messages, now_ms)
+        letter_keys = [_dlq_key(letter) for letter in letters]
+        done = await self._counters.already_dead_lettered(letter_keys)
+        await self._dead_letters.send([ltr for ltr, sent in zip(letters, done, strict=True) if not sent])
+        dlq_markers = {key: now_ms + RAW_RETENTION_MS for key in letter_keys}
+        classified = await self._count_once(rows, dlq_markers, now_ms)
+        missing = await asyncio.to_thread(self._missing_rows, classified.replayed)
+        await asyncio.to_thread(self._raw_writer.write, classified.new + missing)
+        _observe(row.event for row in classified.new)
+        telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
+        return BatchOutcome(
+            len(classified.new), len(missing), classified.duplicates, len(letters)
+        )
+
+    def _decode(
+        self, messages: Sequence[Message], now_ms: int
+    ) -> tuple[list[RawRow], list[DeadLetter]]:
+        rows: list[RawRow] = []
+        letters: list[DeadLetter] = []
+        for message in messages:
+            for item in decode_message(message.value, now_ms=now_ms, stages=self._stages):
+                if isinstance(item, AcceptedEvent):
+                    position = Position(message.partition, message.offset, item.batch_index)
+                    rows.append(RawRow(item.event, position))
+                else:
+                    letters.append(DeadLetter(item, message.key, message.partition, message.offset))
+        return rows, letters
+
+    async def _count_once(
+        self, rows: list[RawRow], dlq_markers: dict[str, int], now_ms: int
+    ) -> _Classified:
+        while True:
+            owners = await self._counters.first_positions(
+                [keys.seen_event(row.event.event_id) for row in rows]
+            )
+            classified = classify(rows, owners)
+            new_events = [
+                NewEvent(
+                    keys.seen_event(row.event.event_id),
+                    str(row.position),
+                    row.event.occurred_at_ms + RAW_RETENTION_MS + DEDUP_SLACK_MS,
+                )
+                for row in classified.new
+            ]
+            buckets = rolling.increments((row.event for row in classified.new), now_ms)
+            if not await self._counters.count_once(new_events, dlq_markers, buckets):
+                return classified
+            # Another worker counted some of these ids in the meantime: look again.
+
+    def _missing_rows(self, replayed: list[RawRow]) -> list[RawRow]:
+        if not replayed:
+            return []
+        written = self._raw_writer.already_written([row.position for row in replayed])
+        return [row for row in replayed if row.position not in written]
+
+
+def classify(rows: Sequence[RawRow], owners: Sequence[str | None]) -> _Classified:
+    """Split a batch by the position that first counted each event id (pure).
+
+    No owner: new (the first occurrence in the batch only). Owner is this very position:
+    counted before a crash, a replay. Any other owner: a duplicate."""
+    classified = _Classified([], [], 0)
+    claimed: set[str] = set()
+    for row, owner in zip(rows, owners, strict=True):
+        if owner is None and row.event.event_id not in claimed:
+            claimed.add(row.event.event_id)
+            classified.new.append(row)
+        elif owner == str(row.position):
+            classified.replayed.append(row)
+        else:
+            classified.duplicates += 1
+    return classified
+
+
+def _dlq_key(letter: DeadLetter) -> str:
+    return keys.dead_lettered(letter.partition, letter.offset, letter.rejected.batch_index)
+
+
+def _observe(events: Iterable[PipelineEvent]) -> None:
+    for event in events:
+        telemetry.EVENTS.labels(event.event_type.value, event.stage or "").inc()
+        if event.ai_cost_usd:
+            telemetry.AI_COST.inc(event.ai_cost_usd)
+        if event.duration_ms is None:
+            continue
+        if event.event_type is EventType.ARTIFACT_COMPLETED:
+            telemetry.END_TO_END_LATENCY.observe(event.duration_ms / 1000)
+        elif event.event_type is EventType.STAGE_COMPLETED and event.stage is not None:
+            telemetry.STAGE_DURATION.labels(event.stage).observe(event.duration_ms / 1000)

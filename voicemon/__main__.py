@@ -1,0 +1,3 @@
+from voicemon.cli import main
+
+main()

@@ -1,0 +1,216 @@
+"""The ``voicemon`` command line."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from voicemon.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Monitor the voice pipeline.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local stack without Docker.")
+metrics_app = typer.Typer(no_args_is_help=True, help="Read pipeline metrics.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(metrics_app, name="metrics")
+console = Console()
+
+Home = Annotated[Path, typer.Option(help="Folder for the stack's data and logs.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+@stack_app.command("up")
+def stack_up(home: Home = Path("var")) -> None:
+    """Start Kafka and Redis (idempotent) and create the topics."""
+    from voicemon.localstack import LocalStack, StackError
+
+    try:
+        started = LocalStack(get_settings(), home).up()
+    except StackError as error:
+        _fail(str(error))
+    console.print(f"stack up ({', '.join(started) or 'already running'})")
+
+
+@stack_app.command("down")
+def stack_down(home: Home = Path("var")) -> None:
+    """Stop what ``stack up`` started."""
+    from voicemon.localstack import LocalStack
+
+    stopped = LocalStack(get_settings(), home).down()
+    console.print(f"stack down ({', '.join(stopped) or 'nothing was running'})")
+
+
+@stack_app.command("status")
+def stack_status(home: Home = Path("var"), as_json: AsJson = False) -> None:
+    from voicemon.localstack import LocalStack
+
+    status = LocalStack(get_settings(), home).status()
+    if as_json:
+        print(orjson.dumps(status).decode())
+    else:
+        for part, up in status.items():
+            console.print(f"{part}: {'[green]up' if up else '[red]down'}")
+
+
+@app.command()
+def migrate() -> None:
+    """Create or update the ClickHouse schema."""
+    from voicemon import store
+
+    client = _store()
+    for name in store.migrate(client):
+        console.print(f"applied {name}")
+
+
+def _store() -> Any:
+    from voicemon import store
+
+    try:
+        return store.connect(get_settings().clickhouse_dsn.get_secret_value())
+    except store.StoreError as error:
+        _fail(str(error))
+
+
+@app.command()
+def worker(loglevel: str = "info") -> None:
+    """Run the Faust worker: consume events into Redis and ClickHouse."""
+    sys.argv = [sys.argv[0]]
+    from consumers.agent import run_worker
+
+    run_worker(loglevel)
+
+
+@app.command()
+def produce(
+    rate: Annotated[float, typer.Option(help="Events per second.")] = 1000,
+    duration: Annotated[float, typer.Option(help="Seconds to run.")] = 10,
+    orgs: Annotated[int, typer.Option(help="Number of organizations.")] = 10,
+    seed: int = 1,
+    duplicates: Annotated[float, typer.Option(help="Share of events resent.")] = 0.0,
+    malformed: Annotated[float, typer.Option(help="Share of malformed messages.")] = 0.0,
+    single: Annotated[bool, typer.Option(help="One event per message.")] = False,
+) -> None:
+    """Publish realistic synthetic pipeline events."""
+    from voicemon.loadgen import LoadMix
+    from voicemon.producer import EventProducer
+
+    settings = get_settings()
+    producer = EventProducer(settings.kafka_bootstrap, settings.events_topic, batch=not single)
+    mix = LoadMix(seed, orgs, settings.stages, duplicates, malformed)
+    clock = (int(time.time() * 1000) for _ in itertools.count())
+    started = time.monotonic()
+    sent = {"events": 0, "malformed": 0}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("producing", total=duration)
+        for item in mix.stream(clock):
+            if isinstance(item, bytes):
+                producer.publish_raw(item)
+                sent["malformed"] += 1
+            else:
+                producer.publish(item)
+                sent["events"] += 1
+            elapsed = time.monotonic() - started
+            if elapsed >= duration:
+                break
+            ahead = sent["events"] / rate - elapsed
+            if ahead > 0:
+                time.sleep(ahead)
+                progress.update(task, completed=min(elapsed, duration))
+    producer.flush()
+    console.print(f"published {sent['events']} events and {sent['malformed']} malformed messages")
+
+
+@metrics_app.command("realtime")
+def metrics_realtime(
+    org: Annotated[str | None, typer.Option("--org", help="Organization id.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """The rolling last-hour numbers, from Redis."""
+    from redis import Redis
+
+    from aggregators.realtime import read_realtime
+
+    settings = get_settings()
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        view = read_realtime(redis, org, settings.stages)
+    except Exception as error:
+        _fail(f"cannot read Redis: {type(error).__name__}")
+    if as_json:
+        print(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
+        return
+    table = Table(title=f"last hour — {org or 'platform'} (as of {view['as_of']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("artifacts_received", "artifacts_completed", "artifacts_failed",
+                 "failure_rate", "avg_latency_ms", "ai_cost_usd"):
+        table.add_row(name, _fmt(view[name]))
+    console.print(table)
+    stages = Table(title="stages")
+    for column in ("stage", "started", "completed", "failed", "failure_rate", "avg_duration_ms"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, row in view["stages"].items():
+        stages.add_row(stage, *(_fmt(value) for value in row.values()))
+    console.print(stages)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:,.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+@app.command("raw-count")
+def raw_count(as_json: AsJson = False) -> None:
+    """Rows in voicemon.pipeline_events (opens the store: stop an embedded worker first)."""
+    client = _store()
+    rows = client.query("SELECT count() FROM voicemon.pipeline_events").result_rows[0][0]
+    print(orjson.dumps({"raw_rows": rows}).decode() if as_json else f"raw rows: {rows:,}")
+
+
+@app.command("dlq-count")
+def dlq_count(as_json: AsJson = False) -> None:
+    """Messages in the DLQ topic."""
+    from voicemon.topics import message_count
+
+    settings = get_settings()
+    count = message_count(settings.kafka_bootstrap, settings.dlq_topic)
+    print(orjson.dumps({"dlq_messages": count}).decode() if as_json else f"DLQ messages: {count:,}")
+
+
+@app.command()
+def demo(seconds: float = 60, rate: float = 2000, home: Home = Path("var")) -> None:
+    """The main job on the embedded stack: start it, run a worker and the producer, report."""
+    from voicemon.localstack import LocalStack
+
+    stack = LocalStack(get_settings(), home)
+    stack.up()
+    log = (home / "log" / "worker.log").open("ab")
+    worker_process = subprocess.Popen([sys.executable, "-m", "voicemon", "worker"], stdout=log, stderr=log)
+    try:
+        produce(rate=rate, duration=seconds, orgs=20, seed=int(time.time()), duplicates=0.01,
+                malformed=0.001, single=False)
+        time.sleep(5)  # let the last batches become durable
+        metrics_realtime(org=None, as_json=False)
+    finally:
+        worker_process.terminate()
+        worker_process.wait(timeout=60)
+    raw_count(as_json=False)
+    dlq_count(as_json=False)
+    stack.down()
+
+
+def main() -> None:
+    app()

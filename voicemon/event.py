@@ -1,0 +1,207 @@
+"""The pipeline event of CONTRACT §3: its schema, its reason codes, and the validator.
+
+Everything here is pure: ``validate_event`` turns one decoded JSON value into either a
+``PipelineEvent`` or a ``Rejection`` and never raises.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, ValidationError
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_BATCH_EVENTS = 1000
+FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+RAW_RETENTION_MS = 48 * 3600 * 1000
+
+
+class EventType(StrEnum):
+    ARTIFACT_RECEIVED = "artifact_received"
+    ARTIFACT_COMPLETED = "artifact_completed"
+    ARTIFACT_FAILED = "artifact_failed"
+    STAGE_STARTED = "stage_started"
+    STAGE_COMPLETED = "stage_completed"
+    STAGE_FAILED = "stage_failed"
+
+
+STAGE_EVENT_TYPES = frozenset(
+    {EventType.STAGE_STARTED, EventType.STAGE_COMPLETED, EventType.STAGE_FAILED}
+)
+_EVENT_TYPES = frozenset(t.value for t in EventType)
+_REQUIRED_FIELDS = ("event_id", "event_type", "occurred_at", "artifact_id")
+
+
+class RejectReason(StrEnum):
+    """The reason codes of CONTRACT §3.3, carried in the DLQ header ``voicemon-reason``."""
+
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    TOO_LARGE = "too_large"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    UNKNOWN_STAGE = "unknown_stage"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    TOO_LATE = "too_late"
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineEvent:
+    """One accepted event; ``occurred_at_ms`` is UTC epoch milliseconds."""
+
+    event_id: str
+    event_type: EventType
+    occurred_at_ms: int
+    artifact_id: str
+    organization_id: str | None = None
+    stage: str | None = None
+    duration_ms: float | None = None
+    ai_cost_usd: float | None = None
+    error_code: str | None = None
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+
+
+_Id = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+_OrgId = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+_Duration = Annotated[float, Strict(), Field(ge=0, le=86_400_000, allow_inf_nan=False)]
+_Cost = Annotated[float, Strict(), Field(ge=0, le=10_000, allow_inf_nan=False)]
+
+
+class _EventFields(BaseModel):
+    """Field types and bounds of CONTRACT §3 (what pydantic checks for us)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: _Id
+    event_type: StrictStr
+    occurred_at: StrictStr | StrictInt
+    artifact_id: _Id
+    organization_id: _OrgId | None = None
+    stage: StrictStr | None = None
+    duration_ms: _Duration | None = None
+    ai_cost_usd: _Cost | None = None
+    error_code: Annotated[StrictStr, Field(max_length=128)] | None = None
+    schema_version: StrictInt = 1
+
+
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_occurred_at(value: str | int) -> int | None:
+    """RFC 3339 (offset required) or integer epoch ms -> UTC epoch ms; None if neither."""
+    if isinstance(value, int):
+        return value
+    match = _RFC3339.match(value)
+    if match is None:
+        return None
+    date, time, fraction, offset = match.groups()
+    micros = (fraction or ".0")[1:7].ljust(6, "0")
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        parsed = datetime.fromisoformat(f"{date}T{time}.{micros}{offset}")
+    except ValueError:
+        return None
+    return int(parsed.replace(microsecond=0).timestamp()) * 1000 + parsed.microsecond // 1000
+
+
+def _first_error(error: ValidationError) -> Rejection:
+    problems = error.errors(include_url=False, include_input=False)
+    for problem in problems:
+        if problem["type"] == "missing":
+            return Rejection(RejectReason.MISSING_FIELD, f"{_loc(problem)}: required field is missing")
+    problem = problems[0]
+    return Rejection(RejectReason.INVALID_FIELD, f"{_loc(problem)}: {problem['msg']}")
+
+
+def _loc(problem: Any) -> str:
+    return ".".join(str(part) for part in problem["loc"][:1]) or "event"
+
+
+def validate_event(
+    value: object, *, now_ms: int, stages: frozenset[str]
+) -> PipelineEvent | Rejection:
+    """Check one decoded JSON value against CONTRACT §3; reasons follow §3.3."""
+    if not isinstance(value, dict):
+        return Rejection(RejectReason.NOT_AN_OBJECT, f"event must be a JSON object, got {_kind(value)}")
+    for name in _REQUIRED_FIELDS:
+        if value.get(name) is None:
+            return Rejection(RejectReason.MISSING_FIELD, f"{name}: required field is missing")
+    event_type = value["event_type"]
+    if isinstance(event_type, str) and event_type not in _EVENT_TYPES:
+        return Rejection(
+            RejectReason.UNKNOWN_EVENT_TYPE, f"event_type: {event_type[:64]!r} is not a known type"
+        )
+    try:
+        fields = _EventFields.model_validate(value)
+    except ValidationError as error:
+        return _first_error(error)
+    return _check_rules(fields, now_ms=now_ms, stages=stages)
+
+
+def _check_rules(
+    fields: _EventFields, *, now_ms: int, stages: frozenset[str]
+) -> PipelineEvent | Rejection:
+    event_type = EventType(fields.event_type)
+    if event_type in STAGE_EVENT_TYPES:
+        if fields.stage is None:
+            return Rejection(RejectReason.MISSING_FIELD, f"stage: required for {event_type}")
+        if fields.stage not in stages:
+            return Rejection(
+                RejectReason.UNKNOWN_STAGE, f"stage: {fields.stage[:64]!r} is not a configured stage"
+            )
+    elif fields.stage is not None:
+        return Rejection(RejectReason.INVALID_FIELD, f"stage: must be absent for {event_type}")
+    occurred_at_ms = parse_occurred_at(fields.occurred_at)
+    if occurred_at_ms is None:
+        return Rejection(
+            RejectReason.INVALID_FIELD,
+            "occurred_at: not an RFC 3339 timestamp with offset or integer epoch milliseconds",
+        )
+    if occurred_at_ms > now_ms + FUTURE_TOLERANCE_MS:
+        return Rejection(
+            RejectReason.FUTURE_TIMESTAMP, "occurred_at: more than 5 minutes in the future"
+        )
+    if occurred_at_ms < now_ms - RAW_RETENTION_MS:
+        return Rejection(RejectReason.TOO_LATE, "occurred_at: older than the 48 hour retention")
+    return PipelineEvent(
+        event_id=fields.event_id,
+        event_type=event_type,
+        occurred_at_ms=occurred_at_ms,
+        artifact_id=fields.artifact_id,
+        organization_id=fields.organization_id,
+        stage=fields.stage,
+        duration_ms=fields.duration_ms,
+        ai_cost_usd=fields.ai_cost_usd,
+        error_code=fields.error_code,
+        schema_version=fields.schema_version,
+    )
+
+
+def _kind(value: object) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case str():
+            return "a string"
+        case list():
+            return "an array"
+    return type(value).__name__

@@ -1,0 +1,28 @@
+"""Redis key names, in one place.
+
+Keys of one real-time scope share a hash tag (``{p}`` for the platform, ``{o:<org>}`` for an
+organization), so one real-time read touches one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "vm"
+
+
+def scope_tag(organization_id: str | None) -> str:
+    return "{p}" if organization_id is None else "{o:" + organization_id + "}"
+
+
+def rolling_counter(organization_id: str | None, minute: int) -> str:
+    """The counters of one scope for one event-time minute (``minute`` = epoch ms // 60000)."""
+    return f"{PREFIX}:rt:{scope_tag(organization_id)}:{minute}"
+
+
+def seen_event(event_id: str) -> str:
+    """Dedup marker of an event id; its value is the position that first counted it."""
+    return f"{PREFIX}:seen:{event_id}"
+
+
+def dead_lettered(partition: int, offset: int, batch_index: int | None) -> str:
+    """Marker of a rejection already sent to the DLQ, so a replay does not send it twice."""
+    return f"{PREFIX}:dlq:{partition}:{offset}:{-1 if batch_index is None else batch_index}"

@@ -1,0 +1,216 @@
+"""The local stack without Docker: a real Kafka broker from its Maven Central jars and a
+Debian ``redis-server``, as background processes with data and logs under one folder.
+
+``up`` is idempotent (a running part is left alone) and returns once both answer and the
+topics of CONTRACT §2 exist; ``down`` stops what ``up`` started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from urllib.parse import urlsplit
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from voicemon.settings import Settings
+
+KAFKA_DIR = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka"
+
+
+class StackError(Exception):
+    """A part of the local stack could not start. The message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+def kafka_endpoint(settings: Settings) -> Endpoint:
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    return Endpoint(host or "127.0.0.1", int(port))
+
+
+def redis_endpoint(settings: Settings) -> Endpoint:
+    url = urlsplit(settings.redis_url.get_secret_value())
+    return Endpoint(url.hostname or "127.0.0.1", url.port or 6379)
+
+
+def _listening(endpoint: Endpoint) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((endpoint.host, endpoint.port)) == 0
+
+
+def _wait_listening(endpoint: Endpoint, name: str, log: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _listening(endpoint):
+            return
+        time.sleep(0.3)
+    raise StackError(f"{name} did not answer on {endpoint.host}:{endpoint.port}; see {log}")
+
+
+class LocalStack:
+    def __init__(self, settings: Settings, home: Path) -> None:
+        self.settings = settings
+        self.home = home.resolve()
+        self.logs = self.home / "log"
+
+    def up(self) -> list[str]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        started = [self._start_redis(), self._start_kafka()]
+        self.ensure_topics()
+        return [part for part in started if part]
+
+    def down(self) -> list[str]:
+        stopped = []
+        for name in ("kafka", "redis"):
+            pid_file = self.home / name / f"{name}.pid"
+            if _stop(pid_file):
+                stopped.append(name)
+        return stopped
+
+    def status(self) -> dict[str, bool]:
+        return {
+            "kafka": _listening(kafka_endpoint(self.settings)),
+            "redis": _listening(redis_endpoint(self.settings)),
+        }
+
+    def _start_redis(self) -> str | None:
+        endpoint = redis_endpoint(self.settings)
+        if _listening(endpoint):
+            return None
+        server = shutil.which("redis-server")
+        if server is None:
+            raise StackError("redis-server is not installed: apt-get install -y redis-server")
+        data = self.home / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                server,
+                "--bind", endpoint.host,
+                "--port", str(endpoint.port),
+                "--dir", str(data),
+                "--appendonly", "yes",
+                "--save", "",
+                "--daemonize", "yes",
+                "--pidfile", str(data / "redis.pid"),
+                "--logfile", str(self.logs / "redis.log"),
+            ],
+            check=True,
+        )
+        _wait_listening(endpoint, "redis-server", self.logs / "redis.log")
+        return "redis"
+
+    def _start_kafka(self) -> str | None:
+        endpoint = kafka_endpoint(self.settings)
+        if _listening(endpoint):
+            return None
+        classpath = self._broker_classpath()
+        data = self.home / "kafka"
+        data.mkdir(parents=True, exist_ok=True)
+        config = data / "server.properties"
+        template = Template((KAFKA_DIR / "server.properties.template").read_text())
+        config.write_text(
+            template.substitute(
+                port=endpoint.port,
+                controller_port=endpoint.port + 1,
+                data_dir=data / "data",
+                partitions=self.settings.topic_partitions,
+            )
+        )
+        java = ["java", "-Xmx768m", "-cp", classpath, f"-Dkafka.logs.dir={self.logs}",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]
+        if not (data / "data" / "meta.properties").exists():
+            subprocess.run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        log = self.logs / "kafka.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [*java, "kafka.Kafka", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (data / "kafka.pid").write_text(str(process.pid))
+        _wait_listening(endpoint, "Kafka", log)
+        return "kafka"
+
+    def _broker_classpath(self) -> str:
+        lib = KAFKA_DIR / "lib"
+        if not any(lib.glob("kafka_2.13-*.jar")):
+            if shutil.which("mvn") is None:
+                raise StackError("Maven is needed once to fetch the Kafka jars: install maven")
+            subprocess.run(
+                ["mvn", "-q", "-B", "-f", str(KAFKA_DIR / "pom.xml"), "package"], check=True
+            )
+        return f"{lib}/*"
+
+    def ensure_topics(self, timeout_s: float = 60) -> None:
+        """Create the topics of CONTRACT §2 that do not exist yet."""
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+        partitions = self.settings.topic_partitions
+        wanted = [
+            NewTopic(self.settings.events_topic, partitions, 1),
+            NewTopic(self.settings.dlq_topic, partitions, 1),
+            NewTopic(self.settings.snapshots_topic, partitions, 1),
+            NewTopic(
+                self.settings.organizations_topic, 1, 1, config={"cleanup.policy": "compact"}
+            ),
+        ]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                existing = set(admin.list_topics(timeout=10).topics)
+                break
+            except Exception as error:
+                if time.monotonic() > deadline:
+                    raise StackError(f"Kafka metadata unavailable: {error}") from None
+                time.sleep(0.5)
+        missing = [topic for topic in wanted if topic.topic not in existing]
+        for topic, future in (admin.create_topics(missing).items() if missing else []):
+            try:
+                future.result(timeout=30)
+            except Exception as error:
+                if "TOPIC_ALREADY_EXISTS" not in str(error):
+                    raise StackError(f"cannot create topic {topic}: {error}") from None
+
+
+def _cluster_id() -> str:
+    import base64
+    import uuid
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _stop(pid_file: Path, timeout_s: float = 30) -> bool:
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text().strip() or 0)
+    pid_file.unlink()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    return True

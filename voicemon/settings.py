@@ -1,0 +1,60 @@
+"""Runtime configuration: environment variables prefixed ``VOICEMON_``, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_STAGES = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
+
+
+class Settings(BaseSettings):
+    """Every knob of voicemon; defaults fit the embedded local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEMON_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    clickhouse_dsn: SecretStr = Field(
+        default_factory=lambda: SecretStr(f"chdb://{os.path.abspath('var/clickhouse')}")
+    )
+
+    events_topic: str = "voice.pipeline.events"
+    dlq_topic: str = "voice.pipeline.events.dlq"
+    snapshots_topic: str = "voice.pipeline.snapshots"
+    organizations_topic: str = "voice.organizations"
+    topic_partitions: int = Field(default=4, ge=1)
+    consumer_group: str = "voicemon"
+
+    stages: Annotated[tuple[str, ...], NoDecode] = DEFAULT_STAGES
+
+    batch_max_messages: int = Field(default=2000, ge=1)
+    batch_max_seconds: float = Field(default=1.0, gt=0)
+
+    worker_web_bind: str = "127.0.0.1"
+    worker_web_port: int = Field(default=6066, ge=0, le=65535)
+    worker_data_dir: str = "./var/faust"
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _split_stages(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("VOICEMON_STAGES must name at least one stage")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,53 @@
+"""Every Prometheus metric of CONTRACT §8, in one place. No per-organization labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+EVENTS = Counter(
+    "voicemon_events", "Accepted events counted once, by type and stage", ["event_type", "stage"]
+)
+EVENTS_REJECTED = Counter(
+    "voicemon_events_rejected", "Messages or batch elements sent to the DLQ", ["reason"]
+)
+EVENTS_DUPLICATE = Counter(
+    "voicemon_events_duplicate", "Events whose event_id was already counted in the last 48 h"
+)
+EVENTS_LATE = Counter("voicemon_events_late", "Accepted events whose hour had already closed")
+END_TO_END_LATENCY = Histogram(
+    "voicemon_end_to_end_latency_seconds",
+    "duration_ms of artifact_completed events",
+    buckets=_LATENCY_BUCKETS,
+)
+STAGE_DURATION = Histogram(
+    "voicemon_stage_duration_seconds",
+    "duration_ms of stage_completed events",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+AI_COST = Counter("voicemon_ai_cost_usd", "AI spend of accepted events, US dollars")
+CLICKHOUSE_ROWS = Counter("voicemon_clickhouse_rows_written", "Raw event rows inserted")
+CLICKHOUSE_INSERT = Histogram(
+    "voicemon_clickhouse_insert_seconds",
+    "Time of one columnar insert of raw events",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SNAPSHOTS_EMITTED = Counter(
+    "voicemon_snapshots_emitted", "Snapshot rows written and published", ["period_type"]
+)
+WATERMARK_LAG = Gauge(
+    "voicemon_watermark_lag_seconds", "Wall clock minus the global event-time watermark"
+)
+CONSUMER_LAG = Gauge(
+    "voicemon_consumer_lag_messages", "Messages behind the partition's end", ["partition"]
+)
+BATCH_SECONDS = Histogram(
+    "voicemon_batch_seconds",
+    "Time to make one consumed batch durable (decode, Redis, DLQ, ClickHouse)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DEPENDENCY_UP = Gauge(
+    "voicemon_dependency_up", "1 when the last call to the dependency succeeded", ["dependency"]
+)

@@ -109,7 +109,7 @@ async def report_consumer_lag() -> None:
 
 @app.page("/metrics")
 async def metrics(web: Any, request: Any) -> Any:
-    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
 @app.page("/healthz")

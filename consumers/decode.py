@@ -61,10 +61,14 @@ def decode_message(raw: bytes, *, now_ms: int, stages: frozenset[str]) -> list[D
         detail = f"batch holds {len(value)} events; at most {MAX_BATCH_EVENTS} are allowed"
         return [RejectedPayload(Rejection(RejectReason.TOO_LARGE, detail), raw, None)]
     check_element_size = len(raw) > MAX_EVENT_BYTES
-    return [
-        _decode_element(element, index, check_element_size, now_ms=now_ms, stages=stages)
-        for index, element in enumerate(value)
-    ]
+    try:
+        return [
+            _decode_element(element, index, check_element_size, now_ms=now_ms, stages=stages)
+            for index, element in enumerate(value)
+        ]
+    except orjson.JSONEncodeError as error:
+        detail = f"a batch element cannot be re-encoded on its own ({error}); message kept whole"
+        return [RejectedPayload(Rejection(RejectReason.INVALID_JSON, detail), raw, None)]
 
 
 def _parse(raw: bytes) -> object:

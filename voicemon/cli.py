@@ -180,6 +180,15 @@ def raw_count(as_json: AsJson = False) -> None:
     print(orjson.dumps({"raw_rows": rows}).decode() if as_json else f"raw rows: {rows:,}")
 
 
+@app.command()
+def sql(query: str) -> None:
+    """Run one read-only SQL query on the store and print JSON rows (embedded: stop the worker first)."""
+    client = _store()
+    result = client.query(query, settings={"readonly": 1})
+    rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+    print(orjson.dumps(rows, default=str).decode())
+
+
 @app.command("dlq-count")
 def dlq_count(as_json: AsJson = False) -> None:
     """Messages in the DLQ topic."""

@@ -34,6 +34,7 @@ class KafkaPublisher:
                 "enable.idempotence": True,
                 "linger.ms": 5,
                 "compression.type": "lz4",
+                "message.max.bytes": 8 * 1024 * 1024,
                 **config,
             }
         )

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 
@@ -35,7 +36,13 @@ def connect(dsn: str) -> Client:
         return clickhouse_connect.get_client(dsn=dsn)
     except Exception as error:  # the driver raises many types; none may leak the DSN
         kind = "embedded chDB" if dsn.startswith("chdb:") else "ClickHouse server"
-        raise StoreError(f"cannot open the {kind} store: {type(error).__name__}") from None
+        raise StoreError(f"cannot open the {kind} store: {redact(str(error), dsn)}") from None
+
+
+def redact(text: str, dsn: str) -> str:
+    """``text`` without the password of ``dsn``."""
+    password = urlsplit(dsn).password
+    return text.replace(password, "***") if password else text
 
 
 def migrations() -> list[Migration]:

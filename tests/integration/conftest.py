@@ -1,0 +1,35 @@
+"""Real services for integration tests: the local Kafka broker and redis-server are started
+once per session (idempotently); each test gets its own topics, group, Redis DB and store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import Pipeline
+from voicemon.localstack import LocalStack
+from voicemon.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    settings = Settings()
+    LocalStack(settings, ROOT / "var").up()
+    return settings
+
+
+@pytest.fixture
+def pipeline(stack: Settings, tmp_path: Path) -> Iterator[Pipeline]:
+    harness = Pipeline(stack, tmp_path)
+    yield harness
+    harness.stop_workers()

@@ -1,0 +1,164 @@
+"""A real pipeline for one test: its own topics, consumer group, Redis DB and chDB store.
+
+Workers run as separate processes (``python -m voicemon worker``) so they can be killed;
+the embedded store is read through ``voicemon sql`` once the worker has let go of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+from redis import Redis
+
+from aggregators.realtime import read_realtime
+from voicemon.localstack import LocalStack
+from voicemon.producer import KafkaPublisher
+from voicemon.settings import Settings
+
+REDIS_TEST_DB = 9
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Pipeline:
+    def __init__(self, base: Settings, workdir: Path, partitions: int = 4) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        redis_url = base.redis_url.get_secret_value().rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
+        self.env = {
+            "VOICEMON_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
+            "VOICEMON_REDIS_URL": redis_url,
+            "VOICEMON_CLICKHOUSE_DSN": f"chdb://{workdir / 'clickhouse'}",
+            "VOICEMON_EVENTS_TOPIC": f"test-{suffix}.events",
+            "VOICEMON_DLQ_TOPIC": f"test-{suffix}.events.dlq",
+            "VOICEMON_SNAPSHOTS_TOPIC": f"test-{suffix}.snapshots",
+            "VOICEMON_ORGANIZATIONS_TOPIC": f"test-{suffix}.organizations",
+            "VOICEMON_CONSUMER_GROUP": f"voicemon-test-{suffix}",
+            "VOICEMON_TOPIC_PARTITIONS": str(partitions),
+            "VOICEMON_WORKER_DATA_DIR": str(workdir / "faust"),
+            "VOICEMON_BATCH_MAX_SECONDS": "0.3",
+        }
+        self.settings = Settings(**{k.removeprefix("VOICEMON_").lower(): v for k, v in self.env.items()})
+        self.workdir = workdir
+        self.redis = Redis.from_url(redis_url)
+        self.redis.flushdb()
+        LocalStack(self.settings, workdir).ensure_topics()
+        self.publisher = KafkaPublisher(base.kafka_bootstrap)
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    # -- producing -------------------------------------------------------------------------
+    def publish(self, values: Iterable[bytes | dict[str, Any] | list[Any]], key: bytes = b"k") -> None:
+        for value in values:
+            raw = value if isinstance(value, bytes) else orjson.dumps(value)
+            self.publisher.send(self.settings.events_topic, raw, key)
+        self.publisher.flush()
+
+    # -- workers ---------------------------------------------------------------------------
+    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        port = free_port()
+        env = {**os.environ, **self.env, "VOICEMON_WORKER_WEB_PORT": str(port), **extra_env}
+        log = (self.workdir / f"worker-{len(self.workers)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "voicemon", "worker"], env=env, stdout=log, stderr=log
+        )
+        process.web_port = port  # type: ignore[attr-defined]
+        self.workers.append(process)
+        return process
+
+    def stop_workers(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.workers.clear()
+
+    def kill_worker(self, process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.workers.remove(process)
+
+    # -- observing -------------------------------------------------------------------------
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "probe"})
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions
+            }
+        finally:
+            consumer.close()
+
+    def committed(self) -> dict[int, int]:
+        consumer = Consumer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": self.settings.consumer_group}
+        )
+        try:
+            wanted = [TopicPartition(self.settings.events_topic, p) for p in range(self.settings.topic_partitions)]
+            return {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
+        finally:
+            consumer.close()
+
+    def wait_consumed(self, timeout_s: float = 120) -> None:
+        """Until the worker group has committed every message published so far."""
+        ends = self.end_offsets(self.settings.events_topic)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            committed = self.committed()
+            if all(committed.get(p, -1) >= end for p, end in ends.items() if end > 0):
+                return
+            for process in self.workers:
+                assert process.poll() is None, f"worker exited with {process.returncode}"
+            time.sleep(0.5)
+        raise AssertionError(f"not consumed in {timeout_s}s: committed {self.committed()}, ends {ends}")
+
+    def realtime(self, organization_id: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
+        return read_realtime(self.redis, organization_id, self.settings.stages, now_ms)
+
+    def sql(self, query: str) -> list[dict[str, Any]]:
+        """Rows of ``query`` on the test's embedded store (workers must be stopped)."""
+        env = {**os.environ, **self.env}
+        done = subprocess.run(
+            [sys.executable, "-m", "voicemon", "sql", query], env=env, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+        rows: list[dict[str, Any]] = orjson.loads(done.stdout)
+        return rows
+
+    def dlq(self) -> list[tuple[bytes, dict[str, str]]]:
+        """Every DLQ message: (value, headers)."""
+        topic = self.settings.dlq_topic
+        ends = self.end_offsets(topic)
+        consumer = Consumer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"dlq-{uuid.uuid4()}",
+             "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        )
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        found: list[tuple[bytes, dict[str, str]]] = []
+        deadline = time.monotonic() + 30
+        while len(found) < sum(ends.values()) and time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=1):
+                if message.error() is None:
+                    headers = {k: v.decode() for k, v in message.headers() or []}
+                    found.append((message.value(), headers))
+        consumer.close()
+        return found

@@ -1,0 +1,195 @@
+"""docker-compose.yml follows the Compose Specification and is wired the way voicemon needs.
+
+The official Compose Specification JSON schema is third-party and is not vendored into the
+repository. It is taken from a pinned PyPI wheel that ships an unmodified copy of it
+(``ecs-composex`` bundles ``compose-spec.json`` from compose-spec/compose-spec, January 2025),
+fetched once with ``pip download --no-deps`` (nothing is installed) and cached in ``var/cache/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+CACHE_DIR = REPO / "var" / "cache" / "compose-spec"
+
+SCHEMA_PACKAGE = "ecs-composex"
+SCHEMA_VERSION = "1.1.9"
+SCHEMA_MEMBER = "ecs_composex/specs/compose-spec.json"
+SCHEMA_SHA256 = "a85a0e558502b7fec90b3ad4095d721e31749e9a305b1d80e09c1e64f939b92d"
+
+VOICEMON_ENV = ("VOICEMON_KAFKA_BOOTSTRAP", "VOICEMON_REDIS_URL", "VOICEMON_CLICKHOUSE_DSN")
+TOPICS = (
+    "voice.pipeline.events",
+    "voice.pipeline.events.dlq",
+    "voice.pipeline.snapshots",
+    "voice.organizations",
+)
+
+
+def _download_schema() -> bytes:
+    """Fetch the pinned wheel (no dependencies, nothing installed) and read the schema out."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    requirement = f"{SCHEMA_PACKAGE}=={SCHEMA_VERSION}"
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--dest",
+            tmp,
+            requirement,
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.fail(f"could not download {requirement} for the compose-spec schema: {exc}")
+        if proc.returncode != 0:
+            pytest.fail(
+                f"`pip download --no-deps {requirement}` failed (exit {proc.returncode}); the "
+                f"compose-spec schema cannot be checked without it:\n{proc.stderr[-2000:]}"
+            )
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            pytest.fail(f"expected one wheel of {requirement}, pip left {wheels}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            try:
+                return wheel.read(SCHEMA_MEMBER)
+            except KeyError:
+                pytest.fail(f"{wheels[0].name} has no {SCHEMA_MEMBER}")
+
+
+@pytest.fixture(scope="session")
+def compose_schema() -> dict[str, Any]:
+    cached = CACHE_DIR / f"{SCHEMA_PACKAGE}-{SCHEMA_VERSION}-compose-spec.json"
+    data = cached.read_bytes() if cached.is_file() else _download_schema()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SCHEMA_SHA256:
+        cached.unlink(missing_ok=True)
+        pytest.fail(
+            f"compose-spec schema from {SCHEMA_PACKAGE} has sha256 {digest}, "
+            f"expected {SCHEMA_SHA256}"
+        )
+    if not cached.is_file():
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(data)
+        partial.replace(cached)
+    schema: dict[str, Any] = json.loads(data)
+    Draft7Validator.check_schema(schema)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return doc
+
+
+def _schema_errors(schema: dict[str, Any], doc: object) -> list[str]:
+    errors = Draft7Validator(schema).iter_errors(doc)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+
+
+def _env(service: dict[str, Any]) -> dict[str, Any]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return dict(env)
+
+
+def test_compose_file_matches_the_compose_specification(
+    compose_schema: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    assert "version" not in compose, "the Compose Specification has no top-level `version`"
+    errors = _schema_errors(compose_schema, compose)
+    assert not errors, "docker-compose.yml violates the compose-spec schema:\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"services": {"api": {"image": "x", "ports": 12}}},
+        {"services": {"api": {"image": "x"}}, "servicez": {}},
+        {"services": {"api": {"image": "x", "healthcheck": {"tset": ["CMD", "true"]}}}},
+        {"services": {"api": {"image": "x", "depends_on": {"db": {"condition": "healthy"}}}}},
+    ],
+    ids=["ports-not-a-list", "unknown-top-level-key", "unknown-healthcheck-key", "bad-condition"],
+)
+def test_schema_rejects_broken_documents(
+    compose_schema: dict[str, Any], broken: dict[str, Any]
+) -> None:
+    assert _schema_errors(compose_schema, broken), f"schema accepted an invalid file: {broken}"
+
+
+def test_service_healthy_dependencies_have_healthchecks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        depends_on = service.get("depends_on") or {}
+        if isinstance(depends_on, list):
+            continue  # short form means service_started
+        for dep, spec in depends_on.items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            if spec.get("condition") == "service_healthy":
+                check = services[dep].get("healthcheck") or {}
+                assert check.get("test") and not check.get("disable"), (
+                    f"{name} waits for {dep} to be healthy, but {dep} has no healthcheck"
+                )
+
+
+def test_bind_mounts_and_build_contexts_exist(compose: dict[str, Any]) -> None:
+    base = COMPOSE_FILE.parent
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source")
+            if source and source.startswith("."):
+                assert (base / source).exists(), f"{name} bind-mounts missing path {source}"
+        build = service.get("build")
+        if build is not None:
+            build = {"context": build} if isinstance(build, str) else build
+            dockerfile = base / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+            assert dockerfile.is_file(), f"{name} builds from missing {dockerfile}"
+
+
+@pytest.mark.parametrize("service", ["worker", "api"])
+def test_voicemon_services_get_their_connection_settings(
+    compose: dict[str, Any], service: str
+) -> None:
+    env = _env(compose["services"][service])
+    missing = [key for key in VOICEMON_ENV if not env.get(key)]
+    assert not missing, f"{service} lacks {missing}"
+
+
+def test_kafka_init_creates_every_contract_topic(compose: dict[str, Any]) -> None:
+    command = compose["services"]["kafka-init"]["command"]
+    script = command if isinstance(command, str) else " ".join(command)
+    for topic in TOPICS:
+        assert f"--topic {topic} " in script, f"kafka-init does not create {topic}"
+    assert "--if-not-exists" in script
+
+
+def test_prometheus_scrapes_compose_services(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert {"voicemon-worker", "voicemon-api"} <= set(jobs)
+    for job in jobs.values():
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                assert target.split(":")[0] in compose["services"], f"unknown target {target}"

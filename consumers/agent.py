@@ -96,7 +96,7 @@ async def ingest_events(stream: Any) -> None:
             state.last_offsets[message.partition] = message.offset
 
 
-@app.timer(5.0)
+@app.timer(5.0)  # type: ignore[untyped-decorator]
 async def report_consumer_lag() -> None:
     for tp in app.consumer.assignment():
         if tp.topic != events_topic.get_topic_name():
@@ -119,7 +119,11 @@ async def healthz(web: Any, request: Any) -> Any:
 
 @app.page("/readyz")
 async def readyz(web: Any, request: Any) -> Any:
-    checks = {"redis": await _redis_ok(), "clickhouse": await _store_ok(), "ingest": state.outage is None}
+    checks = {
+        "redis": await _redis_ok(),
+        "clickhouse": await _store_ok(),
+        "ingest": state.outage is None,
+    }
     ready = all(checks.values())
     return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
 

@@ -83,7 +83,9 @@ def _parse(raw: bytes) -> object:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as utf8_error:
-            return Rejection(RejectReason.INVALID_UTF8, f"message is not UTF-8: {utf8_error.reason}")
+            return Rejection(
+                RejectReason.INVALID_UTF8, f"message is not UTF-8: {utf8_error.reason}"
+            )
         return Rejection(RejectReason.INVALID_JSON, f"message is not valid JSON: {error.msg}")
 
 

@@ -71,16 +71,16 @@ class Ingest:
         rows, letters = self._decode(messages, now_ms)
         letter_keys = [_dlq_key(letter) for letter in letters]
         done = await self._counters.already_dead_lettered(letter_keys)
-        await self._dead_letters.send([ltr for ltr, sent in zip(letters, done, strict=True) if not sent])
+        await self._dead_letters.send(
+            [ltr for ltr, sent in zip(letters, done, strict=True) if not sent]
+        )
         dlq_markers = {key: now_ms + RAW_RETENTION_MS for key in letter_keys}
         classified = await self._count_once(rows, dlq_markers, now_ms)
         missing = await asyncio.to_thread(self._missing_rows, classified.replayed)
         await asyncio.to_thread(self._raw_writer.write, classified.new + missing)
         _observe(row.event for row in classified.new)
         telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
-        return BatchOutcome(
-            len(classified.new), len(missing), classified.duplicates, len(letters)
-        )
+        return BatchOutcome(len(classified.new), len(missing), classified.duplicates, len(letters))
 
     def _decode(
         self, messages: Sequence[Message], now_ms: int

@@ -77,7 +77,7 @@ class RollingCounters:
         if not seen_keys:
             return []
         values = await self._redis.mget(seen_keys)
-        return [None if value is None else value.decode() for value in values]
+        return [value.decode() if isinstance(value, bytes) else value for value in values]
 
     async def already_dead_lettered(self, dlq_keys: Sequence[str]) -> list[bool]:
         if not dlq_keys:

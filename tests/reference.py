@@ -9,6 +9,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,7 +42,8 @@ def nearest_rank(samples: list[float], p: float) -> float:
     if not samples:
         return 0.0
     ordered = sorted(samples)
-    return ordered[min(int(math.floor(p * len(ordered))), len(ordered) - 1)]
+    rank = math.floor(Fraction(str(p)) * len(ordered))  # exact: no float rounding
+    return ordered[min(rank, len(ordered) - 1)]
 
 
 def metrics(events: Iterable[dict[str, Any]], stages: Iterable[str]) -> dict[str, Any]:
@@ -49,7 +51,8 @@ def metrics(events: Iterable[dict[str, Any]], stages: Iterable[str]) -> dict[str
     events = list(events)
     types = Counter(e["event_type"] for e in events)
     latencies = [
-        float(e["duration_ms"]) for e in events
+        float(e["duration_ms"])
+        for e in events
         if e["event_type"] == "artifact_completed" and e.get("duration_ms") is not None
     ]
     completed, failed = types["artifact_completed"], types["artifact_failed"]
@@ -69,7 +72,8 @@ def metrics(events: Iterable[dict[str, Any]], stages: Iterable[str]) -> dict[str
         of_stage = [e for e in events if e.get("stage") == stage]
         counts = Counter(e["event_type"] for e in of_stage)
         durations = [
-            float(e["duration_ms"]) for e in of_stage
+            float(e["duration_ms"])
+            for e in of_stage
             if e["event_type"] == "stage_completed" and e.get("duration_ms") is not None
         ]
         s_completed, s_failed = counts["stage_completed"], counts["stage_failed"]

@@ -156,8 +156,14 @@ def metrics_realtime(
     table = Table(title=f"last hour — {org or 'platform'} (as of {view['as_of']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in ("artifacts_received", "artifacts_completed", "artifacts_failed",
-                 "failure_rate", "avg_latency_ms", "ai_cost_usd"):
+    for name in (
+        "artifacts_received",
+        "artifacts_completed",
+        "artifacts_failed",
+        "failure_rate",
+        "avg_latency_ms",
+        "ai_cost_usd",
+    ):
         table.add_row(name, _fmt(view[name]))
     console.print(table)
     stages = Table(title="stages")
@@ -169,7 +175,13 @@ def metrics_realtime(
 
 
 def _fmt(value: object) -> str:
-    return f"{value:,.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+    return (
+        f"{value:,.4f}"
+        if isinstance(value, float)
+        else f"{value:,}"
+        if isinstance(value, int)
+        else str(value)
+    )
 
 
 @app.command("raw-count")
@@ -182,7 +194,7 @@ def raw_count(as_json: AsJson = False) -> None:
 
 @app.command()
 def sql(query: str) -> None:
-    """Run one read-only SQL query on the store and print JSON rows (embedded: stop the worker first)."""
+    """Run one read-only SQL query; print JSON rows (embedded store: stop the worker first)."""
     client = _store()
     result = client.query(query, settings={"readonly": 1})
     rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
@@ -207,10 +219,19 @@ def demo(seconds: float = 60, rate: float = 2000, home: Home = Path("var")) -> N
     stack = LocalStack(get_settings(), home)
     stack.up()
     log = (home / "log" / "worker.log").open("ab")
-    worker_process = subprocess.Popen([sys.executable, "-m", "voicemon", "worker"], stdout=log, stderr=log)
+    worker_process = subprocess.Popen(
+        [sys.executable, "-m", "voicemon", "worker"], stdout=log, stderr=log
+    )
     try:
-        produce(rate=rate, duration=seconds, orgs=20, seed=int(time.time()), duplicates=0.01,
-                malformed=0.001, single=False)
+        produce(
+            rate=rate,
+            duration=seconds,
+            orgs=20,
+            seed=int(time.time()),
+            duplicates=0.01,
+            malformed=0.001,
+            single=False,
+        )
         time.sleep(5)  # let the last batches become durable
         metrics_realtime(org=None, as_json=False)
     finally:

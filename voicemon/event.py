@@ -123,7 +123,9 @@ def _first_error(error: ValidationError) -> Rejection:
     problems = error.errors(include_url=False, include_input=False)
     for problem in problems:
         if problem["type"] == "missing":
-            return Rejection(RejectReason.MISSING_FIELD, f"{_loc(problem)}: required field is missing")
+            return Rejection(
+                RejectReason.MISSING_FIELD, f"{_loc(problem)}: required field is missing"
+            )
     problem = problems[0]
     return Rejection(RejectReason.INVALID_FIELD, f"{_loc(problem)}: {problem['msg']}")
 
@@ -137,7 +139,9 @@ def validate_event(
 ) -> PipelineEvent | Rejection:
     """Check one decoded JSON value against CONTRACT §3; reasons follow §3.3."""
     if not isinstance(value, dict):
-        return Rejection(RejectReason.NOT_AN_OBJECT, f"event must be a JSON object, got {_kind(value)}")
+        return Rejection(
+            RejectReason.NOT_AN_OBJECT, f"event must be a JSON object, got {_kind(value)}"
+        )
     for name in _REQUIRED_FIELDS:
         if value.get(name) is None:
             return Rejection(RejectReason.MISSING_FIELD, f"{name}: required field is missing")
@@ -162,7 +166,8 @@ def _check_rules(
             return Rejection(RejectReason.MISSING_FIELD, f"stage: required for {event_type}")
         if fields.stage not in stages:
             return Rejection(
-                RejectReason.UNKNOWN_STAGE, f"stage: {fields.stage[:64]!r} is not a configured stage"
+                RejectReason.UNKNOWN_STAGE,
+                f"stage: {fields.stage[:64]!r} is not a configured stage",
             )
     elif fields.stage is not None:
         return Rejection(RejectReason.INVALID_FIELD, f"stage: must be absent for {event_type}")

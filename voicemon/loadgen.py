@@ -25,8 +25,10 @@ MALFORMED_SAMPLES = (
 def _timestamp(ms: int, rng: random.Random) -> str | int:
     if rng.random() < 0.5:
         return ms
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 
@@ -62,8 +64,14 @@ def artifact_events(
         cost = round(rng.uniform(0.0001, 0.05), 6) if rng.random() < 0.7 else None
         now += int(duration)
         if rng.random() < failure_chance:
-            yield event("stage_failed", now, stage=stage, duration_ms=duration,
-                        ai_cost_usd=cost, error_code="E_" + stage.upper())
+            yield event(
+                "stage_failed",
+                now,
+                stage=stage,
+                duration_ms=duration,
+                ai_cost_usd=cost,
+                error_code="E_" + stage.upper(),
+            )
             yield event("artifact_failed", now, error_code="E_" + stage.upper())
             return
         yield event("stage_completed", now, stage=stage, duration_ms=duration, ai_cost_usd=cost)

@@ -18,7 +18,7 @@ from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from voicemon.settings import Settings
 
@@ -98,14 +98,22 @@ class LocalStack:
         subprocess.run(
             [
                 server,
-                "--bind", endpoint.host,
-                "--port", str(endpoint.port),
-                "--dir", str(data),
-                "--appendonly", "yes",
-                "--save", "",
-                "--daemonize", "yes",
-                "--pidfile", str(data / "redis.pid"),
-                "--logfile", str(self.logs / "redis.log"),
+                "--bind",
+                endpoint.host,
+                "--port",
+                str(endpoint.port),
+                "--dir",
+                str(data),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(data / "redis.pid"),
+                "--logfile",
+                str(self.logs / "redis.log"),
             ],
             check=True,
         )
@@ -129,11 +137,25 @@ class LocalStack:
                 partitions=self.settings.topic_partitions,
             )
         )
-        java = ["java", "-Xmx768m", "-cp", classpath, f"-Dkafka.logs.dir={self.logs}",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]
+        java = [
+            "java",
+            "-Xmx768m",
+            "-cp",
+            classpath,
+            f"-Dkafka.logs.dir={self.logs}",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+        ]
         if not (data / "data" / "meta.properties").exists():
             subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+                [
+                    *java,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(config),
+                ],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
@@ -167,9 +189,7 @@ class LocalStack:
             NewTopic(self.settings.events_topic, partitions, 1),
             NewTopic(self.settings.dlq_topic, partitions, 1),
             NewTopic(self.settings.snapshots_topic, partitions, 1),
-            NewTopic(
-                self.settings.organizations_topic, 1, 1, config={"cleanup.policy": "compact"}
-            ),
+            NewTopic(self.settings.organizations_topic, 1, 1, config={"cleanup.policy": "compact"}),
         ]
         deadline = time.monotonic() + timeout_s
         while True:
@@ -181,7 +201,7 @@ class LocalStack:
                     raise StackError(f"Kafka metadata unavailable: {error}") from None
                 time.sleep(0.5)
         missing = [topic for topic in wanted if topic.topic not in existing]
-        for topic, future in (admin.create_topics(missing).items() if missing else []):
+        for topic, future in admin.create_topics(missing).items() if missing else []:
             try:
                 future.result(timeout=30)
             except Exception as error:

@@ -40,7 +40,9 @@ class KafkaPublisher:
         )
         self._failures: list[str] = []
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()) -> None:
+    def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()
+    ) -> None:
         while True:
             try:
                 self._producer.produce(
@@ -110,9 +112,7 @@ class EventProducer:
     def _send_pending(self) -> None:
         if not self._pending:
             return
-        value = (
-            b"[" + b",".join(self._pending) + b"]" if self._batch else self._pending[0]
-        )
+        value = b"[" + b",".join(self._pending) + b"]" if self._batch else self._pending[0]
         self._publisher.send(self._topic, value, self._first_key)
         self._pending, self._pending_bytes = [], 0
 

@@ -52,7 +52,9 @@ class Pipeline:
             "VOICEMON_WORKER_DATA_DIR": str(workdir / "faust"),
             "VOICEMON_BATCH_MAX_SECONDS": "0.3",
         }
-        self.settings = Settings(**{k.removeprefix("VOICEMON_").lower(): v for k, v in self.env.items()})
+        self.settings = Settings(
+            **{k.removeprefix("VOICEMON_").lower(): v for k, v in self.env.items()}
+        )
         self.workdir = workdir
         self.redis = Redis.from_url(redis_url)
         self.redis.flushdb()
@@ -61,7 +63,9 @@ class Pipeline:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     # -- producing -------------------------------------------------------------------------
-    def publish(self, values: Iterable[bytes | dict[str, Any] | list[Any]], key: bytes = b"k") -> None:
+    def publish(
+        self, values: Iterable[bytes | dict[str, Any] | list[Any]], key: bytes = b"k"
+    ) -> None:
         for value in values:
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
             self.publisher.send(self.settings.events_topic, raw, key)
@@ -98,7 +102,9 @@ class Pipeline:
 
     # -- observing -------------------------------------------------------------------------
     def end_offsets(self, topic: str) -> dict[int, int]:
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "probe"})
+        consumer = Consumer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "probe"}
+        )
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             return {
@@ -110,10 +116,16 @@ class Pipeline:
 
     def committed(self) -> dict[int, int]:
         consumer = Consumer(
-            {"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": self.settings.consumer_group}
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": self.settings.consumer_group,
+            }
         )
         try:
-            wanted = [TopicPartition(self.settings.events_topic, p) for p in range(self.settings.topic_partitions)]
+            wanted = [
+                TopicPartition(self.settings.events_topic, p)
+                for p in range(self.settings.topic_partitions)
+            ]
             return {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
         finally:
             consumer.close()
@@ -129,16 +141,23 @@ class Pipeline:
             for process in self.workers:
                 assert process.poll() is None, f"worker exited with {process.returncode}"
             time.sleep(0.5)
-        raise AssertionError(f"not consumed in {timeout_s}s: committed {self.committed()}, ends {ends}")
+        raise AssertionError(
+            f"not consumed in {timeout_s}s: committed {self.committed()}, ends {ends}"
+        )
 
-    def realtime(self, organization_id: str | None = None, now_ms: int | None = None) -> dict[str, Any]:
+    def realtime(
+        self, organization_id: str | None = None, now_ms: int | None = None
+    ) -> dict[str, Any]:
         return read_realtime(self.redis, organization_id, self.settings.stages, now_ms)
 
     def sql(self, query: str) -> list[dict[str, Any]]:
         """Rows of ``query`` on the test's embedded store (workers must be stopped)."""
         env = {**os.environ, **self.env}
         done = subprocess.run(
-            [sys.executable, "-m", "voicemon", "sql", query], env=env, capture_output=True, timeout=120
+            [sys.executable, "-m", "voicemon", "sql", query],
+            env=env,
+            capture_output=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
         rows: list[dict[str, Any]] = orjson.loads(done.stdout)
@@ -149,8 +168,12 @@ class Pipeline:
         topic = self.settings.dlq_topic
         ends = self.end_offsets(topic)
         consumer = Consumer(
-            {"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"dlq-{uuid.uuid4()}",
-             "auto.offset.reset": "earliest", "enable.auto.commit": False}
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": f"dlq-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
         )
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         found: list[tuple[bytes, dict[str, str]]] = []

@@ -21,8 +21,13 @@ def now_ms() -> int:
 
 
 def event(event_id: str, event_type: str = "artifact_received", **fields: Any) -> dict[str, Any]:
-    return {"event_id": event_id, "event_type": event_type, "occurred_at": now_ms() - 1000,
-            "artifact_id": f"art-{event_id}", **fields}
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "occurred_at": now_ms() - 1000,
+        "artifact_id": f"art-{event_id}",
+        **fields,
+    }
 
 
 def realtime_counts(view: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +54,7 @@ def test_every_rejection_code_lands_in_the_dlq_untouched(pipeline: Pipeline) -> 
     bad = {
         "invalid_utf8": b"\xff\xfe\xfa",
         "invalid_json": b'{"event_id": ',
-        "not_an_object": b"\"just a string\"",
+        "not_an_object": b'"just a string"',
         "too_large": b"[" + b" " * (1024 * 1024) + b"]",
         "missing_field": orjson.dumps({"event_id": "m1", "event_type": "artifact_received"}),
         "invalid_field": orjson.dumps(event("i1", duration_ms=-5)),
@@ -77,8 +82,12 @@ def test_every_rejection_code_lands_in_the_dlq_untouched(pipeline: Pipeline) -> 
 
 
 def test_a_bad_batch_element_rejects_only_itself(pipeline: Pipeline) -> None:
-    batch = [event("b0"), event("b1", event_type="nope"), 17,
-             event("b3", event_type="stage_completed", stage=STAGE, duration_ms=40.0)]
+    batch = [
+        event("b0"),
+        event("b1", event_type="nope"),
+        17,
+        event("b3", event_type="stage_completed", stage=STAGE, duration_ms=40.0),
+    ]
     pipeline.publish([batch])
     pipeline.start_worker()
     pipeline.wait_consumed()
@@ -90,7 +99,8 @@ def test_a_bad_batch_element_rejects_only_itself(pipeline: Pipeline) -> None:
 
     letters = sorted(pipeline.dlq(), key=lambda letter: letter[1]["voicemon-batch-index"])
     assert [(h["voicemon-batch-index"], h["voicemon-reason"]) for _, h in letters] == [
-        ("1", "unknown_event_type"), ("2", "not_an_object")
+        ("1", "unknown_event_type"),
+        ("2", "not_an_object"),
     ]
     assert orjson.loads(letters[0][0]) == batch[1] and letters[1][0] == b"17"
     assert raw_counts(pipeline) == {"artifact_received": 1, "stage_completed": 1}
@@ -120,8 +130,13 @@ def test_duplicates_and_a_replayed_partition_change_no_number(pipeline: Pipeline
 
 
 def test_sigkill_mid_stream_and_restart_ends_exact(pipeline: Pipeline) -> None:
-    mix = LoadMix(seed=7, organizations=5, stages=pipeline.settings.stages,
-                  duplicate_share=0.02, malformed_share=0.002)
+    mix = LoadMix(
+        seed=7,
+        organizations=5,
+        stages=pipeline.settings.stages,
+        duplicate_share=0.02,
+        malformed_share=0.002,
+    )
     clock = iter(lambda: now_ms(), None)
     items = [item for _, item in zip(range(30_000), mix.stream(clock), strict=False)]
     events = [item for item in items if isinstance(item, dict)]
@@ -135,9 +150,9 @@ def test_sigkill_mid_stream_and_restart_ends_exact(pipeline: Pipeline) -> None:
             i += 1
             continue
         size = rng.randint(2, 200)
-        chunk = [x for x in items[i:i + size] if isinstance(x, dict)]
+        chunk = [x for x in items[i : i + size] if isinstance(x, dict)]
         messages.extend([chunk] if chunk else [])
-        messages.extend(x for x in items[i:i + size] if isinstance(x, bytes))
+        messages.extend(x for x in items[i : i + size] if isinstance(x, bytes))
         i += size
     pipeline.publish(messages)
     expected = reference_counts(events, pipeline.settings.stages)
@@ -158,18 +173,22 @@ def test_sigkill_mid_stream_and_restart_ends_exact(pipeline: Pipeline) -> None:
 
     unique = reference.first_occurrences(events)
     assert sum(raw_counts(pipeline).values()) == len(unique)
-    rows = pipeline.sql("SELECT count() AS n, uniqExact(event_id) AS u FROM voicemon.pipeline_events")
+    rows = pipeline.sql(
+        "SELECT count() AS n, uniqExact(event_id) AS u FROM voicemon.pipeline_events"
+    )
     assert rows == [{"n": len(unique), "u": len(unique)}]
     assert len(pipeline.dlq()) == malformed
 
 
 def test_rolling_counters_roll(pipeline: Pipeline) -> None:
     now = now_ms()
-    pipeline.publish([
-        event("r-old") | {"occurred_at": now - 61 * 60_000},
-        event("r-edge") | {"occurred_at": now - 58 * 60_000},
-        event("r-new", organization_id="org-r"),
-    ])
+    pipeline.publish(
+        [
+            event("r-old") | {"occurred_at": now - 61 * 60_000},
+            event("r-edge") | {"occurred_at": now - 58 * 60_000},
+            event("r-new", organization_id="org-r"),
+        ]
+    )
     pipeline.start_worker()
     pipeline.wait_consumed()
     assert pipeline.realtime()["artifacts_received"] == 2
@@ -187,8 +206,10 @@ def test_raw_table_has_the_48_hour_ttl(pipeline: Pipeline) -> None:
     pipeline.start_worker()
     time.sleep(8)  # the worker migrates on start
     pipeline.stop_workers()
-    [row] = pipeline.sql("SELECT create_table_query AS ddl FROM system.tables "
-                         "WHERE database = 'voicemon' AND name = 'pipeline_events'")
+    [row] = pipeline.sql(
+        "SELECT create_table_query AS ddl FROM system.tables "
+        "WHERE database = 'voicemon' AND name = 'pipeline_events'"
+    )
     assert "TTL toDateTime(occurred_at) + toIntervalHour(48)" in row["ddl"]
     assert "ttl_only_drop_parts = 1" in row["ddl"]
 

@@ -53,8 +53,15 @@ def test_minimal_event_is_accepted_with_defaults() -> None:
 
 def test_full_stage_event_is_accepted() -> None:
     result = verdict(
-        event(event_type="stage_completed", stage="transcription", duration_ms=12.5,
-              ai_cost_usd=0.25, organization_id="org_1.a:b-c", error_code=None, extra={"x": 1})
+        event(
+            event_type="stage_completed",
+            stage="transcription",
+            duration_ms=12.5,
+            ai_cost_usd=0.25,
+            organization_id="org_1.a:b-c",
+            error_code=None,
+            extra={"x": 1},
+        )
     )
     assert isinstance(result, PipelineEvent)
     assert (result.stage, result.duration_ms, result.ai_cost_usd) == ("transcription", 12.5, 0.25)
@@ -143,18 +150,29 @@ def decode(raw: bytes) -> list[AcceptedEvent | RejectedPayload]:
         (orjson.dumps(event(pad="x" * MAX_EVENT_BYTES)), RejectReason.TOO_LARGE),
     ],
 )
-def test_whole_message_rejections_keep_the_original_bytes(raw: bytes, expected: RejectReason) -> None:
+def test_whole_message_rejections_keep_the_original_bytes(
+    raw: bytes, expected: RejectReason
+) -> None:
     [item] = decode(raw)
     assert isinstance(item, RejectedPayload)
     assert (item.rejection.reason, item.payload, item.batch_index) == (expected, raw, None)
 
 
 def test_batch_rejects_only_its_bad_elements() -> None:
-    elements = [event(event_id="ok-0"), 7, event(event_id="ok-2", event_type="nope"),
-                event(event_id="ok-3"), event(event_id="big", pad="x" * MAX_EVENT_BYTES)]
+    elements = [
+        event(event_id="ok-0"),
+        7,
+        event(event_id="ok-2", event_type="nope"),
+        event(event_id="ok-3"),
+        event(event_id="big", pad="x" * MAX_EVENT_BYTES),
+    ]
     items = decode(orjson.dumps(elements))
     assert [type(i).__name__ for i in items] == [
-        "AcceptedEvent", "RejectedPayload", "RejectedPayload", "AcceptedEvent", "RejectedPayload"
+        "AcceptedEvent",
+        "RejectedPayload",
+        "RejectedPayload",
+        "AcceptedEvent",
+        "RejectedPayload",
     ]
     rejected = [i for i in items if isinstance(i, RejectedPayload)]
     assert [(r.batch_index, r.rejection.reason) for r in rejected] == [
@@ -174,19 +192,36 @@ def test_single_event_has_batch_index_zero() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=20,
 )
 field_values = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=200),
-    st.sampled_from([t.value for t in EventType] + list(DEFAULT_STAGES)), json_values,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=200),
+    st.sampled_from([t.value for t in EventType] + list(DEFAULT_STAGES)),
+    json_values,
 )
 event_like = st.fixed_dictionaries(
     {},
     optional={
         name: field_values
-        for name in ("event_id", "event_type", "occurred_at", "artifact_id", "organization_id",
-                     "stage", "duration_ms", "ai_cost_usd", "error_code", "schema_version")
+        for name in (
+            "event_id",
+            "event_type",
+            "occurred_at",
+            "artifact_id",
+            "organization_id",
+            "stage",
+            "duration_ms",
+            "ai_cost_usd",
+            "error_code",
+            "schema_version",
+        )
     },
 )
 

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
+from aggregators.closer import WindowCloser, build_closer
 from consumers.app import app, events_topic, settings
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest, Message
@@ -24,6 +25,7 @@ from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from voicemon import store, telemetry
 from voicemon.producer import KafkaPublisher
+from voicemon.window_state import WindowState
 
 log = logging.getLogger("voicemon.worker")
 
@@ -35,6 +37,7 @@ class WorkerState:
         self.redis: Redis | None = None
         self.store: store.Client | None = None
         self.ingest: Ingest | None = None
+        self.closer: WindowCloser | None = None
         self.last_offsets: dict[int, int] = {}
         self.outage: str | None = None
 
@@ -45,10 +48,12 @@ class WorkerState:
             )
             await asyncio.to_thread(store.migrate, self.store)
             self.redis = Redis.from_url(settings.redis_url.get_secret_value())
+            self.closer = build_closer(settings, WindowState(self.redis), self.store)
             self.ingest = Ingest(
                 RollingCounters(self.redis),
                 RawWriter(self.store),
                 DeadLetters(KafkaPublisher(settings.kafka_bootstrap), settings.dlq_topic),
+                WindowState(self.redis),
                 settings.stages,
             )
         return self.ingest
@@ -94,6 +99,19 @@ async def ingest_events(stream: Any) -> None:
             event.ack()
         for message in messages:
             state.last_offsets[message.partition] = message.offset
+
+
+@app.timer(settings.closer_interval_seconds)  # type: ignore[untyped-decorator]
+async def close_windows() -> None:
+    if state.closer is None or not settings.closer_enabled:
+        return
+    try:
+        report = await state.closer.tick()
+    except Exception as error:  # an outage pauses closing; the next tick retries
+        log.error("window closer tick failed: %s: %s", type(error).__name__, str(error)[:300])
+        return
+    if report.emitted:
+        log.info("windows emitted: %s", ", ".join(report.emitted))
 
 
 @app.timer(5.0)  # type: ignore[untyped-decorator]

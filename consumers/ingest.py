@@ -18,12 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from aggregators.windows import hour_start
 from consumers.dead_letters import DeadLetter, DeadLetters
 from consumers.decode import AcceptedEvent, decode_message
 from consumers.raw_writer import Position, RawRow, RawWriter
 from consumers.rolling_counters import DEDUP_SLACK_MS, NewEvent, RollingCounters
 from voicemon import keys, rolling, telemetry
 from voicemon.event import RAW_RETENTION_MS, EventType, PipelineEvent
+from voicemon.window_state import WindowState
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +59,14 @@ class Ingest:
         counters: RollingCounters,
         raw_writer: RawWriter,
         dead_letters: DeadLetters,
+        window_state: WindowState,
         stages: Sequence[str],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
         self._raw_writer = raw_writer
         self._dead_letters = dead_letters
+        self._window_state = window_state
         self._stages = frozenset(stages)
         self._clock = clock
 
@@ -77,7 +81,10 @@ class Ingest:
         dlq_markers = {key: now_ms + RAW_RETENTION_MS for key in letter_keys}
         classified = await self._count_once(rows, dlq_markers, now_ms)
         missing = await asyncio.to_thread(self._missing_rows, classified.replayed)
-        await asyncio.to_thread(self._raw_writer.write, classified.new + missing)
+        written = classified.new + missing
+        await asyncio.to_thread(self._raw_writer.write, written)
+        late = await self._window_state.record_written(*written_windows(written), now_ms)
+        telemetry.EVENTS_LATE.inc(late)
         _observe(row.event for row in classified.new)
         telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
         return BatchOutcome(len(classified.new), len(missing), classified.duplicates, len(letters))
@@ -140,6 +147,18 @@ def classify(rows: Sequence[RawRow], owners: Sequence[str | None]) -> _Classifie
         else:
             classified.duplicates += 1
     return classified
+
+
+def written_windows(rows: Sequence[RawRow]) -> tuple[dict[int, int], dict[int, int]]:
+    """Newest event time per input partition, and event count per hour, of written rows."""
+    newest: dict[int, int] = {}
+    per_hour: dict[int, int] = {}
+    for row in rows:
+        partition, at = row.position.partition, row.event.occurred_at_ms
+        newest[partition] = max(newest.get(partition, at), at)
+        hour = hour_start(at)
+        per_hour[hour] = per_hour.get(hour, 0) + 1
+    return newest, per_hour
 
 
 def _dlq_key(letter: DeadLetter) -> str:

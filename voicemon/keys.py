@@ -26,3 +26,14 @@ def seen_event(event_id: str) -> str:
 def dead_lettered(partition: int, offset: int, batch_index: int | None) -> str:
     """Marker of a rejection already sent to the DLQ, so a replay does not send it twice."""
     return f"{PREFIX}:dlq:{partition}:{offset}:{-1 if batch_index is None else batch_index}"
+
+
+# The window closer's state shares one hash tag, so its scripts touch one cluster slot.
+CLOSER = f"{PREFIX}:{{closer}}"
+CLOSER_LEASE = f"{CLOSER}:lease"
+NEXT_HOUR = f"{CLOSER}:next_hour"  # every hour before it is closed (or queued to close)
+NEXT_DAY = f"{CLOSER}:next_day"
+DIRTY = f"{CLOSER}:dirty"  # windows to (re)compute: member "hourly:<ms>", score first mark
+DIRTY_GENERATION = f"{CLOSER}:dirty_generation"  # member -> marks so far
+WATERMARKS = f"{CLOSER}:watermarks"  # input partition -> newest event ms durably written
+SNAPSHOT_VERSION = f"{CLOSER}:version"

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
 
+    closer_enabled: bool = True
+    closer_interval_seconds: float = Field(default=5.0, gt=0)
+    close_grace_seconds: int = Field(default=1800, ge=0)
+    late_debounce_seconds: float = Field(default=5.0, ge=0)
+
     worker_web_bind: str = "127.0.0.1"
     worker_web_port: int = Field(default=6066, ge=0, le=65535)
     worker_data_dir: str = "./var/faust"

@@ -1,0 +1,185 @@
+"""The window closer (CONTRACT §6.1): one at a time, by lease, whatever the number of workers.
+
+Each ``tick`` (every few seconds, with an injectable clock):
+
+1. hold or renew the lease in Redis; without it, do nothing;
+2. queue the hours whose close time the watermark or the wall clock has passed, and the days
+   whose 24 hours are closed at D + 1 day + 1h30m, moving the pointers (fenced by the lease);
+3. compute every queued window (closes, late-event re-emissions, oldest hour first), write
+   its rows with a new, higher version, publish them, then unqueue it — unless it was marked
+   again meanwhile. A closer that dies mid-way leaves its windows queued for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from aggregators import snapshots, windows
+from aggregators.windows import DAY_MS, HOUR_MS
+from voicemon import keys, telemetry
+from voicemon.event import RAW_RETENTION_MS
+from voicemon.producer import KafkaPublisher
+from voicemon.settings import Settings
+from voicemon.store import Client
+from voicemon.window_state import WindowState, window_member
+
+log = logging.getLogger("voicemon.closer")
+
+Publish = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CloserConfig:
+    stages: Sequence[str]
+    partitions: int
+    grace_ms: int = 30 * 60_000
+    debounce_ms: int = 5_000
+    lease_ttl_ms: int = 30_000
+    max_windows_per_tick: int = 72
+
+
+@dataclass(slots=True)
+class TickReport:
+    leader: bool
+    queued: list[str] = field(default_factory=list)
+    emitted: list[str] = field(default_factory=list)
+
+
+def initial_pointers(now_ms: int) -> tuple[int, int]:
+    """Where a closer with no history starts: the oldest hour raw events may still hold,
+    and the first day whose every hour it will close."""
+    first_hour = windows.hour_start(now_ms - RAW_RETENTION_MS)
+    first_day = windows.day_start(first_hour)
+    return first_hour, first_day if first_day == first_hour else first_day + DAY_MS
+
+
+def snapshot_messages(snapshot_set: snapshots.SnapshotSet) -> list[tuple[bytes, bytes]]:
+    """One record per snapshot row, carrying the stage rows of the same scope."""
+    stages: dict[str, list[dict[str, object]]] = {}
+    for row in snapshot_set.stage_snapshots:
+        stages.setdefault(row["organization_id"], []).append(row)
+    return [
+        snapshots.message(row | {"stages": stages.get(row["organization_id"], [])})
+        for row in snapshot_set.snapshots
+    ]
+
+
+class WindowCloser:
+    def __init__(
+        self,
+        state: WindowState,
+        store: Client,
+        publish: Publish,
+        config: CloserConfig,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+    ) -> None:
+        self._state = state
+        self._store = store
+        self._publish = publish
+        self._config = config
+        self._clock = clock
+        self.owner = owner or f"closer-{uuid.uuid4().hex[:12]}"
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def tick(self) -> TickReport:
+        now = self._now_ms()
+        if not await self._state.hold_lease(self.owner, self._config.lease_ttl_ms):
+            return TickReport(leader=False)
+        report = TickReport(leader=True)
+        report.queued = await self._queue_due(now)
+        ready = now - self._config.debounce_ms
+        for window in (await self._state.dirty(ready))[: self._config.max_windows_per_tick]:
+            if not await self._state.hold_lease(self.owner, self._config.lease_ttl_ms):
+                break
+            await self.emit(window.period_type, window.start_ms, now)
+            await self._state.done(window)
+            report.emitted.append(window.member)
+        return report
+
+    async def _queue_due(self, now: int) -> list[str]:
+        watermark = windows.global_watermark(
+            await self._state.watermarks(), self._config.partitions
+        )
+        if watermark is not None:
+            telemetry.WATERMARK_LAG.set(max(0, now - watermark) / 1000)
+        next_hour, next_day = await self._state.pointers()
+        first_hour, first_day = initial_pointers(now)
+        next_hour = first_hour if next_hour is None else next_hour
+        next_day = first_day if next_day is None else next_day
+        score = now - self._config.debounce_ms  # fresh closes need no debounce
+        hours = windows.due_hours(next_hour, now, watermark, self._config.grace_ms)
+        hours = hours[: self._config.max_windows_per_tick]
+        members = [window_member(snapshots.HOURLY, hour) for hour in hours]
+        if hours:
+            next_hour = hours[-1] + HOUR_MS
+            if not await self._state.queue(self.owner, keys.NEXT_HOUR, next_hour, members, score):
+                return []
+        days = windows.due_days(next_day, now, next_hour)
+        day_members = [window_member(snapshots.DAILY, day) for day in days]
+        if days and await self._state.queue(
+            self.owner, keys.NEXT_DAY, days[-1] + DAY_MS, day_members, score
+        ):
+            members += day_members
+        return members
+
+    async def emit(self, period_type: str, start_ms: int, now: int) -> snapshots.SnapshotSet:
+        """Compute, write and publish one window's rows with a new version."""
+        version = await self._state.next_version(now)
+        compute = (
+            snapshots.compute_hour if period_type == snapshots.HOURLY else snapshots.compute_day
+        )
+        snapshot_set = await asyncio.to_thread(
+            compute, self._store, start_ms, self._config.stages, version, now
+        )
+        await asyncio.to_thread(snapshots.write, self._store, snapshot_set)
+        await self._publish(snapshot_messages(snapshot_set))
+        telemetry.SNAPSHOTS_EMITTED.labels(period_type).inc(len(snapshot_set.snapshots))
+        if period_type == snapshots.HOURLY:
+            await self._redo_closed_day(windows.day_start(start_ms), now)
+        log.info(
+            "snapshot emitted",
+            extra={"period_type": period_type, "period_start": snapshots.utc(start_ms).isoformat(),
+                   "rows": len(snapshot_set.snapshots), "version": version},
+        )  # fmt: skip
+        return snapshot_set
+
+    async def _redo_closed_day(self, day: int, now: int) -> None:
+        _, next_day = await self._state.pointers()
+        if next_day is not None and day < next_day:
+            await self._state.mark_dirty(
+                window_member(snapshots.DAILY, day), now - self._config.debounce_ms
+            )
+
+    async def release(self) -> None:
+        await self._state.release_lease(self.owner)
+
+
+def build_closer(
+    settings: Settings,
+    state: WindowState,
+    store: Client,
+    clock: Callable[[], float] = time.time,
+) -> WindowCloser:
+    """A closer wired to the settings: snapshots published with confluent-kafka."""
+    publisher = KafkaPublisher(settings.kafka_bootstrap)
+
+    async def publish(records: list[tuple[bytes, bytes]]) -> None:
+        for key, value in records:
+            publisher.send(settings.snapshots_topic, value, key)
+        await asyncio.to_thread(publisher.flush)
+
+    config = CloserConfig(
+        stages=settings.stages,
+        partitions=settings.topic_partitions,
+        grace_ms=settings.close_grace_seconds * 1000,
+        debounce_ms=int(settings.late_debounce_seconds * 1000),
+    )
+    return WindowCloser(state, store, publish, config, clock)

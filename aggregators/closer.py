@@ -158,6 +158,9 @@ class WindowCloser:
                 window_member(snapshots.DAILY, day), now - self._config.debounce_ms
             )
 
+    async def holds_lease(self) -> bool:
+        return await self._state.hold_lease(self.owner, self._config.lease_ttl_ms)
+
     async def release(self) -> None:
         await self._state.release_lease(self.owner)
 

@@ -96,14 +96,14 @@ FROM (
 
 MERGED_SNAPSHOT_SQL = """
 SELECT scope, organization_id,
-    sum(artifacts_received) AS artifacts_received,
-    sum(artifacts_completed) AS artifacts_completed,
-    sum(artifacts_failed) AS artifacts_failed,
-    sum(ai_cost_usd) AS ai_cost_usd,
-    sum(latency_samples) AS latency_samples,
-    sum(avg_latency_ms * latency_samples) AS latency_sum,
-    sumMap(latency_sketch) AS latency_sketch
-FROM voicemon.snapshots_latest
+    sum(s.artifacts_received) AS artifacts_received,
+    sum(s.artifacts_completed) AS artifacts_completed,
+    sum(s.artifacts_failed) AS artifacts_failed,
+    sum(s.ai_cost_usd) AS ai_cost_usd,
+    sum(s.latency_samples) AS latency_samples,
+    sum(s.avg_latency_ms * s.latency_samples) AS latency_sum,
+    sumMap(s.latency_sketch) AS latency_sketch
+FROM voicemon.snapshots_latest AS s
 WHERE period_type = {period_type:String}
   AND period_start >= fromUnixTimestamp({start:Int64})
   AND period_start <= fromUnixTimestamp({end:Int64})
@@ -113,13 +113,13 @@ GROUP BY scope, organization_id
 
 MERGED_STAGE_SQL = """
 SELECT scope, organization_id, stage,
-    sum(started) AS started,
-    sum(completed) AS completed,
-    sum(failed) AS failed,
-    sum(duration_samples) AS duration_samples,
-    sum(avg_duration_ms * duration_samples) AS duration_sum,
-    sumMap(duration_sketch) AS duration_sketch
-FROM voicemon.stage_snapshots_latest
+    sum(s.started) AS started,
+    sum(s.completed) AS completed,
+    sum(s.failed) AS failed,
+    sum(s.duration_samples) AS duration_samples,
+    sum(s.avg_duration_ms * s.duration_samples) AS duration_sum,
+    sumMap(s.duration_sketch) AS duration_sketch
+FROM voicemon.stage_snapshots_latest AS s
 WHERE period_type = {period_type:String}
   AND period_start >= fromUnixTimestamp({start:Int64})
   AND period_start <= fromUnixTimestamp({end:Int64})
@@ -183,20 +183,14 @@ def stage_metrics(row: Mapping[str, Any], exact: bool) -> dict[str, Any]:
     }
 
 
-def _zero_artifacts() -> dict[str, Any]:
-    return artifact_metrics(
-        {"artifacts_received": 0, "artifacts_completed": 0, "artifacts_failed": 0,
-         "latency_samples": 0, "latency_sum": 0, "latency_sketch": {}, "ai_cost_usd": 0},
-        exact=False,
-    )  # fmt: skip
-
-
-def _zero_stage() -> dict[str, Any]:
-    return stage_metrics(
-        {"started": 0, "completed": 0, "failed": 0, "duration_samples": 0, "duration_sum": 0,
-         "duration_sketch": {}},
-        exact=False,
-    )  # fmt: skip
+EMPTY_ARTIFACTS: Mapping[str, Any] = {
+    "artifacts_received": 0, "artifacts_completed": 0, "artifacts_failed": 0,
+    "latency_samples": 0, "latency_sum": 0, "latency_sketch": {}, "ai_cost_usd": 0,
+}  # fmt: skip
+EMPTY_STAGE: Mapping[str, Any] = {
+    "started": 0, "completed": 0, "failed": 0, "duration_samples": 0, "duration_sum": 0,
+    "duration_sketch": {},
+}  # fmt: skip
 
 
 def _query(client: Client, sql: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -229,11 +223,14 @@ def merged_rows(
     start_ms: int,
     end_ms: int,
     organization_id: str | None = None,
+    *,
+    artifacts: bool = True,
+    stages: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
     """Snapshots of ``period_type`` with period_start in [start, end], merged per scope.
 
     Keys are organization ids ('' for the platform). With ``organization_id`` only that
-    organization is read."""
+    scope is read ('' for the platform alone)."""
     where = "" if organization_id is None else "AND organization_id = {org:String}"
     parameters = {
         "period_type": period_type,
@@ -241,15 +238,21 @@ def merged_rows(
         "end": end_ms // 1000,
         "org": organization_id or "",
     }
-    artifacts = {
+    merged_artifacts = {
         row["organization_id"]: artifact_metrics(row, exact=False)
-        for row in _query(client, MERGED_SNAPSHOT_SQL.replace("{where}", where), parameters)
+        for row in (
+            _query(client, MERGED_SNAPSHOT_SQL.replace("{where}", where), parameters)
+            if artifacts
+            else []
+        )
     }
-    stage_rows = {
+    merged_stages = {
         (row["organization_id"], row["stage"]): stage_metrics(row, exact=False)
-        for row in _query(client, MERGED_STAGE_SQL.replace("{where}", where), parameters)
+        for row in (
+            _query(client, MERGED_STAGE_SQL.replace("{where}", where), parameters) if stages else []
+        )
     }
-    return artifacts, stage_rows
+    return merged_artifacts, merged_stages
 
 
 def compute_day(
@@ -272,9 +275,9 @@ def _assemble(
     computed_at_ms: int,
 ) -> SnapshotSet:
     """Rows with their keys; the platform always has a row and one per configured stage."""
-    artifacts.setdefault("", _zero_artifacts())
+    artifacts.setdefault("", artifact_metrics(EMPTY_ARTIFACTS, exact=False))
     for stage in stages:
-        stage_rows.setdefault(("", stage), _zero_stage())
+        stage_rows.setdefault(("", stage), stage_metrics(EMPTY_STAGE, exact=False))
     common = {"period_type": period_type, "period_start": utc(start_ms),
               "period_end": utc(start_ms + length_ms), "version": version,
               "computed_at": utc(computed_at_ms)}  # fmt: skip

@@ -11,12 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
+from aggregators import retention
 from aggregators.closer import WindowCloser, build_closer
 from consumers.app import app, events_topic, settings
 from consumers.dead_letters import DeadLetters
@@ -112,6 +114,16 @@ async def close_windows() -> None:
         return
     if report.emitted:
         log.info("windows emitted: %s", ", ".join(report.emitted))
+
+
+@app.crontab("30 4 * * 0", timezone=UTC)  # type: ignore[untyped-decorator]
+async def weekly_retention() -> None:
+    """The seed's Sunday 04:30 UTC cleanup, run by whichever worker holds the closer lease
+    (TTLs delete continuously; this forces what they have not done yet)."""
+    if state.closer is None or state.store is None or not await state.closer.holds_lease():
+        return
+    deleted = await asyncio.to_thread(retention.run, state.store, int(time.time() * 1000))
+    log.info("weekly retention run: %s", deleted)
 
 
 @app.timer(5.0)  # type: ignore[untyped-decorator]

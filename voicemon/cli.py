@@ -6,6 +6,7 @@ import itertools
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -182,6 +183,147 @@ def _fmt(value: object) -> str:
         if isinstance(value, int)
         else str(value)
     )
+
+
+Period = Annotated[str, typer.Option(help="hourly or daily.")]
+Start = Annotated[str, typer.Option(help="RFC 3339 time or epoch ms (inclusive).")]
+End = Annotated[str, typer.Option(help="RFC 3339 time or epoch ms (inclusive).")]
+Org = Annotated[str | None, typer.Option("--org", help="Organization id; platform if absent.")]
+
+
+def _snapshot_query(name: str, period: str, start: str, end: str, org: str | None) -> Any:
+    from aggregators import queries
+
+    try:
+        start_ms, end_ms = queries.parse_time(start, "start"), queries.parse_time(end, "end")
+        return getattr(queries, name)(_store(), period, start_ms, end_ms, org)
+    except queries.QueryError as error:
+        _fail(str(error))
+
+
+def _print_json(value: Any) -> None:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
+
+
+@metrics_app.command("history")
+def metrics_history(
+    period: Period = "hourly", start: Start = "", end: End = "", org: Org = None,
+    as_json: AsJson = False,
+) -> None:  # fmt: skip
+    """Snapshots of a range and their merged summary (reads snapshots only)."""
+    result = _snapshot_query("history", period, start, end, org)
+    if as_json:
+        _print_json(result)
+        return
+    columns = ("period_start", "artifacts_received", "artifacts_completed", "artifacts_failed",
+               "failure_rate", "avg_latency_ms", "p95_latency_ms", "ai_cost_usd")  # fmt: skip
+    table = Table(title=f"{period} history — {org or 'platform'}")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "period_start" else "right")
+    for row in [*result["rows"], {"period_start": "summary", **result["summary"]}]:
+        table.add_row(*(_fmt(row[column]) for column in columns))
+    console.print(table)
+
+
+@metrics_app.command("stages")
+def metrics_stages(
+    period: Period = "hourly", start: Start = "", end: End = "", org: Org = None,
+    as_json: AsJson = False,
+) -> None:  # fmt: skip
+    """Per-stage numbers of a range, merged (reads stage snapshots only)."""
+    result = _snapshot_query("stages", period, start, end, org)
+    if as_json:
+        _print_json(result)
+        return
+    columns = ("started", "completed", "failed", "failure_rate", "avg_duration_ms",
+               "p95_duration_ms")  # fmt: skip
+    table = Table(title=f"stages, {period} — {org or 'platform'}")
+    table.add_column("stage")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for stage, row in result["summary"].items():
+        table.add_row(stage, *(_fmt(row[column]) for column in columns))
+    console.print(table)
+
+
+def _closer_parts(clock: Callable[[], float] = time.time) -> tuple[Any, Any, Any]:
+    from redis.asyncio import Redis
+
+    from aggregators.closer import build_closer
+    from voicemon import store
+    from voicemon.window_state import WindowState
+
+    settings = get_settings()
+    client = _store()
+    store.migrate(client)
+    state = WindowState(Redis.from_url(settings.redis_url.get_secret_value()))
+    return build_closer(settings, state, client, clock), state, client
+
+
+@app.command()
+def replay(
+    from_: Annotated[str, typer.Option("--from", help="RFC 3339 time or epoch ms.")],
+    to: Annotated[str, typer.Option(help="RFC 3339 time or epoch ms.")],
+) -> None:
+    """Recompute and re-emit the closed windows of a range from retained raw events."""
+    import asyncio
+
+    from aggregators import queries
+    from aggregators.replay import replay as run_replay
+
+    try:
+        start_ms, end_ms = queries.parse_time(from_, "from"), queries.parse_time(to, "to")
+    except queries.QueryError as error:
+        _fail(str(error))
+    if start_ms > end_ms:
+        _fail("--from must not be after --to")
+    closer, state, client = _closer_parts()
+    with Progress(console=console) as progress:
+        task = progress.add_task("replaying windows", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        now_ms = int(time.time() * 1000)
+        report = asyncio.run(run_replay(closer, state, client, start_ms, end_ms, now_ms, advance))
+    console.print(
+        f"replayed {len(report.windows)} window(s): {report.changed} row(s) changed, "
+        f"{report.unchanged} unchanged, {report.added} new"
+    )
+
+
+@app.command("close-windows")
+def close_windows(
+    now: Annotated[str | None, typer.Option(help="Act as if it were this time.")] = None,
+) -> None:
+    """Run one tick of the window closer now (it takes the lease if no one holds it)."""
+    import asyncio
+
+    from aggregators import queries
+
+    at = None if now is None else queries.parse_time(now, "now") / 1000
+    closer, _, _ = _closer_parts(time.time if at is None else lambda: at)
+    report = asyncio.run(closer.tick())
+    if not report.leader:
+        _fail("another closer holds the lease; nothing done")
+    console.print(f"queued {len(report.queued)}, emitted {len(report.emitted)} window(s)")
+
+
+retention_app = typer.Typer(no_args_is_help=True, help="Snapshot and raw-event retention.")
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("run")
+def retention_run(as_json: AsJson = False) -> None:
+    """Delete hourly snapshots > 7 d, daily > 90 d and raw events > 48 h old, now."""
+    from aggregators import retention
+
+    deleted = retention.run(_store(), int(time.time() * 1000))
+    if as_json:
+        print(orjson.dumps(deleted).decode())
+        return
+    for rule, count in deleted.items():
+        console.print(f"{rule}: {count:,} row(s) deleted")
 
 
 @app.command("raw-count")

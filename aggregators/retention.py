@@ -1,0 +1,56 @@
+"""Retention (CONTRACT §6): hourly snapshots 7 days, daily 90 days, raw events 48 hours,
+each by period start (or event time), deleting only rows strictly older than the cutoff.
+
+TTLs do the routine work in the background; ``run`` forces it now with lightweight deletes
+and says what it deleted. The seed's weekly cleanups are a scheduled call of ``run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aggregators.windows import DAY_MS, HOUR_MS
+from voicemon.store import Client
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    table: str
+    period_type: str | None  # None: raw events, kept by event time
+    keep_ms: int
+
+    def where(self) -> str:
+        """Rows strictly older than the cutoff ({cutoff:Int64}, epoch ms)."""
+        older = "< fromUnixTimestamp64Milli({cutoff:Int64}, 'UTC')"
+        if self.period_type is None:
+            return f"occurred_at {older}"
+        return f"period_type = '{self.period_type}' AND toDateTime64(period_start, 3) {older}"
+
+
+RULES = (
+    Rule("hourly snapshots", "voicemon.snapshots", "hourly", 7 * DAY_MS),
+    Rule("hourly stage snapshots", "voicemon.stage_snapshots", "hourly", 7 * DAY_MS),
+    Rule("daily snapshots", "voicemon.snapshots", "daily", 90 * DAY_MS),
+    Rule("daily stage snapshots", "voicemon.stage_snapshots", "daily", 90 * DAY_MS),
+    Rule("raw events", "voicemon.pipeline_events", None, 48 * HOUR_MS),
+)
+
+
+def run(client: Client, now_ms: int) -> dict[str, int]:
+    """Delete what each rule no longer keeps; return rows deleted per rule."""
+    deleted = {}
+    for rule in RULES:
+        parameters = {"cutoff": now_ms - rule.keep_ms}
+        where = rule.where()
+        count = client.query(
+            f"SELECT count() FROM {rule.table} WHERE {where}", parameters=parameters
+        ).result_rows[0][0]
+        if count:
+            client.command(
+                f"DELETE FROM {rule.table} WHERE {where}",
+                parameters=parameters,
+                settings={"lightweight_deletes_sync": 2},
+            )
+        deleted[rule.name] = int(count)
+    return deleted

@@ -1,0 +1,852 @@
+"""Ingest throughput of one worker process, against two ceilings over the same messages.
+
+    python -m tests.perf.ingest [--events 1000000] [--batch-size 500] [--single-events 150000]
+                                [--variant VOICEMON_BATCH_MAX_MESSAGES=50 ...] [--profile DIR]
+                                [--json]
+
+Needs the local stack (``voicemon stack up``); every byte goes to 127.0.0.1. The messages
+are generated with ``voicemon.loadgen.LoadMix`` (all valid, all unique, occurred_at within
+the last minutes) and published once, before any timing, to fresh topics: one with a single
+event per message, one with batches as ``EventProducer`` sends them. Then, for each form:
+
+1. ``confluent``: a bare confluent-kafka ``consume(1000)`` + ``orjson.loads`` loop in this
+   process, timed from the first message received to the last end offset;
+2. ``faust``: a bare Faust agent that only decodes (``tests/perf/faust_bare.py``, its own
+   group), a subprocess, timed by itself from its first message to its last;
+3. ``worker``: ``python -m voicemon worker`` as a subprocess with its own consumer group,
+   Redis DB (flushed) and chDB directory, timed from the moment its group is assigned the
+   partitions (polled with the admin API every 0.1 s, so Python start-up, chDB start and
+   migrations are excluded) until the group's committed offsets reach the end offsets.
+   Faust commits every 2.8 s, so this includes up to one commit interval of waiting at
+   the end; ``durable s`` (until the ClickHouse row counter on ``/metrics`` reaches the
+   event count) is reported beside it. Peak RSS is the worker's ``VmHWM``.
+
+``--variant`` runs the worker once more per variant, with extra environment variables
+(e.g. ``VOICEMON_BATCH_MAX_MESSAGES=50,VOICEMON_BATCH_MAX_SECONDS=0.2``). ``--profile DIR``
+adds a worker run on the batch form under ``py-spy record`` (pip install py-spy) and prints
+where the time goes. Worker runs are checked afterwards: every event counted once, none
+rejected, one ClickHouse row each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from redis import Redis
+
+from tests.integration.harness import free_port
+from voicemon.loadgen import LoadMix
+from voicemon.producer import EventProducer
+from voicemon.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_MARKER = "vm:bench:owner"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """The benchmark could not run or its result is not trustworthy; the message says why."""
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """One message form, published once: its topic, end offsets and counts."""
+
+    name: str
+    topic: str
+    events: int
+    ends: dict[int, int]
+
+    @property
+    def messages(self) -> int:
+        return sum(self.ends.values())
+
+
+@dataclass(slots=True)
+class Result:
+    form: str
+    path: str
+    events: int
+    messages: int
+    seconds: float
+    cpu_seconds: float | None = None
+    peak_rss_kb: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cores(self) -> float | None:
+        return None if self.cpu_seconds is None else self.cpu_seconds / self.seconds
+
+
+# -- /proc --------------------------------------------------------------------------------
+
+
+def status_kb(pid: int, name: str) -> int | None:
+    """A ``/proc/<pid>/status`` memory field (VmRSS, VmHWM) in KiB, None if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = float(sum(values[:8]))
+    idle = float(values[3] + values[4])
+    return total - idle, total
+
+
+# -- Kafka --------------------------------------------------------------------------------
+
+
+def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics(list(names)).values():
+        try:
+            future.result(timeout=30)
+        except Exception as error:
+            print(f"warning: could not delete a bench topic: {error}", file=sys.stderr)
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in sorted(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def publish(
+    bootstrap: str, topic: str, *, events: int, batch_size: int, seed: int, stages: Sequence[str]
+) -> dict[int, int]:
+    """Publish ``events`` valid, unique events; batches of ``batch_size`` unless it is 1."""
+    batched = batch_size > 1
+    producer = EventProducer(
+        bootstrap, topic, max_events=batch_size, linger_s=3600.0, batch=batched
+    )
+    mix = LoadMix(seed=seed, organizations=100, stages=stages)
+    clock = (int(time.time() * 1000) for _ in itertools.count())
+    for body in itertools.islice(mix.stream(clock), events):
+        assert isinstance(body, dict)  # no malformed share configured
+        producer.publish(body)
+    producer.flush(timeout_s=120)
+    return end_offsets(bootstrap, topic)
+
+
+# -- ceiling 1: bare confluent-kafka ------------------------------------------------------
+
+
+def confluent_ceiling(bootstrap: str, form: Form, timeout_s: float) -> Result:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-confluent-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    remaining = {p: end for p, end in form.ends.items() if end > 0}
+    consumer.assign([TopicPartition(form.topic, p, 0) for p in remaining])
+    events = messages = 0
+    first = first_cpu = 0.0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while remaining:
+            if time.monotonic() > deadline:
+                raise BenchError(f"confluent ceiling: not done in {timeout_s}s ({remaining})")
+            batch = consumer.consume(1000, timeout=1.0)
+            if batch and not messages:
+                first, first_cpu = time.perf_counter(), time.process_time()
+            for message in batch:
+                if message.error() is not None:
+                    continue
+                decoded = orjson.loads(message.value())
+                events += len(decoded) if isinstance(decoded, list) else 1
+                messages += 1
+                partition = message.partition()
+                if partition in remaining and message.offset() + 1 >= remaining[partition]:
+                    del remaining[partition]
+        seconds = time.perf_counter() - first
+        cpu = time.process_time() - first_cpu
+    finally:
+        consumer.close()
+    return Result(form.name, "confluent", events, messages, seconds, cpu)
+
+
+# -- ceiling 2: bare Faust ----------------------------------------------------------------
+
+
+def faust_ceiling(
+    bootstrap: str, form: Form, workdir: Path, mode: str, take: tuple[int, float], timeout_s: float
+) -> Result:
+    result_file = workdir / f"faust-{form.name}-{mode}.json"
+    env = {
+        **os.environ,
+        "BENCH_KAFKA_BOOTSTRAP": bootstrap,
+        "BENCH_TOPIC": form.topic,
+        "BENCH_GROUP": f"bench-faust-{uuid.uuid4().hex[:8]}",
+        "BENCH_EXPECT_EVENTS": str(form.events),
+        "BENCH_RESULT": str(result_file),
+        "BENCH_FAUST_MODE": mode,
+        "BENCH_PARTITIONS": str(len(form.ends)),
+        "BENCH_TAKE_MAX": str(take[0]),
+        "BENCH_TAKE_WITHIN": str(take[1]),
+        "BENCH_DATADIR": str(workdir / f"faust-bare-{form.name}-{mode}"),
+    }
+    log_path = workdir / f"faust-{form.name}-{mode}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.perf.faust_bare"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not result_file.exists():
+            if process.poll() is not None:
+                raise BenchError(f"bare Faust exited with {process.returncode}: {_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"bare Faust: not done in {timeout_s}s: {_tail(log_path)}")
+            time.sleep(0.2)
+    finally:
+        _stop(process)
+    data = orjson.loads(result_file.read_bytes())
+    return Result(
+        form.name,
+        "faust" if mode == "take" else f"faust ({mode})",
+        int(data["events"]),
+        int(data["messages"]),
+        float(data["seconds"]),
+        float(data["cpu_seconds"]),
+        data["peak_rss_kb"],
+        {"mode": mode},
+    )
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+_METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's /metrics, each metric summed over its labels; empty if unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    totals: dict[str, float] = defaultdict(float)
+    for line in text.splitlines():
+        match = _METRIC_LINE.match(line)
+        if match and match.group(1).startswith("voicemon_"):
+            totals[match.group(1)] += float(match.group(3))
+    return dict(totals)
+
+
+@dataclass(slots=True)
+class WorkerRun:
+    """Everything observed while one worker consumed one form."""
+
+    launched: float
+    assigned: float | None = None
+    first_commit: float | None = None
+    all_rows: float | None = None
+    done: float | None = None
+    cpu_at_assign: float = 0.0
+    cpu_at_done: float = 0.0
+    machine_at_assign: tuple[float, float] = (0.0, 0.0)
+    machine_at_done: tuple[float, float] = (0.0, 0.0)
+    rss_samples_kb: list[int] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.settings = Settings()
+        self.bootstrap: str = self.settings.kafka_bootstrap
+        self.suffix = uuid.uuid4().hex[:8]
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"voicemon-bench-{self.suffix}-"))
+        self.dlq_topic = f"bench-{self.suffix}.events.dlq"
+        self.topics: list[str] = [self.dlq_topic]
+        base = self.settings.redis_url.get_secret_value().rsplit("/", 1)[0]
+        self.redis_url = f"{base}/{args.redis_db}"
+        self.redis = Redis.from_url(self.redis_url)
+        self.worker_runs = 0
+
+    # -- setup ----------------------------------------------------------------------------
+    def claim_redis_db(self) -> None:
+        if self.redis.dbsize() and not self.redis.exists(BENCH_MARKER):
+            raise BenchError(
+                f"Redis DB {self.args.redis_db} holds keys that are not the benchmark's; "
+                "choose another with --redis-db"
+            )
+        self.flush_redis()
+
+    def flush_redis(self) -> None:
+        self.redis.flushdb()
+        self.redis.set(BENCH_MARKER, "tests.perf.ingest")
+
+    def publish_forms(self) -> list[Form]:
+        wanted = [("single", 1, self.args.single_events), ("batch", self.args.batch_size, 0)]
+        forms = []
+        for index, (name, batch_size, events) in enumerate(wanted):
+            if name not in self.args.forms:
+                continue
+            events = events or self.args.events
+            topic = f"bench-{self.suffix}.{name}"
+            create_topics(self.bootstrap, [topic], self.args.partitions)
+            self.topics.append(topic)
+            started = time.perf_counter()
+            ends = publish(
+                self.bootstrap,
+                topic,
+                events=events,
+                batch_size=batch_size,
+                seed=self.args.seed + index,
+                stages=self.settings.stages,
+            )
+            form = Form(name, topic, events, ends)
+            took = time.perf_counter() - started
+            print(
+                f"published {name}: {events:,} events in {form.messages:,} messages "
+                f"({took:.1f} s)",
+                file=sys.stderr,
+            )
+            forms.append(form)
+        create_topics(self.bootstrap, [self.dlq_topic], self.args.partitions)
+        return forms
+
+    # -- worker ---------------------------------------------------------------------------
+    def worker_env(self, form: Form, run_dir: Path, port: int, extra: dict[str, str]) -> dict[str, str]:
+        return {
+            **os.environ,
+            "VOICEMON_KAFKA_BOOTSTRAP": self.bootstrap,
+            "VOICEMON_REDIS_URL": self.redis_url,
+            "VOICEMON_CLICKHOUSE_DSN": f"chdb://{run_dir / 'clickhouse'}",
+            "VOICEMON_EVENTS_TOPIC": form.topic,
+            "VOICEMON_DLQ_TOPIC": self.dlq_topic,
+            "VOICEMON_SNAPSHOTS_TOPIC": f"bench-{self.suffix}.snapshots",
+            "VOICEMON_ORGANIZATIONS_TOPIC": f"bench-{self.suffix}.organizations",
+            "VOICEMON_CONSUMER_GROUP": f"bench-{self.suffix}-worker-{self.worker_runs}",
+            "VOICEMON_TOPIC_PARTITIONS": str(len(form.ends)),
+            "VOICEMON_WORKER_DATA_DIR": str(run_dir / "faust"),
+            "VOICEMON_WORKER_WEB_PORT": str(port),
+            **extra,
+        }
+
+    def run_worker(self, form: Form, extra: dict[str, str], profile: Path | None = None) -> Result:
+        self.worker_runs += 1
+        run_dir = self.workdir / f"worker-{self.worker_runs}-{form.name}"
+        run_dir.mkdir()
+        self.flush_redis()
+        port = free_port()
+        env = self.worker_env(form, run_dir, port, extra)
+        group = env["VOICEMON_CONSUMER_GROUP"]
+        log_path = run_dir / "worker.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "voicemon", "worker"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        spy: subprocess.Popen[bytes] | None = None
+        run = WorkerRun(launched=time.perf_counter())
+        try:
+            spy = self._watch(process, form, group, port, run, log_path, profile)
+            peak = status_kb(process.pid, "VmHWM")
+        finally:
+            if spy is not None:
+                _stop(spy, signal.SIGINT)
+            _stop(process)
+        assert run.assigned is not None and run.done is not None
+        self._check(form, run, env)
+        seconds = run.done - run.assigned
+        busy = run.machine_at_done[0] - run.machine_at_assign[0]
+        total = run.machine_at_done[1] - run.machine_at_assign[1]
+        batches = run.metrics.get("voicemon_batch_seconds_count", 0.0)
+        extra_out: dict[str, Any] = {
+            "env": extra,
+            "startup_s": run.assigned - run.launched,
+            "first_commit_after_s": (run.first_commit or run.done) - run.assigned,
+            "durable_s": (run.all_rows or run.done) - run.assigned,
+            "machine_busy": busy / total if total else None,
+            "median_rss_kb": sorted(run.rss_samples_kb)[len(run.rss_samples_kb) // 2]
+            if run.rss_samples_kb
+            else None,
+            "batches": int(batches),
+            "events_per_batch": form.events / batches if batches else None,
+            "batch_seconds_sum": run.metrics.get("voicemon_batch_seconds_sum"),
+            "clickhouse_insert_seconds_sum": run.metrics.get(
+                "voicemon_clickhouse_insert_seconds_sum"
+            ),
+            "log": str(log_path),
+        }
+        label = "worker" + (f" [{_short(extra)}]" if extra else "")
+        if profile is not None:
+            label += " (profiled)"
+        return Result(
+            form.name,
+            label,
+            form.events,
+            form.messages,
+            seconds,
+            run.cpu_at_done - run.cpu_at_assign,
+            peak,
+            extra_out,
+        )
+
+    def _watch(
+        self,
+        process: subprocess.Popen[bytes],
+        form: Form,
+        group: str,
+        port: int,
+        run: WorkerRun,
+        log_path: Path,
+        profile: Path | None,
+    ) -> subprocess.Popen[bytes] | None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        offsets = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        wanted = [TopicPartition(form.topic, p) for p in form.ends]
+        spy: subprocess.Popen[bytes] | None = None
+        deadline = time.monotonic() + self.args.timeout
+        try:
+            while True:
+                if process.poll() is not None:
+                    raise BenchError(f"worker exited with {process.returncode}: {_tail(log_path)}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"worker: not done in {self.args.timeout}s: {_tail(log_path)}")
+                if run.assigned is None:
+                    if _group_assigned(admin, group, form.topic):
+                        run.assigned = time.perf_counter()
+                        run.cpu_at_assign = cpu_seconds(process.pid)
+                        run.machine_at_assign = machine_busy()
+                        if profile is not None:
+                            spy = _start_py_spy(process.pid, profile)
+                    else:
+                        time.sleep(0.1)
+                        continue
+                committed = {
+                    tp.partition: tp.offset for tp in offsets.committed(wanted, timeout=10)
+                }
+                now = time.perf_counter()
+                if run.first_commit is None and any(o > 0 for o in committed.values()):
+                    run.first_commit = now
+                if all(committed.get(p, -1) >= end for p, end in form.ends.items() if end > 0):
+                    run.done = now
+                    run.cpu_at_done = cpu_seconds(process.pid)
+                    run.machine_at_done = machine_busy()
+                    run.metrics = scrape(port)
+                    if run.all_rows is None:
+                        run.all_rows = now
+                    return spy
+                metrics = scrape(port)
+                rows = metrics.get("voicemon_clickhouse_rows_written_total", 0.0)
+                if run.all_rows is None and rows >= form.events:
+                    run.all_rows = time.perf_counter()
+                rss = status_kb(process.pid, "VmRSS")
+                if rss is not None:
+                    run.rss_samples_kb.append(rss)
+                time.sleep(0.1)
+        finally:
+            offsets.close()
+
+    def _check(self, form: Form, run: WorkerRun, env: dict[str, str]) -> None:
+        """Every event counted once and stored once; nothing rejected or called duplicate."""
+        counted = run.metrics.get("voicemon_events_total", 0.0)
+        rejected = run.metrics.get("voicemon_events_rejected_total", 0.0)
+        duplicate = run.metrics.get("voicemon_events_duplicate_total", 0.0)
+        if (counted, rejected, duplicate) != (form.events, 0, 0):
+            raise BenchError(
+                f"worker on {form.name}: counted {counted:.0f} of {form.events}, "
+                f"rejected {rejected:.0f}, duplicates {duplicate:.0f}"
+            )
+        if self.args.no_verify:
+            return
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "voicemon",
+                "sql",
+                "SELECT count() AS n FROM voicemon.pipeline_events",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"row count failed: {done.stderr.decode()[-500:]}")
+        rows = int(orjson.loads(done.stdout)[0]["n"])
+        if rows != form.events:
+            raise BenchError(f"worker on {form.name}: {rows} ClickHouse rows, {form.events} events")
+
+    # -- everything -----------------------------------------------------------------------
+    def run(self) -> tuple[list[Result], dict[str, Any] | None]:
+        self.claim_redis_db()
+        forms = self.publish_forms()
+        results: list[Result] = []
+        take = (self.args.take_max, self.args.take_within)
+        for form in forms:
+            if "confluent" in self.args.paths:
+                results.append(confluent_ceiling(self.bootstrap, form, self.args.timeout))
+                _progress(results[-1])
+            if "faust" in self.args.paths:
+                for mode in self.args.faust_modes:
+                    results.append(
+                        faust_ceiling(
+                            self.bootstrap, form, self.workdir, mode, take, self.args.timeout
+                        )
+                    )
+                    _progress(results[-1])
+            if "worker" in self.args.paths:
+                for variant in self.args.variants:
+                    results.append(self.run_worker(form, variant))
+                    _progress(results[-1])
+        profile_summary = None
+        if self.args.profile is not None:
+            batch = [form for form in forms if form.name == "batch"]
+            if not batch:
+                raise BenchError("--profile needs the batch form")
+            self.args.profile.mkdir(parents=True, exist_ok=True)
+            raw = self.args.profile / "worker-batch.pyspy.txt"
+            results.append(self.run_worker(batch[0], self.args.variants[-1], raw))
+            _progress(results[-1])
+            profile_summary = summarize_profile(raw)
+        return results, profile_summary
+
+    def cleanup(self) -> None:
+        if self.args.keep:
+            print(f"kept {self.workdir} and topics {self.topics}", file=sys.stderr)
+            return
+        delete_topics(self.bootstrap, self.topics)
+        self.redis.flushdb()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _group_assigned(admin: AdminClient, group: str, topic: str) -> bool:
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=5)
+    except Exception:
+        return False
+    for member in description.members:
+        assignment = member.assignment
+        if assignment and any(tp.topic == topic for tp in assignment.topic_partitions):
+            return True
+    return False
+
+
+def _start_py_spy(pid: int, raw: Path) -> subprocess.Popen[bytes]:
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("--profile needs py-spy: pip install py-spy")
+    command = [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+    command += ["--threads", "--idle", "--nonblocking", "-o", str(raw)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _short(env: dict[str, str]) -> str:
+    return ",".join(f"{k.removeprefix('VOICEMON_BATCH_')}={v}" for k, v in env.items())
+
+
+def _progress(result: Result) -> None:
+    print(
+        f"  {result.form:<6} {result.path:<40} {result.events_per_s:>12,.0f} events/s",
+        file=sys.stderr,
+    )
+
+
+# -- profile summary ----------------------------------------------------------------------
+
+# (category, pattern in the stack): the first match wins, so specific ones come first.
+_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("ClickHouse: insert (chDB)", "write (consumers/raw_writer.py"),
+    ("ClickHouse: replay check", "_missing_rows (consumers/ingest.py"),
+    ("decode + validate (orjson, pydantic)", "_decode (consumers/ingest.py"),
+    ("Redis: count-once script", "count_once (consumers/rolling_counters.py"),
+    ("Redis: MGET seen-markers", "first_positions (consumers/rolling_counters.py"),
+    ("rolling increments (Python)", "increments (voicemon/rolling.py"),
+    ("build seen-markers / classify", "_count_once (consumers/ingest.py"),
+    ("Prometheus observe", "_observe (consumers/ingest.py"),
+    ("agent: Message objects, acks", "ingest_events (consumers/agent.py"),
+    ("redis client (other)", "redis/"),
+)
+_IDLE_LEAVES = ("select (selectors.py", "wait (threading.py", "_worker (concurrent/futures")
+_FAUST = ("faust/", "mode/", "aiokafka/", "asyncio/")
+
+
+def _category(stack: str) -> str:
+    frames = stack.split(";")
+    leaf = frames[-1]
+    for name, pattern in _CATEGORIES:
+        if pattern in stack:
+            return name
+    if any(leaf.startswith(idle) for idle in _IDLE_LEAVES) or "get (queue.py" in leaf:
+        return "idle (waiting)"
+    if any(part in stack for part in _FAUST):
+        return "Faust / aiokafka / asyncio"
+    return "other"
+
+
+def summarize_profile(raw: Path) -> dict[str, Any]:
+    """Share of samples per category and thread, from py-spy's raw (collapsed) output."""
+    if not raw.exists():
+        raise BenchError(f"py-spy wrote no profile to {raw}")
+    per_thread: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        thread, _, frames = stack.partition(";")
+        name = frames.split(";", 1)[0] if frames else thread
+        name = "main (event loop)" if name == "MainThread" else _thread_kind(frames)
+        per_thread[name][_category(frames)] += int(count)
+    summary: dict[str, Any] = {"raw": str(raw), "threads": {}}
+    for thread, categories in per_thread.items():
+        total = sum(categories.values())
+        ranked = sorted(categories.items(), key=lambda item: -item[1])
+        summary["threads"][thread] = {
+            "samples": total,
+            "share": {name: count / total for name, count in ranked},
+        }
+    return summary
+
+
+def _thread_kind(frames: str) -> str:
+    if "concurrent/futures/thread.py" in frames:
+        return "to_thread pool (chDB, replay check)"
+    if "faust/transport/drivers/aiokafka.py" in frames or "mode/threads.py" in frames:
+        return "Faust consumer thread (aiokafka)"
+    return "other threads"
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _ratios(results: Sequence[Result]) -> Iterator[tuple[Result, float | None, float | None]]:
+    ceilings: dict[tuple[str, str], float] = {}
+    for result in results:
+        if result.path in ("confluent", "faust"):
+            ceilings[(result.form, result.path)] = result.events_per_s
+    for result in results:
+        confluent = ceilings.get((result.form, "confluent"))
+        faust = ceilings.get((result.form, "faust"))
+        yield (
+            result,
+            result.events_per_s / confluent if confluent else None,
+            result.events_per_s / faust if faust else None,
+        )
+
+
+def table(results: Sequence[Result]) -> str:
+    header = (
+        f"{'form':<6} {'path':<40} {'events/s':>10} {'msgs/s':>9} {'x conf':>7} {'x faust':>7}"
+        f" {'seconds':>8} {'durable s':>9} {'CPU':>5} {'peak RSS':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for result, to_confluent, to_faust in _ratios(results):
+        durable = result.extra.get("durable_s")
+        rss = f"{result.peak_rss_kb / 1024:,.0f} MiB" if result.peak_rss_kb else "-"
+        lines.append(
+            f"{result.form:<6} {result.path:<40} {result.events_per_s:>10,.0f}"
+            f" {result.messages_per_s:>9,.0f} {_fmt(to_confluent):>7} {_fmt(to_faust):>7}"
+            f" {result.seconds:>8.1f} {_fmt(durable, '.1f'):>9}"
+            f" {_fmt(result.cores, '.2f'):>5} {rss:>9}"
+        )
+    return "\n".join(lines)
+
+
+def profile_table(summary: dict[str, Any]) -> str:
+    lines = []
+    for thread, data in summary["threads"].items():
+        lines.append(f"{thread} ({data['samples']} samples)")
+        for name, share in data["share"].items():
+            if share >= 0.005:
+                lines.append(f"  {share:>6.1%}  {name}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def as_json(
+    args: argparse.Namespace, results: Sequence[Result], profile: dict[str, Any] | None
+) -> bytes:
+    rows = []
+    for result, to_confluent, to_faust in _ratios(results):
+        row = asdict(result)
+        row |= {
+            "events_per_s": result.events_per_s,
+            "messages_per_s": result.messages_per_s,
+            "ratio_to_confluent": to_confluent,
+            "ratio_to_faust": to_faust,
+            "cores": result.cores,
+        }
+        rows.append(row)
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    document = {
+        "command": " ".join(["python", "-m", "tests.perf.ingest", *sys.argv[1:]]),
+        "options": options,
+        "cpus": os.cpu_count(),
+        "loadavg_at_end": os.getloadavg(),
+        "results": rows,
+        "profile": profile,
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2)
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def _variant(spec: str) -> dict[str, str]:
+    env = {}
+    for part in filter(None, spec.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep or not key.startswith("VOICEMON_"):
+            raise argparse.ArgumentTypeError(f"expected VOICEMON_NAME=VALUE, got {part!r}")
+        env[key] = value
+    return env
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.perf.ingest", description=__doc__.split("\n")[0] if __doc__ else ""
+    )
+    parser.add_argument("--events", type=int, default=1_000_000, help="events, batch form")
+    parser.add_argument("--batch-size", type=int, default=500, help="events per batch message")
+    parser.add_argument(
+        "--single-events", type=int, default=150_000, help="events (= messages), single form"
+    )
+    parser.add_argument("--forms", type=_csv, default=["single", "batch"])
+    parser.add_argument("--paths", type=_csv, default=["confluent", "faust", "worker"])
+    parser.add_argument(
+        "--faust-modes",
+        type=_csv,
+        default=["take"],
+        help="take (noack_take like the worker) and/or iter (plain async for)",
+    )
+    parser.add_argument("--take-max", type=int, default=2000, help="bare Faust noack_take max")
+    parser.add_argument("--take-within", type=float, default=1.0, help="bare Faust within (s)")
+    parser.add_argument(
+        "--variant",
+        dest="variants",
+        type=_variant,
+        action="append",
+        help="extra worker run with these env vars, e.g. VOICEMON_BATCH_MAX_MESSAGES=50 "
+        "(repeatable; without it one run with the worker's defaults)",
+    )
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--redis-db", type=int, default=15, help="owned and flushed by the bench")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per measured path (s)")
+    parser.add_argument("--profile", type=Path, help="also profile the worker (py-spy) into DIR")
+    parser.add_argument("--no-verify", action="store_true", help="skip the ClickHouse row count")
+    parser.add_argument("--keep", action="store_true", help="keep topics, Redis DB and files")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    args = parser.parse_args(argv)
+    args.variants = args.variants or [{}]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    bench = Bench(args)
+    try:
+        results, profile = bench.run()
+    except BenchError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        bench.cleanup()
+    if args.json:
+        sys.stdout.buffer.write(as_json(args, results, profile) + b"\n")
+    else:
+        print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+        print(table(results))
+        if profile is not None:
+            print(f"\nworker profile, batch form (py-spy, {profile['raw']}):")
+            print(profile_table(profile))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

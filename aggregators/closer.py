@@ -26,7 +26,7 @@ from voicemon.event import RAW_RETENTION_MS
 from voicemon.producer import KafkaPublisher
 from voicemon.settings import Settings
 from voicemon.store import Client
-from voicemon.window_state import WindowState, window_member
+from voicemon.window_state import Pointers, WindowState, window_member
 
 log = logging.getLogger("voicemon.closer")
 
@@ -50,12 +50,13 @@ class TickReport:
     emitted: list[str] = field(default_factory=list)
 
 
-def initial_pointers(now_ms: int) -> tuple[int, int]:
-    """Where a closer with no history starts: the oldest hour raw events may still hold,
-    and the first day whose every hour it will close."""
-    first_hour = windows.hour_start(now_ms - RAW_RETENTION_MS)
-    first_day = windows.day_start(first_hour)
-    return first_hour, first_day if first_day == first_hour else first_day + DAY_MS
+def initial_pointers(now_ms: int) -> Pointers:
+    """Where a closer with no history starts: the oldest hour whose raw events are all still
+    retained, and the first day whose every hour it will close."""
+    oldest = now_ms - RAW_RETENTION_MS
+    first_hour = windows.hour_start(oldest + HOUR_MS - 1)
+    first_day = windows.day_start(first_hour + DAY_MS - 1)
+    return Pointers(first_hour, first_day, first_day)
 
 
 def snapshot_messages(snapshot_set: snapshots.SnapshotSet) -> list[tuple[bytes, bytes]]:
@@ -110,13 +111,14 @@ class WindowCloser:
         )
         if watermark is not None:
             telemetry.WATERMARK_LAG.set(max(0, now - watermark) / 1000)
-        next_hour, next_day = await self._state.pointers()
-        first_hour, first_day = initial_pointers(now)
-        next_hour = first_hour if next_hour is None else next_hour
-        next_day = first_day if next_day is None else next_day
+        pointers = await self._state.pointers()
+        if pointers is None:
+            pointers = initial_pointers(now)
+            if not await self._state.initialize(self.owner, pointers):
+                return []
+        next_hour, next_day = pointers.next_hour, pointers.next_day
         score = now - self._config.debounce_ms  # fresh closes need no debounce
         hours = windows.due_hours(next_hour, now, watermark, self._config.grace_ms)
-        hours = hours[: self._config.max_windows_per_tick]
         members = [window_member(snapshots.HOURLY, hour) for hour in hours]
         if hours:
             next_hour = hours[-1] + HOUR_MS
@@ -152,8 +154,8 @@ class WindowCloser:
         return snapshot_set
 
     async def _redo_closed_day(self, day: int, now: int) -> None:
-        _, next_day = await self._state.pointers()
-        if next_day is not None and day < next_day:
+        pointers = await self._state.pointers()
+        if pointers is not None and pointers.day_closed(day):
             await self._state.mark_dirty(
                 window_member(snapshots.DAILY, day), now - self._config.debounce_ms
             )

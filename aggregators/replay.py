@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aggregators import snapshots, windows
-from aggregators.closer import WindowCloser, initial_pointers
+from aggregators.closer import WindowCloser
 from aggregators.windows import DAY_MS, HOUR_MS
 from voicemon.event import RAW_RETENTION_MS
 from voicemon.store import Client
@@ -31,22 +31,20 @@ class ReplayReport:
     unchanged: int = 0
     changed: int = 0
     added: int = 0
-    skipped: list[str] = field(default_factory=list)
 
 
 async def plan(
     state: WindowState, start_ms: int, end_ms: int, now_ms: int
 ) -> list[tuple[str, int]]:
     """The closed windows of [start, end] that can be recomputed, hours before days."""
-    next_hour, next_day = await state.pointers()
-    first_hour, first_day = initial_pointers(now_ms)
-    next_hour = first_hour if next_hour is None else next_hour
-    next_day = first_day if next_day is None else next_day
+    pointers = await state.pointers()
+    if pointers is None:  # nothing was ever closed
+        return []
     retained_from = now_ms - RAW_RETENTION_MS
     hours = range(windows.hour_start(start_ms), end_ms + 1, HOUR_MS)
     days = range(windows.day_start(start_ms), end_ms + 1, DAY_MS)
-    return [(snapshots.HOURLY, h) for h in hours if retained_from <= h < next_hour] + [
-        (snapshots.DAILY, d) for d in days if d < next_day
+    return [(snapshots.HOURLY, h) for h in hours if retained_from <= h < pointers.next_hour] + [
+        (snapshots.DAILY, d) for d in days if pointers.day_closed(d)
     ]
 
 

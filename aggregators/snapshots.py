@@ -212,7 +212,7 @@ def compute_hour(
         elif row["by_stage"] and stage and (not row["by_organization"] or org):
             key = (org if row["by_organization"] else "", stage)
             stage_rows[key] = stage_metrics(row, exact=True)
-    return _assemble(
+    return assemble(
         HOURLY, hour_ms, HOUR_MS, artifacts, stage_rows, stages, version, computed_at_ms
     )
 
@@ -261,10 +261,10 @@ def compute_day(
     """The rows of day ``day_ms`` merged from its 24 hourly rows (two queries)."""
     last_hour = day_ms + DAY_MS - HOUR_MS
     artifacts, stage_rows = merged_rows(client, HOURLY, day_ms, last_hour)
-    return _assemble(DAILY, day_ms, DAY_MS, artifacts, stage_rows, stages, version, computed_at_ms)
+    return assemble(DAILY, day_ms, DAY_MS, artifacts, stage_rows, stages, version, computed_at_ms)
 
 
-def _assemble(
+def assemble(
     period_type: str,
     start_ms: int,
     length_ms: int,

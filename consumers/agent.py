@@ -116,7 +116,7 @@ async def close_windows() -> None:
         log.info("windows emitted: %s", ", ".join(report.emitted))
 
 
-@app.crontab("30 4 * * 0", timezone=UTC)  # type: ignore[untyped-decorator]
+@app.crontab("30 4 * * 0", timezone=UTC)
 async def weekly_retention() -> None:
     """The seed's Sunday 04:30 UTC cleanup, run by whichever worker holds the closer lease
     (TTLs delete continuously; this forces what they have not done yet)."""

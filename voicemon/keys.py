@@ -33,6 +33,7 @@ CLOSER = f"{PREFIX}:{{closer}}"
 CLOSER_LEASE = f"{CLOSER}:lease"
 NEXT_HOUR = f"{CLOSER}:next_hour"  # every hour before it is closed (or queued to close)
 NEXT_DAY = f"{CLOSER}:next_day"
+FIRST_DAY = f"{CLOSER}:first_day"  # days before it were never closed (before the first run)
 DIRTY = f"{CLOSER}:dirty"  # windows to (re)compute: member "hourly:<ms>", score first mark
 DIRTY_GENERATION = f"{CLOSER}:dirty_generation"  # member -> marks so far
 WATERMARKS = f"{CLOSER}:watermarks"  # input partition -> newest event ms durably written

@@ -40,6 +40,15 @@ end
 return late
 """
 
+# KEYS: lease, next_hour, next_day, first_day; ARGV: owner, first hour, first day
+_INITIALIZE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+redis.call('SET', KEYS[3], ARGV[3], 'NX')
+redis.call('SET', KEYS[4], ARGV[3], 'NX')
+return 1
+"""
+
 # KEYS: lease, pointer, dirty, dirty_generation; ARGV: owner, new pointer, score, members...
 _QUEUE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -97,6 +106,16 @@ class DirtyWindow:
         return int(self.member.partition(":")[2])
 
 
+@dataclass(frozen=True, slots=True)
+class Pointers:
+    next_hour: int  # every hour before it is closed (or queued to close)
+    next_day: int
+    first_day: int  # days before it were never closed
+
+    def day_closed(self, day: int) -> bool:
+        return self.first_day <= day < self.next_day
+
+
 def window_member(period_type: str, start_ms: int) -> str:
     return f"{period_type}:{start_ms}"
 
@@ -106,6 +125,7 @@ class WindowState:
         self._redis = redis
         self._record_written = redis.register_script(_RECORD_WRITTEN)
         self._queue = redis.register_script(_QUEUE)
+        self._initialize = redis.register_script(_INITIALIZE)
         self._done = redis.register_script(_DONE)
         self._hold_lease = redis.register_script(_HOLD_LEASE)
         self._next_version = redis.register_script(_NEXT_VERSION)
@@ -136,12 +156,17 @@ class WindowState:
         raw = await self._redis.hgetall(keys.WATERMARKS)
         return {int(partition): int(ms) for partition, ms in raw.items()}
 
-    async def pointers(self) -> tuple[int | None, int | None]:
-        next_hour, next_day = await self._redis.mget([keys.NEXT_HOUR, keys.NEXT_DAY])
-        return (
-            None if next_hour is None else int(next_hour),
-            None if next_day is None else int(next_day),
-        )
+    async def pointers(self) -> Pointers | None:
+        """The closer's progress, or None before its first run."""
+        values = await self._redis.mget([keys.NEXT_HOUR, keys.NEXT_DAY, keys.FIRST_DAY])
+        numbers = [int(value) for value in values if value is not None]
+        return Pointers(*numbers) if len(numbers) == 3 else None
+
+    async def initialize(self, owner: str, pointers: Pointers) -> bool:
+        """Set the starting pointers (first run only), if ``owner`` holds the lease."""
+        keys_ = [keys.CLOSER_LEASE, keys.NEXT_HOUR, keys.NEXT_DAY, keys.FIRST_DAY]
+        args: list[str | int] = [owner, pointers.next_hour, pointers.next_day]
+        return bool(await self._initialize(keys=keys_, args=args))
 
     async def queue(
         self, owner: str, pointer_key: str, pointer: int, members: list[str], score: int
@@ -151,6 +176,9 @@ class WindowState:
         return bool(await self._queue(keys=keys_, args=[owner, pointer, score, *members]))
 
     async def mark_dirty(self, member: str, score: int) -> None:
+        """Queue ``member`` (again); a window already queued keeps its place."""
+        if await self._redis.zscore(keys.DIRTY, member) is not None:
+            return
         pipe = self._redis.pipeline(transaction=True)
         pipe.zadd(keys.DIRTY, {member: score}, nx=True)
         pipe.hincrby(keys.DIRTY_GENERATION, member, 1)

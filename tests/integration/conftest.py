@@ -3,6 +3,7 @@ once per session (idempotently); each test gets its own topics, group, Redis DB 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from tests.integration.harness import Pipeline
 from voicemon.localstack import LocalStack
 from voicemon.settings import Settings
+from voicemon.store import Client, connect, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +28,26 @@ def stack() -> Settings:
     settings = Settings()
     LocalStack(settings, ROOT / "var").up()
     return settings
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Client:
+    """The test process's own embedded store (a process can open only one chDB path)."""
+    client = connect(f"chdb://{tmp_path_factory.mktemp('store')}")
+    migrate(client)
+    return client
+
+
+@pytest.fixture
+def clean_store(store: Client) -> Client:
+    for table in ("pipeline_events", "snapshots", "stage_snapshots", "organizations"):
+        store.command(f"TRUNCATE TABLE voicemon.{table}")
+    return store
+
+
+@pytest.fixture
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @pytest.fixture

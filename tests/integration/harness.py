@@ -165,7 +165,14 @@ class Pipeline:
 
     def dlq(self) -> list[tuple[bytes, dict[str, str]]]:
         """Every DLQ message: (value, headers)."""
-        topic = self.settings.dlq_topic
+        return [(value, headers) for _, value, headers in self.read_topic(self.settings.dlq_topic)]
+
+    def snapshot_records(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every record on the snapshots topic: (key, decoded value), in publish order."""
+        records = self.read_topic(self.settings.snapshots_topic)
+        return [(key.decode(), orjson.loads(value)) for key, value, _ in records]
+
+    def read_topic(self, topic: str) -> list[tuple[bytes, bytes, dict[str, str]]]:
         ends = self.end_offsets(topic)
         consumer = Consumer(
             {
@@ -176,12 +183,12 @@ class Pipeline:
             }
         )
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        found: list[tuple[bytes, dict[str, str]]] = []
+        found: list[tuple[bytes, bytes, dict[str, str]]] = []
         deadline = time.monotonic() + 30
         while len(found) < sum(ends.values()) and time.monotonic() < deadline:
             for message in consumer.consume(500, timeout=1):
                 if message.error() is None:
                     headers = {k: v.decode() for k, v in message.headers() or []}
-                    found.append((message.value(), headers))
+                    found.append((message.key() or b"", message.value(), headers))
         consumer.close()
         return found

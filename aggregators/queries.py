@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from aggregators import organizations as directory
 from aggregators import snapshots
 from aggregators.windows import DAY_MS
 from voicemon.event import parse_occurred_at
 from voicemon.store import Client
 
+MAX_ORGANIZATIONS = 1000
 MAX_RANGE_MS = {snapshots.HOURLY: 7 * DAY_MS, snapshots.DAILY: 90 * DAY_MS}
 
 
@@ -95,3 +97,20 @@ def stages(
         metrics.pop("duration_sketch")
         summary[stage] = metrics
     return _envelope(period, start_ms, end_ms, organization_id) | {"rows": rows, "summary": summary}
+
+
+def organizations(
+    client: Client, period: str, start_ms: int, end_ms: int, limit: int = 100
+) -> dict[str, Any]:
+    """Per-organization volume, failures, latency and cost of the range, with names from the
+    directory in one batched lookup: two store queries whatever the number of organizations."""
+    check_range(period, start_ms, end_ms)
+    if not 1 <= limit <= MAX_ORGANIZATIONS:
+        raise QueryError(f"limit: must be between 1 and {MAX_ORGANIZATIONS}")
+    ranked = snapshots.ranked_organizations(client, period, start_ms, end_ms, limit)
+    names = directory.lookup(client, [org for org, _ in ranked])
+    rows = []
+    for org, metrics in ranked:
+        metrics.pop("latency_sketch")
+        rows.append({"organization_id": org, "name": names[org], **metrics})
+    return _envelope(period, start_ms, end_ms, None) | {"organizations": rows}

@@ -255,6 +255,20 @@ def merged_rows(
     return merged_artifacts, merged_stages
 
 
+def ranked_organizations(
+    client: Client, period_type: str, start_ms: int, end_ms: int, limit: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """Organizations of the range merged, most artifacts received first (one query)."""
+    sql = MERGED_SNAPSHOT_SQL.replace("{where}", "AND scope = 'organization'")
+    sql += " ORDER BY artifacts_received DESC, organization_id LIMIT {limit:UInt32}"
+    parameters = {"period_type": period_type, "start": start_ms // 1000, "end": end_ms // 1000,
+                  "limit": limit}  # fmt: skip
+    return [
+        (row["organization_id"], artifact_metrics(row, exact=False))
+        for row in _query(client, sql, parameters)
+    ]
+
+
 def compute_day(
     client: Client, day_ms: int, stages: Sequence[str], version: int, computed_at_ms: int
 ) -> SnapshotSet:

@@ -11,16 +11,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
-from aggregators import retention
+from aggregators import organizations, retention
+from aggregators.api import create_app
 from aggregators.closer import WindowCloser, build_closer
-from consumers.app import app, events_topic, settings
+from aggregators.serve import server
+from consumers.app import app, events_topic, organizations_topic, settings
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest, Message
 from consumers.raw_writer import RawWriter
@@ -32,33 +36,43 @@ from voicemon.window_state import WindowState
 log = logging.getLogger("voicemon.worker")
 
 
-class WorkerState:
-    """The worker's clients, opened once when the agent starts."""
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """The worker's clients, opened once when the first agent starts."""
 
+    redis: Redis
+    store: store.Client
+    ingest: Ingest
+    closer: WindowCloser
+
+
+class WorkerState:
     def __init__(self) -> None:
-        self.redis: Redis | None = None
-        self.store: store.Client | None = None
-        self.ingest: Ingest | None = None
-        self.closer: WindowCloser | None = None
+        self.resources: Resources | None = None
         self.last_offsets: dict[int, int] = {}
         self.outage: str | None = None
+        self._opening = asyncio.Lock()
 
-    async def open(self) -> Ingest:
-        if self.ingest is None:
-            self.store = await asyncio.to_thread(
-                store.connect, settings.clickhouse_dsn.get_secret_value()
-            )
-            await asyncio.to_thread(store.migrate, self.store)
-            self.redis = Redis.from_url(settings.redis_url.get_secret_value())
-            self.closer = build_closer(settings, WindowState(self.redis), self.store)
-            self.ingest = Ingest(
-                RollingCounters(self.redis),
-                RawWriter(self.store),
-                DeadLetters(KafkaPublisher(settings.kafka_bootstrap), settings.dlq_topic),
-                WindowState(self.redis),
-                settings.stages,
-            )
-        return self.ingest
+    async def open(self) -> Resources:
+        async with self._opening:
+            if self.resources is None:
+                self.resources = await _open_resources()
+            return self.resources
+
+
+async def _open_resources() -> Resources:
+    client = await asyncio.to_thread(store.connect, settings.clickhouse_dsn.get_secret_value())
+    await asyncio.to_thread(store.migrate, client)
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    window_state = WindowState(redis)
+    ingest = Ingest(
+        RollingCounters(redis),
+        RawWriter(client),
+        DeadLetters(KafkaPublisher(settings.kafka_bootstrap), settings.dlq_topic),
+        window_state,
+        settings.stages,
+    )
+    return Resources(redis, client, ingest, build_closer(settings, window_state, client))
 
 
 state = WorkerState()
@@ -88,7 +102,7 @@ async def _make_durable(ingest: Ingest, messages: Sequence[Message]) -> None:
 
 @app.agent(events_topic)
 async def ingest_events(stream: Any) -> None:
-    ingest = await state.open()
+    ingest = (await state.open()).ingest
     async for events in stream.noack_take(
         settings.batch_max_messages, within=settings.batch_max_seconds
     ):
@@ -103,12 +117,63 @@ async def ingest_events(stream: Any) -> None:
             state.last_offsets[message.partition] = message.offset
 
 
+@app.agent(organizations_topic)
+async def update_directory(stream: Any) -> None:
+    """Keep ``voicemon.organizations`` current from the compacted topic (null deletes)."""
+    directory = (await state.open()).store
+    async for events in stream.noack_take(500, within=1.0):
+        names: dict[str, str | None] = {}
+        for event in events:
+            record = directory_record(event.message.key, event.message.value)
+            if record is None:
+                log.warning("ignored a malformed organizations record at offset %s",
+                            event.message.offset)  # fmt: skip
+            else:
+                names[record[0]] = record[1]
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=0.25, max=15), before_sleep=_on_retry, reraise=True
+        ):
+            with attempt:
+                await asyncio.to_thread(organizations.upsert, directory, names)
+        telemetry.ORGANIZATIONS_UPDATED.inc(len(names))
+        for event in events:
+            event.ack()
+
+
+def directory_record(key: bytes | None, value: bytes | None) -> tuple[str, str | None] | None:
+    """(organization_id, name) from a topic record; name None for a tombstone."""
+    if value is None:
+        org = (key or b"").decode("utf-8", "replace")
+        return (org, None) if organizations.ORGANIZATION_ID.fullmatch(org) else None
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    org_id, name = body.get("organization_id"), body.get("name")
+    if not isinstance(org_id, str) or not organizations.ORGANIZATION_ID.fullmatch(org_id):
+        return None
+    return (org_id, name) if isinstance(name, str) and name else None
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def serve_api() -> None:
+    """With VOICEMON_API_ENABLED the worker also serves the query API (embedded store)."""
+    if not settings.api_enabled:
+        return
+    resources = await state.open()
+    application = create_app(settings, resources.store, resources.redis)
+    log.info("query API on http://%s:%s", settings.api_bind, settings.api_port)
+    await server(application, settings.api_bind, settings.api_port, embedded=True).serve()
+
+
 @app.timer(settings.closer_interval_seconds)  # type: ignore[untyped-decorator]
 async def close_windows() -> None:
-    if state.closer is None or not settings.closer_enabled:
+    if state.resources is None or not settings.closer_enabled:
         return
     try:
-        report = await state.closer.tick()
+        report = await state.resources.closer.tick()
     except Exception as error:  # an outage pauses closing; the next tick retries
         log.error("window closer tick failed: %s: %s", type(error).__name__, str(error)[:300])
         return
@@ -120,9 +185,10 @@ async def close_windows() -> None:
 async def weekly_retention() -> None:
     """The seed's Sunday 04:30 UTC cleanup, run by whichever worker holds the closer lease
     (TTLs delete continuously; this forces what they have not done yet)."""
-    if state.closer is None or state.store is None or not await state.closer.holds_lease():
+    resources = state.resources
+    if resources is None or not await resources.closer.holds_lease():
         return
-    deleted = await asyncio.to_thread(retention.run, state.store, int(time.time() * 1000))
+    deleted = await asyncio.to_thread(retention.run, resources.store, int(time.time() * 1000))
     log.info("weekly retention run: %s", deleted)
 
 
@@ -160,15 +226,15 @@ async def readyz(web: Any, request: Any) -> Any:
 
 async def _redis_ok() -> bool:
     try:
-        return state.redis is not None and bool(await state.redis.ping())
+        return state.resources is not None and bool(await state.resources.redis.ping())
     except Exception:
         return False
 
 
 async def _store_ok() -> bool:
     try:
-        return state.store is not None and bool(
-            await asyncio.to_thread(state.store.command, "SELECT 1")
+        return state.resources is not None and bool(
+            await asyncio.to_thread(state.resources.store.command, "SELECT 1")
         )
     except Exception:
         return False

@@ -30,3 +30,12 @@ events_topic = app.topic(
     value_serializer="raw",
     partitions=settings.topic_partitions,
 )
+
+organizations_topic = app.topic(
+    settings.organizations_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=1,
+)

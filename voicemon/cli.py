@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
@@ -29,7 +29,7 @@ Home = Annotated[Path, typer.Option(help="Folder for the stack's data and logs."
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
 
@@ -324,6 +324,103 @@ def retention_run(as_json: AsJson = False) -> None:
         return
     for rule, count in deleted.items():
         console.print(f"{rule}: {count:,} row(s) deleted")
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Serve the query API (use a ClickHouse server DSN to run it beside workers)."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from aggregators.api import create_app
+    from aggregators.serve import server
+
+    settings = get_settings()
+    if settings.jwt_secret is None:
+        _fail("VOICEMON_JWT_SECRET must be set to serve the query API")
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    application = create_app(settings, _store(), redis)
+    bind, listen = host or settings.api_bind, port or settings.api_port
+    console.print(f"query API on http://{bind}:{listen} (OpenAPI at /openapi.json)")
+    asyncio.run(server(application, bind, listen, embedded=False).serve())
+
+
+token_app = typer.Typer(no_args_is_help=True, help="API tokens for operators.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    staff: Annotated[bool, typer.Option("--staff", help="A platform staff token.")] = False,
+    org: Annotated[str | None, typer.Option("--org", help="Token of one organization.")] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d or seconds.")] = "1h",
+    subject: Annotated[str, typer.Option("--sub", help="Who the token is for.")] = "operator",
+) -> None:
+    """Mint a signed token (HS256 with VOICEMON_JWT_SECRET) and print it."""
+    from aggregators.auth import mint
+
+    secret = get_settings().jwt_secret
+    if secret is None:
+        _fail("VOICEMON_JWT_SECRET must be set to mint tokens")
+    if staff == (org is not None):
+        _fail("give exactly one of --staff or --org ID")
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = int(ttl[:-1]) * units[ttl[-1]] if ttl[-1] in units else int(ttl)
+    except ValueError:
+        _fail(f"--ttl {ttl!r}: use e.g. 30m, 1h, 7d or a number of seconds")
+    print(mint(secret.get_secret_value(), subject, staff=staff, organization_id=org, ttl_s=seconds))
+
+
+orgs_app = typer.Typer(no_args_is_help=True, help="The organization directory.")
+app.add_typer(orgs_app, name="orgs")
+
+
+@orgs_app.command("import")
+def orgs_import(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Load organization names from a CSV of 'organization_id,name' rows."""
+    from aggregators import organizations
+
+    try:
+        names = organizations.read_csv(path)
+    except organizations.DirectoryError as error:
+        _fail(str(error))
+    client = _store()
+    from voicemon import store
+
+    store.migrate(client)
+    console.print(f"imported {organizations.upsert(client, names)} organization(s)")
+
+
+@metrics_app.command("orgs")
+def metrics_orgs(
+    period: Period = "daily", start: Start = "", end: End = "",
+    limit: Annotated[int, typer.Option(help="At most this many organizations.")] = 20,
+    as_json: AsJson = False,
+) -> None:  # fmt: skip
+    """Per-organization volume, failures, latency and cost, busiest first."""
+    from aggregators import queries
+
+    try:
+        start_ms, end_ms = queries.parse_time(start, "start"), queries.parse_time(end, "end")
+        result = queries.organizations(_store(), period, start_ms, end_ms, limit)
+    except queries.QueryError as error:
+        _fail(str(error))
+    if as_json:
+        _print_json(result)
+        return
+    columns = ("organization_id", "name", "artifacts_received", "artifacts_failed",
+               "failure_rate", "p95_latency_ms", "ai_cost_usd")  # fmt: skip
+    table = Table(title=f"organizations, {period}")
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:2] else "right")
+    for row in result["organizations"]:
+        table.add_row(*(_fmt(row[column]) for column in columns))
+    console.print(table)
 
 
 @app.command("raw-count")

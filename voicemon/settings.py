@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     close_grace_seconds: int = Field(default=1800, ge=0)
     late_debounce_seconds: float = Field(default=5.0, ge=0)
 
+    jwt_secret: SecretStr | None = None
+    api_enabled: bool = False  # also serve the query API from the worker process
+    api_bind: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+
     worker_web_bind: str = "127.0.0.1"
     worker_web_port: int = Field(default=6066, ge=0, le=65535)
     worker_data_dir: str = "./var/faust"

@@ -51,3 +51,15 @@ BATCH_SECONDS = Histogram(
 DEPENDENCY_UP = Gauge(
     "voicemon_dependency_up", "1 when the last call to the dependency succeeded", ["dependency"]
 )
+API_REQUESTS = Counter(
+    "voicemon_api_requests", "Query API requests by route template and status", ["route", "status"]
+)
+API_SECONDS = Histogram(
+    "voicemon_api_request_seconds",
+    "Query API request latency by route template",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+ORGANIZATIONS_UPDATED = Counter(
+    "voicemon_organizations_updated", "Directory records applied from voice.organizations"
+)

@@ -1,0 +1,264 @@
+"""The query service of CONTRACT §7: FastAPI over the query functions, bearer-token auth.
+
+Real-time reads Redis only; history, stages and organizations read snapshots only. Every
+client mistake is a 400/401/403 with a message; a dependency outage is a 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from aggregators import queries
+from aggregators.auth import Forbidden, Principal, Unauthorized, authorize, principal_from_header
+from aggregators.auth import require_staff as _require_staff
+from aggregators.realtime import read_realtime_async
+from voicemon import telemetry
+from voicemon.settings import Settings
+from voicemon.store import Client
+
+log = logging.getLogger("voicemon.api")
+NextHandler = Callable[[Request], Awaitable[Response]]
+
+OrgId = Annotated[str | None, Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Period = Annotated[Literal["hourly", "daily"], Query()]
+Time = Annotated[str, Query(min_length=1, max_length=40, description="RFC 3339 or epoch ms")]
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class StageRealtime(BaseModel):
+    started: int
+    completed: int
+    failed: int
+    failure_rate: float
+    avg_duration_ms: float
+
+
+class Realtime(BaseModel):
+    organization_id: str | None
+    window_start: str
+    window_end: str
+    as_of: str
+    artifacts_received: int
+    artifacts_completed: int
+    artifacts_failed: int
+    failure_rate: float
+    avg_latency_ms: float
+    ai_cost_usd: float
+    stages: dict[str, StageRealtime]
+
+
+class ArtifactMetrics(BaseModel):
+    artifacts_received: int
+    artifacts_completed: int
+    artifacts_failed: int
+    failure_rate: float
+    latency_samples: int
+    avg_latency_ms: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    p99_latency_ms: float
+    ai_cost_usd: float
+
+
+class SnapshotRow(ArtifactMetrics):
+    period_type: str
+    scope: str
+    organization_id: str
+    period_start: datetime
+    period_end: datetime
+    version: int
+    computed_at: datetime
+
+
+class StageMetrics(BaseModel):
+    started: int
+    completed: int
+    failed: int
+    failure_rate: float
+    duration_samples: int
+    avg_duration_ms: float
+    p95_duration_ms: float
+
+
+class StageRow(StageMetrics):
+    period_type: str
+    scope: str
+    organization_id: str
+    stage: str
+    period_start: datetime
+    period_end: datetime
+    version: int
+    computed_at: datetime
+
+
+class Range(BaseModel):
+    period: str
+    organization_id: str | None
+    start: datetime
+    end: datetime
+
+
+class History(Range):
+    rows: list[SnapshotRow]
+    summary: ArtifactMetrics
+
+
+class Stages(Range):
+    rows: list[StageRow]
+    summary: dict[str, StageMetrics]
+
+
+class OrganizationRow(ArtifactMetrics):
+    organization_id: str
+    name: str
+
+
+class Organizations(Range):
+    organizations: list[OrganizationRow]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 503)
+}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(settings: Settings, store: Client, redis: Redis) -> FastAPI:
+    """The API bound to its store and Redis clients (opened by the caller)."""
+    if settings.jwt_secret is None:
+        raise ValueError("VOICEMON_JWT_SECRET must be set to serve the query API")
+    secret = settings.jwt_secret.get_secret_value()
+    app = FastAPI(title="voicemon", version="1", description=__doc__)
+
+    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        return principal_from_header(authorization, secret)
+
+    Caller = Annotated[Principal, Depends(principal)]
+
+    async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+        return await run_in_threadpool(function, *args)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameters(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+            for e in error.errors()
+        )
+        return _error(400, problems[:500])
+
+    @app.exception_handler(queries.QueryError)
+    async def bad_query(request: Request, error: queries.QueryError) -> JSONResponse:
+        return _error(400, str(error))
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, error: Unauthorized) -> JSONResponse:
+        response = _error(401, str(error))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, error: Forbidden) -> JSONResponse:
+        return _error(403, str(error))
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, error: RedisError) -> JSONResponse:
+        return _error(503, "Redis unavailable; retry later")
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # a store outage or a bug: never a stack trace to the client
+            log.exception("request failed: %s", request.url.path)
+            response = _error(503, "store unavailable; retry later")
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        telemetry.API_REQUESTS.labels(path, str(response.status_code)).inc()
+        telemetry.API_SECONDS.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/v1/metrics/realtime", response_model=Realtime, responses=_ERRORS)
+    async def realtime(caller: Caller, organization_id: OrgId = None) -> Any:
+        authorize(caller, organization_id)
+        return await read_realtime_async(redis, organization_id, settings.stages)
+
+    @app.get("/v1/metrics/history", response_model=History, responses=_ERRORS)
+    async def history(
+        caller: Caller, period: Period, start: Time, end: Time, organization_id: OrgId = None
+    ) -> Any:
+        authorize(caller, organization_id)
+        start_ms, end_ms = queries.parse_time(start, "start"), queries.parse_time(end, "end")
+        return await in_thread(queries.history, store, period, start_ms, end_ms, organization_id)
+
+    @app.get("/v1/metrics/stages", response_model=Stages, responses=_ERRORS)
+    async def stages(
+        caller: Caller, period: Period, start: Time, end: Time, organization_id: OrgId = None
+    ) -> Any:
+        authorize(caller, organization_id)
+        start_ms, end_ms = queries.parse_time(start, "start"), queries.parse_time(end, "end")
+        return await in_thread(queries.stages, store, period, start_ms, end_ms, organization_id)
+
+    @app.get("/v1/metrics/organizations", response_model=Organizations, responses=_ERRORS)
+    async def organizations(
+        caller: Caller,
+        period: Period,
+        start: Time,
+        end: Time,
+        limit: Annotated[int, Query(ge=1, le=queries.MAX_ORGANIZATIONS)] = 100,
+    ) -> Any:
+        _require_staff(caller)
+        start_ms, end_ms = queries.parse_time(start, "start"), queries.parse_time(end, "end")
+        return await in_thread(queries.organizations, store, period, start_ms, end_ms, limit)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = {"redis": await _redis_ok(redis), "clickhouse": await _store_ok(store)}
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _redis_ok(redis: Redis) -> bool:
+    try:
+        return bool(await redis.ping())
+    except Exception:
+        return False
+
+
+async def _store_ok(store: Client) -> bool:
+    try:
+        await run_in_threadpool(store.command, "SELECT 1")
+        return True
+    except Exception:
+        return False

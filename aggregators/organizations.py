@@ -1,0 +1,66 @@
+"""The organization directory (``voicemon.organizations``): names for the breakdown.
+
+Fed by the compacted ``voice.organizations`` topic (a null value deletes) and by CSV
+imports. Reads are one batched lookup, never one query per organization.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from voicemon.store import Client
+
+UNKNOWN = "Unknown"
+ORGANIZATION_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+
+
+class DirectoryError(ValueError):
+    """A CSV or record that cannot go into the directory; the message says why."""
+
+
+def upsert(client: Client, names: Mapping[str, str | None], at_ms: int | None = None) -> int:
+    """Set names; a None name deletes the organization. One insert."""
+    if not names:
+        return 0
+    at_ms = int(time.time() * 1000) if at_ms is None else at_ms
+    rows = [[org, name or "", at_ms, int(name is None)] for org, name in names.items()]
+    client.insert(
+        "voicemon.organizations", rows,
+        column_names=("organization_id", "name", "updated_at", "deleted"),
+    )  # fmt: skip
+    return len(rows)
+
+
+def lookup(client: Client, organization_ids: Iterable[str]) -> dict[str, str]:
+    """Names of the given organizations, in one query; missing ones read ``Unknown``."""
+    wanted = sorted(set(organization_ids))
+    if not wanted:
+        return {}
+    result = client.query(
+        "SELECT organization_id, argMax(name, updated_at), argMax(deleted, updated_at) AS gone "
+        "FROM voicemon.organizations WHERE organization_id IN {ids:Array(String)} "
+        "GROUP BY organization_id HAVING gone = 0",
+        parameters={"ids": wanted},
+    )
+    found = {org: name for org, name, _ in result.result_rows}
+    return {org: found.get(org, UNKNOWN) for org in wanted}
+
+
+def read_csv(path: Path) -> dict[str, str]:
+    """``organization_id,name`` rows (a header line is allowed)."""
+    names: dict[str, str] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if not row or (number == 1 and row[0].strip() == "organization_id"):
+                continue
+            if len(row) != 2 or not ORGANIZATION_ID.fullmatch(row[0].strip()) or not row[1].strip():
+                raise DirectoryError(
+                    f"{path}:{number}: expected 'organization_id,name' with an id of 1-128 "
+                    "characters from [A-Za-z0-9_.:-]"
+                )
+            names[row[0].strip()] = row[1].strip()
+    return names

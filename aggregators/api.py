@@ -34,7 +34,18 @@ NextHandler = Callable[[Request], Awaitable[Response]]
 
 OrgId = Annotated[str | None, Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Period = Annotated[Literal["hourly", "daily"], Query()]
-Time = Annotated[str, Query(min_length=1, max_length=40, description="RFC 3339 or epoch ms")]
+_TIME_PATTERN = (
+    r"^(\d{1,15}|\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))$"
+)
+Time = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=40,
+        pattern=_TIME_PATTERN,
+        description="RFC 3339 time with offset, or epoch milliseconds",
+    ),
+]
 
 
 class ErrorBody(BaseModel):
@@ -133,6 +144,14 @@ class Organizations(Range):
     organizations: list[OrganizationRow]
 
 
+def _principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    return principal_from_header(authorization, request.app.state.jwt_secret)
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 503)
 }
@@ -146,13 +165,8 @@ def create_app(settings: Settings, store: Client, redis: Redis) -> FastAPI:
     """The API bound to its store and Redis clients (opened by the caller)."""
     if settings.jwt_secret is None:
         raise ValueError("VOICEMON_JWT_SECRET must be set to serve the query API")
-    secret = settings.jwt_secret.get_secret_value()
     app = FastAPI(title="voicemon", version="1", description=__doc__)
-
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        return principal_from_header(authorization, secret)
-
-    Caller = Annotated[Principal, Depends(principal)]
+    app.state.jwt_secret = settings.jwt_secret.get_secret_value()
 
     async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
         return await run_in_threadpool(function, *args)

@@ -16,6 +16,7 @@ from voicemon.event import parse_occurred_at
 from voicemon.store import Client
 
 MAX_ORGANIZATIONS = 1000
+LATEST_TIME_MS = 4_102_444_800_000  # 2100-01-01: snapshot times are ClickHouse DateTime
 MAX_RANGE_MS = {snapshots.HOURLY: 7 * DAY_MS, snapshots.DAILY: 90 * DAY_MS}
 
 
@@ -30,6 +31,8 @@ def parse_time(value: str | int, name: str) -> int:
     parsed = parse_occurred_at(value) if isinstance(value, str | int) else None
     if parsed is None:
         raise QueryError(f"{name}: expected an RFC 3339 time with offset or epoch milliseconds")
+    if not 0 <= parsed < LATEST_TIME_MS:
+        raise QueryError(f"{name}: must lie between 1970 and 2100")
     return parsed
 
 

@@ -38,12 +38,13 @@ log = logging.getLogger("voicemon.worker")
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """The worker's clients, opened once when the first agent starts."""
+    """The worker's clients, opened once when the first agent starts; a counting-only
+    worker has no store and no closer."""
 
     redis: Redis
-    store: store.Client
     ingest: Ingest
-    closer: WindowCloser
+    store: store.Client | None
+    closer: WindowCloser | None
 
 
 class WorkerState:
@@ -61,18 +62,26 @@ class WorkerState:
 
 
 async def _open_resources() -> Resources:
-    client = await asyncio.to_thread(store.connect, settings.clickhouse_dsn.get_secret_value())
-    await asyncio.to_thread(store.migrate, client)
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     window_state = WindowState(redis)
+    client = closer = None
+    if settings.stores:
+        client = await asyncio.to_thread(store.connect, settings.clickhouse_dsn.get_secret_value())
+        await asyncio.to_thread(store.migrate, client)
+        closer = build_closer(settings, window_state, client)
+    dead_letters = (
+        DeadLetters(KafkaPublisher(settings.kafka_bootstrap), settings.dlq_topic)
+        if settings.counts
+        else None
+    )
     ingest = Ingest(
         RollingCounters(redis),
-        RawWriter(client),
-        DeadLetters(KafkaPublisher(settings.kafka_bootstrap), settings.dlq_topic),
         window_state,
         settings.stages,
+        dead_letters=dead_letters,
+        raw_writer=None if client is None else RawWriter(client),
     )
-    return Resources(redis, client, ingest, build_closer(settings, window_state, client))
+    return Resources(redis, ingest, client, closer)
 
 
 state = WorkerState()
@@ -121,6 +130,8 @@ async def ingest_events(stream: Any) -> None:
 async def update_directory(stream: Any) -> None:
     """Keep ``voicemon.organizations`` current from the compacted topic (null deletes)."""
     directory = (await state.open()).store
+    if directory is None:  # a counting-only worker leaves the directory to the store worker
+        return
     async for events in stream.noack_take(500, within=1.0):
         names: dict[str, str | None] = {}
         for event in events:
@@ -163,6 +174,9 @@ async def serve_api() -> None:
     if not settings.api_enabled:
         return
     resources = await state.open()
+    if resources.store is None:
+        log.error("VOICEMON_API_ENABLED needs a worker with a store (role all or store)")
+        return
     application = create_app(settings, resources.store, resources.redis)
     log.info("query API on http://%s:%s", settings.api_bind, settings.api_port)
     await server(application, settings.api_bind, settings.api_port, embedded=True).serve()
@@ -170,10 +184,11 @@ async def serve_api() -> None:
 
 @app.timer(settings.closer_interval_seconds)  # type: ignore[untyped-decorator]
 async def close_windows() -> None:
-    if state.resources is None or not settings.closer_enabled:
+    closer = state.resources.closer if state.resources else None
+    if closer is None or not settings.closer_enabled:
         return
     try:
-        report = await state.resources.closer.tick()
+        report = await closer.tick()
     except Exception as error:  # an outage pauses closing; the next tick retries
         log.error("window closer tick failed: %s: %s", type(error).__name__, str(error)[:300])
         return
@@ -186,7 +201,9 @@ async def weekly_retention() -> None:
     """The seed's Sunday 04:30 UTC cleanup, run by whichever worker holds the closer lease
     (TTLs delete continuously; this forces what they have not done yet)."""
     resources = state.resources
-    if resources is None or not await resources.closer.holds_lease():
+    if resources is None or resources.closer is None or resources.store is None:
+        return
+    if not await resources.closer.holds_lease():
         return
     deleted = await asyncio.to_thread(retention.run, resources.store, int(time.time() * 1000))
     log.info("weekly retention run: %s", deleted)
@@ -232,10 +249,13 @@ async def _redis_ok() -> bool:
 
 
 async def _store_ok() -> bool:
+    """True when the store answers, or when this worker has none (role counters)."""
+    if state.resources is None:
+        return False
+    if state.resources.store is None:
+        return True
     try:
-        return state.resources is not None and bool(
-            await asyncio.to_thread(state.resources.store.command, "SELECT 1")
-        )
+        return bool(await asyncio.to_thread(state.resources.store.command, "SELECT 1"))
     except Exception:
         return False
 

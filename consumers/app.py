@@ -9,14 +9,13 @@ from voicemon.settings import get_settings
 settings = get_settings()
 
 app = faust.App(
-    settings.consumer_group,
+    settings.worker_group,
     broker=f"kafka://{settings.kafka_bootstrap}",
     autodiscover=False,
     datadir=settings.worker_data_dir,
     topic_partitions=settings.topic_partitions,
     topic_disable_leader=True,
     consumer_auto_offset_reset="earliest",
-    stream_wait_empty=False,
     web_bind=settings.worker_web_bind,
     web_port=settings.worker_web_port,
     web_enabled=True,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from consumers.rolling_counters import DEDUP_SLACK_MS, NewEvent, RollingCounters
 from voicemon import keys, rolling, telemetry
 from voicemon.event import RAW_RETENTION_MS, EventType, PipelineEvent
 from voicemon.window_state import WindowState
+
+FOLLOW_POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,40 +57,73 @@ class _Classified:
 
 
 class Ingest:
+    """One batch made durable. ``dead_letters`` set: this worker counts (DLQ, dedup, rolling
+    counters); ``raw_writer`` set: it writes raw rows. A worker of role ``all`` does both;
+    role ``counters`` only counts; role ``store`` only writes, following the counters."""
+
     def __init__(
         self,
         counters: RollingCounters,
-        raw_writer: RawWriter,
-        dead_letters: DeadLetters,
         window_state: WindowState,
         stages: Sequence[str],
+        *,
+        dead_letters: DeadLetters | None,
+        raw_writer: RawWriter | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
-        self._raw_writer = raw_writer
-        self._dead_letters = dead_letters
         self._window_state = window_state
         self._stages = frozenset(stages)
+        self._dead_letters = dead_letters
+        self._raw_writer = raw_writer
         self._clock = clock
+        self._claimant = f"worker-{uuid.uuid4().hex}"
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
         now_ms = int(self._clock() * 1000)
         rows, letters = self._decode(messages, now_ms)
-        letter_keys = [_dlq_key(letter) for letter in letters]
-        done = await self._counters.already_dead_lettered(letter_keys)
-        await self._dead_letters.send(
-            [ltr for ltr, sent in zip(letters, done, strict=True) if not sent]
-        )
-        dlq_markers = {key: now_ms + RAW_RETENTION_MS for key in letter_keys}
-        classified = await self._count_once(rows, dlq_markers, now_ms)
-        missing = await asyncio.to_thread(self._missing_rows, classified.replayed)
-        written = classified.new + missing
-        await asyncio.to_thread(self._raw_writer.write, written)
-        late = await self._window_state.record_written(*written_windows(written), now_ms)
-        telemetry.EVENTS_LATE.inc(late)
-        _observe(row.event for row in classified.new)
-        telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
+        if self._dead_letters is not None:
+            await self._dead_letter(self._dead_letters, letters, now_ms)
+            classified = await self._count_once(rows, now_ms)
+            _observe(row.event for row in classified.new)
+            telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
+        else:
+            classified = await self._follow_counters(rows)
+        missing: list[RawRow] = []
+        if self._raw_writer is not None:
+            missing = await asyncio.to_thread(_missing_rows, self._raw_writer, classified.replayed)
+            written = classified.new + missing
+            await asyncio.to_thread(self._raw_writer.write, written)
+            late = await self._window_state.record_written(*written_windows(written), now_ms)
+            telemetry.EVENTS_LATE.inc(late)
         return BatchOutcome(len(classified.new), len(missing), classified.duplicates, len(letters))
+
+    async def _dead_letter(
+        self, dead_letters: DeadLetters, letters: list[DeadLetter], now_ms: int
+    ) -> None:
+        """Publish the rejections no worker has published yet. One that another worker is
+        publishing (a partition handed over mid-batch) is waited for, never sent twice."""
+        pending = {_dlq_key(letter): letter for letter in letters}
+        while pending:
+            verdicts = await self._counters.claim_dead_letters(list(pending), self._claimant)
+            claimed = {
+                k: pending[k] for k, v in zip(pending, verdicts, strict=True) if v == "claimed"
+            }
+            await dead_letters.send(list(claimed.values()))
+            await self._counters.mark_dead_lettered(list(claimed), now_ms + RAW_RETENTION_MS)
+            pending = {k: pending[k] for k, v in zip(pending, verdicts, strict=True) if v == "held"}
+            if pending:
+                await asyncio.sleep(FOLLOW_POLL_S)
+
+    async def _follow_counters(self, rows: list[RawRow]) -> _Classified:
+        """For a store-only worker: wait until the counting workers have decided every event
+        of the batch, then keep the events counted at their own position."""
+        seen_keys = [keys.seen_event(row.event.event_id) for row in rows]
+        while True:
+            owners = await self._counters.first_positions(seen_keys)
+            if all(owner is not None for owner in owners):
+                return classify(rows, owners)
+            await asyncio.sleep(FOLLOW_POLL_S)
 
     def _decode(
         self, messages: Sequence[Message], now_ms: int
@@ -103,9 +139,7 @@ class Ingest:
                     letters.append(DeadLetter(item, message.key, message.partition, message.offset))
         return rows, letters
 
-    async def _count_once(
-        self, rows: list[RawRow], dlq_markers: dict[str, int], now_ms: int
-    ) -> _Classified:
+    async def _count_once(self, rows: list[RawRow], now_ms: int) -> _Classified:
         while True:
             owners = await self._counters.first_positions(
                 [keys.seen_event(row.event.event_id) for row in rows]
@@ -120,15 +154,17 @@ class Ingest:
                 for row in classified.new
             ]
             buckets = rolling.increments((row.event for row in classified.new), now_ms)
-            if not await self._counters.count_once(new_events, dlq_markers, buckets):
+            if not await self._counters.count_once(new_events, buckets):
                 return classified
             # Another worker counted some of these ids in the meantime: look again.
 
-    def _missing_rows(self, replayed: list[RawRow]) -> list[RawRow]:
-        if not replayed:
-            return []
-        written = self._raw_writer.already_written([row.position for row in replayed])
-        return [row for row in replayed if row.position not in written]
+
+def _missing_rows(raw_writer: RawWriter, replayed: list[RawRow]) -> list[RawRow]:
+    """The counted rows of a replayed batch that the store does not hold yet."""
+    if not replayed:
+        return []
+    written = raw_writer.already_written([row.position for row in replayed])
+    return [row for row in replayed if row.position not in written]
 
 
 def classify(rows: Sequence[RawRow], owners: Sequence[str | None]) -> _Classified:

@@ -16,28 +16,44 @@ from redis.asyncio import Redis
 from voicemon.rolling import BucketIncrement
 
 DEDUP_SLACK_MS = 10 * 60_000
+DLQ_CLAIM_MS = 60_000
 
-# KEYS: n seen-markers, m dlq-markers, then counter buckets.
-# ARGV: n, m, then per seen-marker (position, pxat), per dlq-marker (pxat),
-#       per bucket (pexpireat, field count, field, value, ...).
+# A rejection is published by exactly one worker: the one that claims its marker. The claim
+# expires, so a worker that dies before publishing leaves the rejection to the next one;
+# the marker becomes 'sent' once Kafka has acknowledged the DLQ record.
+# KEYS: dlq markers; ARGV: claimant, claim ttl ms
+_CLAIM_DEAD_LETTERS = """
+local verdicts = {}
+for i = 1, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if holder == 'sent' then
+    verdicts[i] = 'sent'
+  elseif holder == false or holder == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    verdicts[i] = 'claimed'
+  else
+    verdicts[i] = 'held'
+  end
+end
+return verdicts
+"""
+
+# KEYS: n seen-markers, then counter buckets.
+# ARGV: n, then per seen-marker (position, pxat), per bucket (pexpireat, field count,
+#       field, value, ...).
 _COUNT_ONCE = """
 local n = tonumber(ARGV[1])
-local m = tonumber(ARGV[2])
 local taken = {}
 for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 1 then taken[#taken + 1] = i - 1 end
 end
 if #taken > 0 then return taken end
-local a = 3
+local a = 2
 for i = 1, n do
   redis.call('SET', KEYS[i], ARGV[a], 'PXAT', ARGV[a + 1])
   a = a + 2
 end
-for j = n + 1, n + m do
-  redis.call('SET', KEYS[j], '1', 'PXAT', ARGV[a])
-  a = a + 1
-end
-for k = n + m + 1, #KEYS do
+for k = n + 1, #KEYS do
   local expire_at = ARGV[a]
   local count = tonumber(ARGV[a + 1])
   a = a + 2
@@ -71,6 +87,7 @@ class RollingCounters:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._count_once = redis.register_script(_COUNT_ONCE)
+        self._claim = redis.register_script(_CLAIM_DEAD_LETTERS)
 
     async def first_positions(self, seen_keys: Sequence[str]) -> list[str | None]:
         """For each event id, the position that counted it, or None if never counted."""
@@ -79,27 +96,33 @@ class RollingCounters:
         values = await self._redis.mget(seen_keys)
         return [value.decode() if isinstance(value, bytes) else value for value in values]
 
-    async def already_dead_lettered(self, dlq_keys: Sequence[str]) -> list[bool]:
+    async def claim_dead_letters(self, dlq_keys: Sequence[str], claimant: str) -> list[str]:
+        """For each rejection: 'sent' (already in the DLQ), 'claimed' (ours to send now) or
+        'held' (another worker is sending it: wait for its claim to end)."""
         if not dlq_keys:
             return []
-        return [value is not None for value in await self._redis.mget(dlq_keys)]
+        verdicts = await self._claim(keys=list(dlq_keys), args=[claimant, DLQ_CLAIM_MS])
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in verdicts]
+
+    async def mark_dead_lettered(self, dlq_keys: Sequence[str], expire_at_ms: int) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for key in dlq_keys:
+            pipe.set(key, "sent", pxat=expire_at_ms)
+        await pipe.execute()
 
     async def count_once(
         self,
         new_events: Sequence[NewEvent],
-        dlq_markers: Mapping[str, int],
         buckets: Mapping[str, BucketIncrement],
     ) -> list[int]:
         """Apply everything atomically; return indexes of ``new_events`` already taken
         (then nothing was written and the caller must reclassify and retry)."""
-        if not new_events and not dlq_markers and not buckets:
+        if not new_events and not buckets:
             return []
         keys: list[str] = [event.seen_key for event in new_events]
-        args: list[str | int] = [len(new_events), len(dlq_markers)]
+        args: list[str | int] = [len(new_events)]
         for event in new_events:
             args += [event.position, event.expire_at_ms]
-        keys += dlq_markers.keys()
-        args += dlq_markers.values()
         for key, bucket in buckets.items():
             keys.append(key)
             args += [bucket.expire_at_ms, len(bucket.fields)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
 
+    # all: count and store (one process); counters: count only (scale out to N processes);
+    # store: write raw rows, close windows, serve the embedded store (one process).
+    worker_role: Literal["all", "counters", "store"] = "all"
     closer_enabled: bool = True
     closer_interval_seconds: float = Field(default=5.0, gt=0)
     close_grace_seconds: int = Field(default=1800, ge=0)
@@ -62,6 +65,20 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("VOICEMON_STAGES must name at least one stage")
         return value
+
+    @property
+    def counts(self) -> bool:
+        return self.worker_role != "store"
+
+    @property
+    def stores(self) -> bool:
+        return self.worker_role != "counters"
+
+    @property
+    def worker_group(self) -> str:
+        """The Faust app id and consumer group: a store worker reads the input on its own."""
+        suffix = "-store" if self.worker_role == "store" else ""
+        return self.consumer_group + suffix
 
 
 @lru_cache(maxsize=1)

@@ -114,13 +114,9 @@ class Pipeline:
         finally:
             consumer.close()
 
-    def committed(self) -> dict[int, int]:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": self.settings.consumer_group,
-            }
-        )
+    def committed(self, group: str | None = None) -> dict[int, int]:
+        group = group or self.settings.consumer_group
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": group})
         try:
             wanted = [
                 TopicPartition(self.settings.events_topic, p)
@@ -130,13 +126,18 @@ class Pipeline:
         finally:
             consumer.close()
 
-    def wait_consumed(self, timeout_s: float = 120) -> None:
-        """Until the worker group has committed every message published so far."""
+    def wait_consumed(self, timeout_s: float = 120, groups: Iterable[str] = ()) -> None:
+        """Until the worker groups have committed every message published so far."""
+        groups = list(groups) or [self.settings.consumer_group]
         ends = self.end_offsets(self.settings.events_topic)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            committed = self.committed()
-            if all(committed.get(p, -1) >= end for p, end in ends.items() if end > 0):
+            if all(
+                self.committed(group).get(p, -1) >= end
+                for group in groups
+                for p, end in ends.items()
+                if end > 0
+            ):
                 return
             for process in self.workers:
                 assert process.poll() is None, f"worker exited with {process.returncode}"

@@ -1,0 +1,408 @@
+"""The Grafana dashboards and the Prometheus alert rules run against the real thing: every
+PromQL expression through a real Prometheus scraping a live worker, every history SQL query
+on the snapshots that worker wrote."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aggregators.windows import HOUR_MS
+from tests.integration.harness import Pipeline, free_port
+from voicemon.loadgen import LoadMix
+from voicemon.settings import DEFAULT_STAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+LIVE_DASHBOARD = ROOT / "deploy/grafana/dashboards/voicemon-live.json"
+HISTORY_DASHBOARD = ROOT / "deploy/grafana/dashboards/voicemon-history.json"
+ALERT_RULES = ROOT / "deploy/prometheus/rules/voicemon.yml"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+FAST_CLOSER = {"VOICEMON_CLOSER_INTERVAL_SECONDS": "1", "VOICEMON_LATE_DEBOUNCE_SECONDS": "1"}
+
+# Grafana's variables, as a dashboard over the last hour would expand them.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "$__range_s": "3600",
+}
+# The panels an operator opens first: each must show data while events flow.
+CORE_LIVE_PANELS = (
+    "Throughput by event type",
+    "DLQ by reason",
+    "End-to-end latency quantiles",
+    "Consumer lag by partition",
+)
+
+needs_prometheus = pytest.mark.skipif(
+    not Path(PROMETHEUS).exists(), reason="prometheus is not installed (deploy/local/install.sh)"
+)
+
+
+# -- reading the dashboards and rules ------------------------------------------------------
+def panel_targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(panel title, target) of every query, rows' nested panels included."""
+    for panel in dashboard["panels"]:
+        for nested in [panel, *panel.get("panels", [])]:
+            for target in nested.get("targets", []):
+                yield nested["title"], target
+
+
+def dashboard_promql() -> list[tuple[str, str]]:
+    dashboard = json.loads(LIVE_DASHBOARD.read_text())
+    return [(title, t["expr"]) for title, t in panel_targets(dashboard)]
+
+
+def rules_promql() -> list[tuple[str, str]]:
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    return [
+        (f"{group['name']}/{rule.get('alert') or rule['record']}", rule["expr"])
+        for group in groups
+        for rule in group["rules"]
+    ]
+
+
+def history_sql() -> list[tuple[str, str]]:
+    dashboard = json.loads(HISTORY_DASHBOARD.read_text())
+    return [(title, t["rawSql"]) for title, t in panel_targets(dashboard)]
+
+
+def expand_promql(expr: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"unexpanded Grafana variable in {expr!r}"
+    return expr
+
+
+def expand_sql(sql: str) -> str:
+    """The ClickHouse plugin's macros over a 7-day dashboard range, as plain ClickHouse SQL."""
+    sql = re.sub(
+        r"\$__timeFilter\(([^)]+)\)",
+        r"(\1 >= now() - INTERVAL 7 DAY AND \1 <= now())",
+        sql,
+    )
+    sql = sql.replace("$__fromTime", "(now() - INTERVAL 7 DAY)").replace("$__toTime", "now()")
+    assert "$" not in sql, f"unexpanded Grafana macro in {sql!r}"
+    return sql
+
+
+def test_dashboards_use_the_provisioned_datasources() -> None:
+    live = json.loads(LIVE_DASHBOARD.read_text())
+    history = json.loads(HISTORY_DASHBOARD.read_text())
+    assert {json.dumps(t["datasource"]) for _, t in panel_targets(live)} == {
+        json.dumps({"type": "prometheus", "uid": "prometheus"})
+    }
+    assert {json.dumps(t["datasource"]) for _, t in panel_targets(history)} == {
+        json.dumps({"type": "grafana-clickhouse-datasource", "uid": "clickhouse"})
+    }
+    provisioned = (ROOT / "deploy/grafana/provisioning/datasources/datasources.yml").read_text()
+    assert {"uid: prometheus", "uid: clickhouse"} <= set(re.findall(r"uid: \w+", provisioned))
+    assert len(dashboard_promql()) >= 20 and len(history_sql()) >= 10
+
+
+# -- a real Prometheus ---------------------------------------------------------------------
+@contextmanager
+def prometheus(workdir: Path, worker_port: int) -> Iterator[str]:
+    """A Prometheus on a free loopback port scraping the worker every second, with the
+    project's alert rules evaluated every second; its base URL."""
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ALERT_RULES)],
+        "scrape_configs": [
+            {
+                "job_name": "voicemon-worker",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+            }
+        ],
+    }
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    log = (workdir / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(url):
+            assert process.poll() is None, (workdir / "prometheus.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "prometheus not ready in 30 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def api(url: str, path: str, **form: str) -> dict[str, Any]:
+    """One Prometheus HTTP API call (POST when it has parameters); its JSON, errors included."""
+    data = urllib.parse.urlencode(form).encode() if form else None
+    try:
+        with urllib.request.urlopen(f"{url}{path}", data=data, timeout=10) as response:
+            body: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        body = json.loads(error.read())
+    return body
+
+
+def instant(url: str, expr: str) -> dict[str, Any]:
+    return api(url, "/api/v1/query", query=expand_promql(expr))
+
+
+def wait_until(what: str, check: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not seen within {timeout_s}s"
+        time.sleep(0.5)
+
+
+def publish_mix(pipeline: Pipeline, mix: LoadMix, starts_ms: list[int], keys: int = 8) -> None:
+    """The mix's messages for artifacts starting at ``starts_ms``, keyed by artifact so each
+    artifact's events share a partition; malformed bytes travel with the artifact before them."""
+    by_key: dict[bytes, list[bytes | dict[str, Any]]] = {}
+    key = b"k0"
+    for message in mix.stream(iter(starts_ms)):
+        if isinstance(message, dict):
+            key = f"k{int(message['artifact_id'].rsplit('-', 1)[1]) % keys}".encode()
+        by_key.setdefault(key, []).append(message)
+    for key, messages in by_key.items():
+        pipeline.publish(messages, key)
+
+
+@needs_prometheus
+def test_every_live_panel_and_alert_rule_evaluates_on_a_real_prometheus(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    worker = pipeline.start_worker(**FAST_CLOSER)
+    with prometheus(tmp_path, worker.web_port) as url:  # type: ignore[attr-defined]
+
+        def worker_scraped() -> bool:
+            return bool(instant(url, 'up{job="voicemon-worker"} == 1')["data"]["result"])
+
+        wait_until("worker scraped by prometheus", worker_scraped, 60)
+        mix = LoadMix(
+            seed=11, organizations=20, stages=DEFAULT_STAGES, duplicate_share=0.01,
+            malformed_share=0.02,
+        )  # fmt: skip
+        for _ in range(5):  # traffic spread over several scrapes, so rates have slopes
+            now = int(time.time() * 1000)
+            publish_mix(pipeline, mix, [now - i * 10 for i in range(150)])
+            time.sleep(1)
+        pipeline.wait_consumed(60)
+        assert all(end > 0 for end in pipeline.end_offsets(pipeline.settings.events_topic).values())
+
+        core = [(t, e) for t, e in dashboard_promql() if t in CORE_LIVE_PANELS]
+        assert {t for t, _ in core} == set(CORE_LIVE_PANELS)
+
+        def core_panels_have_data() -> bool:
+            return all(instant(url, expr)["data"]["result"] for _, expr in core)
+
+        wait_until("data on every core panel", core_panels_have_data, 40)
+
+        expressions = dashboard_promql() + rules_promql()
+        failures = {}
+        for name, expr in expressions:
+            answer = instant(url, expr)
+            if answer.get("status") != "success":
+                failures[name] = (expr, answer.get("error"))
+        assert not failures, failures
+
+        throughput = instant(url, dict(core)["Throughput by event type"])
+        event_types = {s["metric"]["event_type"] for s in throughput["data"]["result"]}
+        assert {"artifact_received", "stage_completed", "artifact_completed"} <= event_types
+        quantiles = [e for t, e in core if t == "End-to-end latency quantiles"]
+        p95 = instant(url, next(e for e in quantiles if "0.95" in e))["data"]["result"]
+        assert any(math.isfinite(float(sample["value"][1])) for sample in p95)
+
+        def rules_evaluated() -> bool:
+            groups = api(url, "/api/v1/rules")["data"]["groups"]
+            rules = [rule for group in groups for rule in group["rules"]]
+            return bool(rules) and all(rule["health"] != "unknown" for rule in rules)
+
+        wait_until("one evaluation of every rule", rules_evaluated, 15)
+        groups = api(url, "/api/v1/rules")["data"]["groups"]
+        expected = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+        assert sorted(g["name"] for g in groups) == sorted(g["name"] for g in expected)
+        unhealthy = {
+            rule["name"]: rule.get("lastError")
+            for group in groups
+            for rule in group["rules"]
+            if rule["health"] != "ok"
+        }
+        assert not unhealthy, unhealthy
+        assert sum(len(g["rules"]) for g in groups) == len(rules_promql())
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool is not installed")
+    return found
+
+
+def test_alert_rules_pass_promtool() -> None:
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(ALERT_RULES)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+WORKER = 'job="voicemon-worker",instance="w:6066"'
+COMPLETED = 'voicemon_events_total{event_type="artifact_completed",stage=""}'
+FAILED = 'voicemon_events_total{event_type="artifact_failed",stage=""}'
+BUCKET = "voicemon_end_to_end_latency_seconds_bucket"
+INSERT = "voicemon_clickhouse_insert_seconds_bucket"
+HOURLY = 'voicemon_snapshots_emitted_total{period_type="hourly"}'
+# (alert, series at one sample a minute, expected result at minute 180): each threshold
+# crossed, and the quiet cases (no traffic, a young worker) that must not fire.
+ALERT_CASES: list[tuple[str, dict[str, str], list[tuple[str, float]]]] = [
+    ("VoicemonArtifactFailureRateHigh", {COMPLETED: "0+60x200", FAILED: "0+20x200"},
+     [("{}", 0.25)]),
+    ("VoicemonArtifactFailureRateHigh", {COMPLETED: "0+60x200", FAILED: "0+10x200"}, []),
+    ("VoicemonArtifactFailureRateHigh", {COMPLETED: "0x200", FAILED: "0x200"}, []),
+    ("VoicemonEndToEndLatencyP95High",
+     {f'{BUCKET}{{le="{le}"}}': "0x200" for le in ("60", "120", "300")}
+     | {f'{BUCKET}{{le="{le}"}}': "0+10x200" for le in ("600", "3600", "+Inf")},
+     [("{}", 585)]),
+    ("VoicemonDeadLetterRateHigh",
+     {'voicemon_events_rejected_total{reason="invalid_json"}': "0+12x200", COMPLETED: "0+588x200"},
+     [("{}", 0.02)]),
+    ("VoicemonDeadLetterRateHigh",
+     {'voicemon_events_rejected_total{reason="invalid_json"}': "0+1x200", COMPLETED: "0+999x200"},
+     []),
+    ("VoicemonDeadLetterRateHigh", {'voicemon_events_rejected_total{reason="x"}': "0+5x200"},
+     [("{}", 1)]),
+    ("VoicemonConsumerLagHigh",
+     {'voicemon_consumer_lag_messages{partition="0"}': "20000x200",
+      'voicemon_consumer_lag_messages{partition="1"}': "10x200"},
+     [('{partition="0"}', 20000)]),
+    ("VoicemonIngestStalled",
+     {'voicemon_consumer_lag_messages{partition="0"}': "500x200",
+      "voicemon_batch_seconds_count": "100x200"},
+     [("{}", 500)]),
+    ("VoicemonIngestStalled",
+     {'voicemon_consumer_lag_messages{partition="0"}': "500x200",
+      "voicemon_batch_seconds_count": "0+10x200"},
+     []),
+    ("VoicemonClickHouseInsertSlow",
+     {f'{INSERT}{{le="{le}"}}': "0x200" for le in ("0.5", "1", "2.5")}
+     | {f'{INSERT}{{le="{le}"}}': "0+4x200" for le in ("5", "10", "+Inf")},
+     [("{}", 4.875)]),
+    ("VoicemonClickHouseInsertSlow",
+     {f'{INSERT}{{le="{le}"}}': "0+4x200" for le in ("0.05", "2.5", "5", "+Inf")}, []),
+    ("VoicemonWatermarkLagHigh", {"voicemon_watermark_lag_seconds": "6000x200"}, [("{}", 6000)]),
+    ("VoicemonWatermarkLagHigh", {"voicemon_watermark_lag_seconds": "600x200"}, []),
+    ("VoicemonHourlySnapshotsStalled",
+     {f"process_start_time_seconds{{{WORKER}}}": "0x200", HOURLY: "48x200"}, [("{}", 0)]),
+    ("VoicemonHourlySnapshotsStalled", {f"process_start_time_seconds{{{WORKER}}}": "0x200"},
+     [("{}", 0)]),
+    ("VoicemonHourlySnapshotsStalled",
+     {f"process_start_time_seconds{{{WORKER}}}": "0x200", HOURLY: "0+1x200"}, []),
+    ("VoicemonHourlySnapshotsStalled",
+     {f"process_start_time_seconds{{{WORKER}}}": "9000x200", HOURLY: "48x200"}, []),
+    ("VoicemonWorkerDown", {f"up{{{WORKER}}}": "0x200"}, [(f"up{{{WORKER}}}", 0)]),
+    ("VoicemonWorkerDown", {f"up{{{WORKER}}}": "1x200"}, []),
+    ("VoicemonNoWorkerUp", {f"up{{{WORKER}}}": "0x200"}, [("{}", 1)]),
+    ("VoicemonNoWorkerUp", {f"up{{{WORKER}}}": "1x200"}, []),
+]  # fmt: skip
+
+
+def test_alert_expressions_fire_on_their_thresholds_and_stay_quiet_otherwise(
+    tmp_path: Path,
+) -> None:
+    rules = {name.split("/")[1]: expr for name, expr in rules_promql()}
+    assert {alert for alert, _, _ in ALERT_CASES} == set(rules)
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in series.items()],
+            "promql_expr_test": [
+                {
+                    "expr": rules[alert],
+                    "eval_time": "180m",
+                    "exp_samples": [{"labels": labels, "value": v} for labels, v in expected],
+                }
+            ],
+        }
+        for alert, series, expected in ALERT_CASES
+    ]
+    unit = tmp_path / "alerts_test.yml"
+    unit.write_text(yaml.safe_dump({"rule_files": [], "tests": tests}))
+    done = subprocess.run([promtool(), "test", "rules", str(unit)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the history dashboard on the embedded ClickHouse ---------------------------------------
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def wait_for_hours(pipeline: Pipeline, hours: list[int], received: int, timeout_s: float) -> None:
+    """Until the snapshots topic holds a platform row with ``received`` artifacts per hour."""
+    wanted = {f"hourly:platform::{iso(hour)}" for hour in hours}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        latest = {key: value for key, value in pipeline.snapshot_records() if key in wanted}
+        if len(latest) == len(wanted) and all(
+            value["artifacts_received"] == received for value in latest.values()
+        ):
+            return
+        assert time.monotonic() < deadline, f"hourly snapshots not emitted: {latest}"
+        time.sleep(1)
+
+
+def test_every_history_query_returns_rows_from_worker_snapshots(pipeline: Pipeline) -> None:
+    now = int(time.time() * 1000)
+    hours = [now - now % HOUR_MS - 4 * HOUR_MS, now - now % HOUR_MS - 3 * HOUR_MS]
+    per_hour = 40
+    mix = LoadMix(seed=5, organizations=4, stages=DEFAULT_STAGES, malformed_share=0.01)
+    starts = [hour + 5 * 60_000 + i * 60_000 for hour in hours for i in range(per_hour)]
+    publish_mix(pipeline, mix, starts)
+    pipeline.start_worker(**FAST_CLOSER)
+    pipeline.wait_consumed(60)
+    wait_for_hours(pipeline, hours, per_hour, 60)
+    pipeline.stop_workers()
+
+    queries = history_sql()
+    empty = {}
+    for title, sql in queries:
+        rows = pipeline.sql(expand_sql(sql))
+        if not rows:
+            empty[title] = sql
+    assert not empty, f"no rows from: {sorted(empty)}"

@@ -1,1 +1,1 @@
-"""Benchmarks: not part of ``make test``; run with ``make bench`` or ``python -m tests.perf.ingest``."""
+"""Benchmarks, not part of ``make test``: ``make bench`` runs ``python -m tests.perf.ingest``."""

@@ -69,6 +69,7 @@ class Tally:
         if self.messages == 0:
             self.first = time.perf_counter()
             self.first_cpu = time.process_time()
+            RESULT.with_suffix(".started").touch()
         decoded = orjson.loads(value)
         self.events += len(decoded) if isinstance(decoded, list) else 1
         self.messages += 1

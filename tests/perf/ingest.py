@@ -19,7 +19,13 @@ event per message, one with batches as ``EventProducer`` sends them. Then, for e
    migrations are excluded) until the group's committed offsets reach the end offsets.
    Faust commits every 2.8 s, so this includes up to one commit interval of waiting at
    the end; ``durable s`` (until the ClickHouse row counter on ``/metrics`` reaches the
-   event count) is reported beside it. Peak RSS is the worker's ``VmHWM``.
+   event count) is reported beside it. Peak RSS is the worker's ``VmHWM``. The window
+   closer is off unless ``--closer`` (on a fresh Redis DB it first catches up 48 hours of
+   empty windows, which is not ingest work).
+
+The table's ``other`` column is the cores used meanwhile by processes that are neither the
+path, Redis, Kafka nor this benchmark: above ~0.2 another job was competing and the run is
+noisy. ``docs/performance.md`` holds the figures measured and how to read them.
 
 ``--variant`` runs the worker once more per variant, with extra environment variables
 (e.g. ``VOICEMON_BATCH_MAX_MESSAGES=50,VOICEMON_BATCH_MAX_SECONDS=0.2``). ``--profile DIR``
@@ -36,6 +42,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,11 +56,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from redis import Redis
 
-from tests.integration.harness import free_port
 from voicemon.loadgen import LoadMix
 from voicemon.producer import EventProducer
 from voicemon.settings import Settings
@@ -108,6 +114,12 @@ class Result:
         return None if self.cpu_seconds is None else self.cpu_seconds / self.seconds
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 # -- /proc --------------------------------------------------------------------------------
 
 
@@ -128,12 +140,71 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores, from /proc/stat."""
+def machine_busy_seconds() -> float:
+    """CPU seconds spent by all cores, all processes, since boot (from /proc/stat)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = float(sum(values[:8]))
-    idle = float(values[3] + values[4])
-    return total - idle, total
+    return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
+
+
+def pids_running(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker`` (e.g. the broker, redis-server)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if marker.encode() in command and b"tests.perf" not in command:
+            found.append(int(entry.name))
+    return found
+
+
+Stack = tuple[list[int], list[int]]  # pids of redis-server, of the Kafka broker
+
+
+def stack_pids() -> Stack:
+    return pids_running("redis-server"), pids_running("kafka.Kafka")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSnapshot:
+    """CPU seconds so far of the worker, the stack, this process and the whole machine."""
+
+    worker: float
+    redis: float
+    kafka: float
+    bench: float
+    machine: float
+
+    @classmethod
+    def take(cls, worker: int | None, redis: Sequence[int], kafka: Sequence[int]) -> CpuSnapshot:
+        return cls(
+            0.0 if worker is None else cpu_seconds(worker),
+            sum(_cpu_or_zero(pid) for pid in redis),
+            sum(_cpu_or_zero(pid) for pid in kafka),
+            time.process_time(),
+            machine_busy_seconds(),
+        )
+
+    def cores_since(self, earlier: CpuSnapshot, seconds: float) -> dict[str, float]:
+        """Cores used by each in between; ``other`` is everything else on the machine."""
+        used = {
+            "worker": self.worker - earlier.worker,
+            "redis": self.redis - earlier.redis,
+            "kafka": self.kafka - earlier.kafka,
+            "bench": self.bench - earlier.bench,
+        }
+        other = self.machine - earlier.machine - sum(used.values())
+        return {name: value / seconds for name, value in (used | {"other": other}).items()}
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return 0.0
 
 
 # -- Kafka --------------------------------------------------------------------------------
@@ -187,7 +258,7 @@ def publish(
 # -- ceiling 1: bare confluent-kafka ------------------------------------------------------
 
 
-def confluent_ceiling(bootstrap: str, form: Form, timeout_s: float) -> Result:
+def confluent_ceiling(bootstrap: str, form: Form, timeout_s: float, stack: Stack) -> Result:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -208,29 +279,39 @@ def confluent_ceiling(bootstrap: str, form: Form, timeout_s: float) -> Result:
             batch = consumer.consume(1000, timeout=1.0)
             if batch and not messages:
                 first, first_cpu = time.perf_counter(), time.process_time()
+                before = CpuSnapshot.take(None, *stack)
             for message in batch:
-                if message.error() is not None:
+                value, offset = message.value(), message.offset()
+                if message.error() is not None or value is None or offset is None:
                     continue
-                decoded = orjson.loads(message.value())
+                decoded = orjson.loads(value)
                 events += len(decoded) if isinstance(decoded, list) else 1
                 messages += 1
                 partition = message.partition()
-                if partition in remaining and message.offset() + 1 >= remaining[partition]:
+                if partition in remaining and offset + 1 >= remaining[partition]:
                     del remaining[partition]
         seconds = time.perf_counter() - first
         cpu = time.process_time() - first_cpu
+        cores = CpuSnapshot.take(None, *stack).cores_since(before, seconds)
     finally:
         consumer.close()
-    return Result(form.name, "confluent", events, messages, seconds, cpu)
+    return Result(form.name, "confluent", events, messages, seconds, cpu, extra={"cores": cores})
 
 
 # -- ceiling 2: bare Faust ----------------------------------------------------------------
 
 
 def faust_ceiling(
-    bootstrap: str, form: Form, workdir: Path, mode: str, take: tuple[int, float], timeout_s: float
+    bootstrap: str,
+    form: Form,
+    workdir: Path,
+    mode: str,
+    take: tuple[int, float],
+    timeout_s: float,
+    stack: Stack,
 ) -> Result:
-    result_file = workdir / f"faust-{form.name}-{mode}.json"
+    run = f"faust-{form.name}-{mode}-{uuid.uuid4().hex[:6]}"
+    result_file = workdir / f"{run}.json"
     env = {
         **os.environ,
         "BENCH_KAFKA_BOOTSTRAP": bootstrap,
@@ -242,9 +323,9 @@ def faust_ceiling(
         "BENCH_PARTITIONS": str(len(form.ends)),
         "BENCH_TAKE_MAX": str(take[0]),
         "BENCH_TAKE_WITHIN": str(take[1]),
-        "BENCH_DATADIR": str(workdir / f"faust-bare-{form.name}-{mode}"),
+        "BENCH_DATADIR": str(workdir / run),
     }
-    log_path = workdir / f"faust-{form.name}-{mode}.log"
+    log_path = workdir / f"{run}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.perf.faust_bare"],
@@ -253,14 +334,22 @@ def faust_ceiling(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    started_file = result_file.with_suffix(".started")
+    before: tuple[float, CpuSnapshot] | None = None
     try:
         deadline = time.monotonic() + timeout_s
         while not result_file.exists():
+            if before is None and started_file.exists():
+                before = time.perf_counter(), CpuSnapshot.take(process.pid, *stack)
             if process.poll() is not None:
                 raise BenchError(f"bare Faust exited with {process.returncode}: {_tail(log_path)}")
             if time.monotonic() > deadline:
                 raise BenchError(f"bare Faust: not done in {timeout_s}s: {_tail(log_path)}")
-            time.sleep(0.2)
+            time.sleep(0.05)
+        cores = None
+        if before is not None:
+            seconds = time.perf_counter() - before[0]
+            cores = CpuSnapshot.take(process.pid, *stack).cores_since(before[1], seconds)
     finally:
         _stop(process)
     data = orjson.loads(result_file.read_bytes())
@@ -272,7 +361,7 @@ def faust_ceiling(
         float(data["seconds"]),
         float(data["cpu_seconds"]),
         data["peak_rss_kb"],
-        {"mode": mode},
+        {"mode": mode, "cores": cores},
     )
 
 
@@ -305,10 +394,8 @@ class WorkerRun:
     first_commit: float | None = None
     all_rows: float | None = None
     done: float | None = None
-    cpu_at_assign: float = 0.0
-    cpu_at_done: float = 0.0
-    machine_at_assign: tuple[float, float] = (0.0, 0.0)
-    machine_at_done: tuple[float, float] = (0.0, 0.0)
+    cpu_at_assign: CpuSnapshot | None = None
+    cpu_at_done: CpuSnapshot | None = None
     rss_samples_kb: list[int] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -321,7 +408,8 @@ class Bench:
         self.suffix = uuid.uuid4().hex[:8]
         self.workdir = Path(tempfile.mkdtemp(prefix=f"voicemon-bench-{self.suffix}-"))
         self.dlq_topic = f"bench-{self.suffix}.events.dlq"
-        self.topics: list[str] = [self.dlq_topic]
+        self.snapshots_topic = f"bench-{self.suffix}.snapshots"
+        self.topics: list[str] = [self.dlq_topic, self.snapshots_topic]
         base = self.settings.redis_url.get_secret_value().rsplit("/", 1)[0]
         self.redis_url = f"{base}/{args.redis_db}"
         self.redis = Redis.from_url(self.redis_url)
@@ -362,16 +450,23 @@ class Bench:
             form = Form(name, topic, events, ends)
             took = time.perf_counter() - started
             print(
-                f"published {name}: {events:,} events in {form.messages:,} messages "
+                f"published {name}: {events:,} events in {form.messages:,} messages",
                 f"({took:.1f} s)",
                 file=sys.stderr,
             )
             forms.append(form)
-        create_topics(self.bootstrap, [self.dlq_topic], self.args.partitions)
+        create_topics(self.bootstrap, [self.dlq_topic, self.snapshots_topic], self.args.partitions)
         return forms
 
+    def redis_usec(self) -> dict[str, int]:
+        """Server-side microseconds per command so far (all clients of this Redis server)."""
+        stats = self.redis.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(row["usec"]) for name, row in stats.items()}
+
     # -- worker ---------------------------------------------------------------------------
-    def worker_env(self, form: Form, run_dir: Path, port: int, extra: dict[str, str]) -> dict[str, str]:
+    def worker_env(
+        self, form: Form, run_dir: Path, port: int, extra: dict[str, str]
+    ) -> dict[str, str]:
         return {
             **os.environ,
             "VOICEMON_KAFKA_BOOTSTRAP": self.bootstrap,
@@ -379,12 +474,13 @@ class Bench:
             "VOICEMON_CLICKHOUSE_DSN": f"chdb://{run_dir / 'clickhouse'}",
             "VOICEMON_EVENTS_TOPIC": form.topic,
             "VOICEMON_DLQ_TOPIC": self.dlq_topic,
-            "VOICEMON_SNAPSHOTS_TOPIC": f"bench-{self.suffix}.snapshots",
+            "VOICEMON_SNAPSHOTS_TOPIC": self.snapshots_topic,
             "VOICEMON_ORGANIZATIONS_TOPIC": f"bench-{self.suffix}.organizations",
             "VOICEMON_CONSUMER_GROUP": f"bench-{self.suffix}-worker-{self.worker_runs}",
             "VOICEMON_TOPIC_PARTITIONS": str(len(form.ends)),
             "VOICEMON_WORKER_DATA_DIR": str(run_dir / "faust"),
             "VOICEMON_WORKER_WEB_PORT": str(port),
+            **({} if self.args.closer else {"VOICEMON_CLOSER_ENABLED": "false"}),
             **extra,
         }
 
@@ -395,7 +491,8 @@ class Bench:
         self.flush_redis()
         port = free_port()
         env = self.worker_env(form, run_dir, port, extra)
-        group = env["VOICEMON_CONSUMER_GROUP"]
+        role = env.get("VOICEMON_WORKER_ROLE", "all")
+        group = env["VOICEMON_CONSUMER_GROUP"] + ("-store" if role == "store" else "")
         log_path = run_dir / "worker.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -407,25 +504,34 @@ class Bench:
             )
         spy: subprocess.Popen[bytes] | None = None
         run = WorkerRun(launched=time.perf_counter())
+        redis_before = self.redis_usec()
         try:
-            spy = self._watch(process, form, group, port, run, log_path, profile)
+            durable_metric = "voicemon_" + (
+                "events_total" if role == "counters" else "clickhouse_rows_written_total"
+            )
+            spy = self._watch(process, form, group, port, run, log_path, profile, durable_metric)
             peak = status_kb(process.pid, "VmHWM")
         finally:
             if spy is not None:
                 _stop(spy, signal.SIGINT)
             _stop(process)
         assert run.assigned is not None and run.done is not None
-        self._check(form, run, env)
+        redis_usec = {
+            command: usec - redis_before.get(command, 0)
+            for command, usec in self.redis_usec().items()
+            if usec > redis_before.get(command, 0)
+        }
+        self._check(form, run, env, role)
         seconds = run.done - run.assigned
-        busy = run.machine_at_done[0] - run.machine_at_assign[0]
-        total = run.machine_at_done[1] - run.machine_at_assign[1]
+        assert run.cpu_at_assign is not None and run.cpu_at_done is not None
+        cores = run.cpu_at_done.cores_since(run.cpu_at_assign, seconds)
         batches = run.metrics.get("voicemon_batch_seconds_count", 0.0)
         extra_out: dict[str, Any] = {
             "env": extra,
             "startup_s": run.assigned - run.launched,
             "first_commit_after_s": (run.first_commit or run.done) - run.assigned,
             "durable_s": (run.all_rows or run.done) - run.assigned,
-            "machine_busy": busy / total if total else None,
+            "cores": cores,
             "median_rss_kb": sorted(run.rss_samples_kb)[len(run.rss_samples_kb) // 2]
             if run.rss_samples_kb
             else None,
@@ -435,6 +541,7 @@ class Bench:
             "clickhouse_insert_seconds_sum": run.metrics.get(
                 "voicemon_clickhouse_insert_seconds_sum"
             ),
+            "redis_server_seconds": {k: v / 1e6 for k, v in redis_usec.items()},
             "log": str(log_path),
         }
         label = "worker" + (f" [{_short(extra)}]" if extra else "")
@@ -446,7 +553,7 @@ class Bench:
             form.events,
             form.messages,
             seconds,
-            run.cpu_at_done - run.cpu_at_assign,
+            run.cpu_at_done.worker - run.cpu_at_assign.worker,
             peak,
             extra_out,
         )
@@ -460,11 +567,13 @@ class Bench:
         run: WorkerRun,
         log_path: Path,
         profile: Path | None,
+        durable_metric: str,
     ) -> subprocess.Popen[bytes] | None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         offsets = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
         wanted = [TopicPartition(form.topic, p) for p in form.ends]
         spy: subprocess.Popen[bytes] | None = None
+        stack = stack_pids()
         deadline = time.monotonic() + self.args.timeout
         try:
             while True:
@@ -475,29 +584,30 @@ class Bench:
                 if run.assigned is None:
                     if _group_assigned(admin, group, form.topic):
                         run.assigned = time.perf_counter()
-                        run.cpu_at_assign = cpu_seconds(process.pid)
-                        run.machine_at_assign = machine_busy()
+                        run.cpu_at_assign = CpuSnapshot.take(process.pid, *stack)
                         if profile is not None:
                             spy = _start_py_spy(process.pid, profile)
                     else:
                         time.sleep(0.1)
                         continue
-                committed = {
-                    tp.partition: tp.offset for tp in offsets.committed(wanted, timeout=10)
-                }
+                try:
+                    found = offsets.committed(wanted, timeout=10)
+                except KafkaException:  # e.g. coordinator load in progress: ask again
+                    time.sleep(0.5)
+                    continue
+                committed = {tp.partition: tp.offset for tp in found}
                 now = time.perf_counter()
                 if run.first_commit is None and any(o > 0 for o in committed.values()):
                     run.first_commit = now
                 if all(committed.get(p, -1) >= end for p, end in form.ends.items() if end > 0):
                     run.done = now
-                    run.cpu_at_done = cpu_seconds(process.pid)
-                    run.machine_at_done = machine_busy()
+                    run.cpu_at_done = CpuSnapshot.take(process.pid, *stack)
                     run.metrics = scrape(port)
                     if run.all_rows is None:
                         run.all_rows = now
                     return spy
                 metrics = scrape(port)
-                rows = metrics.get("voicemon_clickhouse_rows_written_total", 0.0)
+                rows = metrics.get(durable_metric, 0.0)
                 if run.all_rows is None and rows >= form.events:
                     run.all_rows = time.perf_counter()
                 rss = status_kb(process.pid, "VmRSS")
@@ -507,8 +617,15 @@ class Bench:
         finally:
             offsets.close()
 
-    def _check(self, form: Form, run: WorkerRun, env: dict[str, str]) -> None:
-        """Every event counted once and stored once; nothing rejected or called duplicate."""
+    def _check(self, form: Form, run: WorkerRun, env: dict[str, str], role: str) -> None:
+        """Every event counted once and stored once; nothing rejected or called duplicate.
+        (A ``counters`` worker only counts, a ``store`` worker only stores.)"""
+        if role != "store":
+            self._check_counted(form, run)
+        if role != "counters" and not self.args.no_verify:
+            self._check_stored(form, env)
+
+    def _check_counted(self, form: Form, run: WorkerRun) -> None:
         counted = run.metrics.get("voicemon_events_total", 0.0)
         rejected = run.metrics.get("voicemon_events_rejected_total", 0.0)
         duplicate = run.metrics.get("voicemon_events_duplicate_total", 0.0)
@@ -517,8 +634,8 @@ class Bench:
                 f"worker on {form.name}: counted {counted:.0f} of {form.events}, "
                 f"rejected {rejected:.0f}, duplicates {duplicate:.0f}"
             )
-        if self.args.no_verify:
-            return
+
+    def _check_stored(self, form: Form, env: dict[str, str]) -> None:
         done = subprocess.run(
             [
                 sys.executable,
@@ -544,20 +661,20 @@ class Bench:
         forms = self.publish_forms()
         results: list[Result] = []
         take = (self.args.take_max, self.args.take_within)
+        timeout: float = self.args.timeout
+        stack = stack_pids()
         for form in forms:
-            if "confluent" in self.args.paths:
-                results.append(confluent_ceiling(self.bootstrap, form, self.args.timeout))
-                _progress(results[-1])
-            if "faust" in self.args.paths:
-                for mode in self.args.faust_modes:
+            for _ in range(self.args.repeat):
+                if "confluent" in self.args.paths:
+                    results.append(confluent_ceiling(self.bootstrap, form, timeout, stack))
+                    _progress(results[-1])
+                for mode in self.args.faust_modes if "faust" in self.args.paths else []:
+                    workdir = self.workdir
                     results.append(
-                        faust_ceiling(
-                            self.bootstrap, form, self.workdir, mode, take, self.args.timeout
-                        )
+                        faust_ceiling(self.bootstrap, form, workdir, mode, take, timeout, stack)
                     )
                     _progress(results[-1])
-            if "worker" in self.args.paths:
-                for variant in self.args.variants:
+                for variant in self.args.variants if "worker" in self.args.paths else []:
                     results.append(self.run_worker(form, variant))
                     _progress(results[-1])
         profile_summary = None
@@ -634,74 +751,92 @@ def _progress(result: Result) -> None:
 
 # (category, pattern in the stack): the first match wins, so specific ones come first.
 _CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("ClickHouse: insert (chDB)", "write (consumers/raw_writer.py"),
-    ("ClickHouse: replay check", "_missing_rows (consumers/ingest.py"),
-    ("decode + validate (orjson, pydantic)", "_decode (consumers/ingest.py"),
-    ("Redis: count-once script", "count_once (consumers/rolling_counters.py"),
-    ("Redis: MGET seen-markers", "first_positions (consumers/rolling_counters.py"),
+    ("ClickHouse insert (chDB, in a thread)", "write (consumers/raw_writer.py"),
+    ("ClickHouse replay check", "_missing_rows (consumers/ingest.py"),
+    ("validate: pydantic model_validate", "model_validate (pydantic/"),
+    ("validate: rules, timestamps, PipelineEvent", "_check_rules (voicemon/event.py"),
+    ("validate: other (required fields, types)", "validate_event (voicemon/event.py"),
+    ("decode: orjson + AcceptedEvent/RawRow objects", "_decode (consumers/ingest.py"),
+    ("Redis: MGET seen-markers + reply decode", "first_positions (consumers/rolling_counters.py"),
+    ("Redis: count-once script args + call", "count_once (consumers/rolling_counters.py"),
     ("rolling increments (Python)", "increments (voicemon/rolling.py"),
-    ("build seen-markers / classify", "_count_once (consumers/ingest.py"),
-    ("Prometheus observe", "_observe (consumers/ingest.py"),
+    ("seen-marker keys, classify", "_count_once (consumers/ingest.py"),
+    ("Prometheus observe per event", "_observe (consumers/ingest.py"),
+    ("window bookkeeping (written_windows)", "written_windows (consumers/ingest.py"),
+    ("ingest: other", "process (consumers/ingest.py"),
     ("agent: Message objects, acks", "ingest_events (consumers/agent.py"),
+    ("window closer / snapshots", "aggregators/"),
+    ("/metrics endpoint (scraped by the bench)", "generate_latest"),
     ("redis client (other)", "redis/"),
 )
 _IDLE_LEAVES = ("select (selectors.py", "wait (threading.py", "_worker (concurrent/futures")
-_FAUST = ("faust/", "mode/", "aiokafka/", "asyncio/")
+_FAUST = ("faust/", "mode/", "aiokafka/")
 
 
-def _category(stack: str) -> str:
-    frames = stack.split(";")
-    leaf = frames[-1]
+def _category(frames: str) -> str:
+    leaf = frames.rsplit(";", 1)[-1]
     for name, pattern in _CATEGORIES:
-        if pattern in stack:
+        if pattern in frames:
             return name
-    if any(leaf.startswith(idle) for idle in _IDLE_LEAVES) or "get (queue.py" in leaf:
-        return "idle (waiting)"
-    if any(part in stack for part in _FAUST):
-        return "Faust / aiokafka / asyncio"
+    if any(idle in leaf for idle in _IDLE_LEAVES) or "get (queue.py" in leaf:
+        return "idle (waiting: Redis, chDB thread, Faust)"
+    if any(part in frames for part in _FAUST):
+        return "Faust / aiokafka / mode"
+    if "asyncio/" in frames:
+        return "asyncio (other)"
     return "other"
 
 
+def _thread_kind(name: str) -> str:
+    if name == "MainThread":
+        return "main thread (event loop: agent, ingest)"
+    if name.startswith("asyncio_"):
+        return "to_thread pool (chDB insert, replay check)"
+    if name.startswith("Thread-"):
+        return "Faust consumer thread (aiokafka fetcher)"
+    return "other threads"
+
+
 def summarize_profile(raw: Path) -> dict[str, Any]:
-    """Share of samples per category and thread, from py-spy's raw (collapsed) output."""
+    """Share of samples per thread kind and category, from py-spy's raw (collapsed) output.
+
+    Sampled with ``--idle``, so shares are of wall time; a thread waiting (event loop in
+    ``select``, a pool thread waiting for work) counts as idle."""
     if not raw.exists():
         raise BenchError(f"py-spy wrote no profile to {raw}")
     per_thread: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    threads: dict[str, set[str]] = defaultdict(set)
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
+        head, _, frames = stack.partition(";")
+        if not frames or not count.isdigit():
             continue
-        thread, _, frames = stack.partition(";")
-        name = frames.split(";", 1)[0] if frames else thread
-        name = "main (event loop)" if name == "MainThread" else _thread_kind(frames)
-        per_thread[name][_category(frames)] += int(count)
+        thread_id, _, name = head.partition(": ")
+        kind = _thread_kind(name)
+        threads[kind].add(thread_id)
+        per_thread[kind][_category(frames)] += int(count)
     summary: dict[str, Any] = {"raw": str(raw), "threads": {}}
-    for thread, categories in per_thread.items():
+    for kind, categories in per_thread.items():
         total = sum(categories.values())
         ranked = sorted(categories.items(), key=lambda item: -item[1])
-        summary["threads"][thread] = {
+        summary["threads"][kind] = {
+            "threads": len(threads[kind]),
             "samples": total,
             "share": {name: count / total for name, count in ranked},
         }
     return summary
 
 
-def _thread_kind(frames: str) -> str:
-    if "concurrent/futures/thread.py" in frames:
-        return "to_thread pool (chDB, replay check)"
-    if "faust/transport/drivers/aiokafka.py" in frames or "mode/threads.py" in frames:
-        return "Faust consumer thread (aiokafka)"
-    return "other threads"
-
-
 # -- output -------------------------------------------------------------------------------
 
 
 def _ratios(results: Sequence[Result]) -> Iterator[tuple[Result, float | None, float | None]]:
+    """Each result with its ratios to the form's ceilings (the best run of each)."""
     ceilings: dict[tuple[str, str], float] = {}
     for result in results:
         if result.path in ("confluent", "faust"):
-            ceilings[(result.form, result.path)] = result.events_per_s
+            key = (result.form, result.path)
+            ceilings[key] = max(ceilings.get(key, 0.0), result.events_per_s)
     for result in results:
         confluent = ceilings.get((result.form, "confluent"))
         faust = ceilings.get((result.form, "faust"))
@@ -713,19 +848,25 @@ def _ratios(results: Sequence[Result]) -> Iterator[tuple[Result, float | None, f
 
 
 def table(results: Sequence[Result]) -> str:
+    """One line per measured run. ``CPU``: cores the path's own process used; ``redis``:
+    cores redis-server used; ``other``: cores used by processes that are neither the path,
+    the stack nor this benchmark (another job on the machine: the figures are then noisy)."""
     header = (
-        f"{'form':<6} {'path':<40} {'events/s':>10} {'msgs/s':>9} {'x conf':>7} {'x faust':>7}"
-        f" {'seconds':>8} {'durable s':>9} {'CPU':>5} {'peak RSS':>9}"
+        f"{'form':<6} {'path':<34} {'events/s':>10} {'msgs/s':>8} {'x conf':>6} {'x faust':>7}"
+        f" {'seconds':>7} {'durable':>7} {'CPU':>4} {'redis':>5} {'other':>5} {'peak RSS':>9}"
     )
     lines = [header, "-" * len(header)]
     for result, to_confluent, to_faust in _ratios(results):
-        durable = result.extra.get("durable_s")
+        cores = result.extra.get("cores") or {}
+        if result.seconds < 3:  # CPU accounting ticks are 10 ms: too coarse for short runs
+            cores = {name: value for name, value in cores.items() if name != "other"}
         rss = f"{result.peak_rss_kb / 1024:,.0f} MiB" if result.peak_rss_kb else "-"
         lines.append(
-            f"{result.form:<6} {result.path:<40} {result.events_per_s:>10,.0f}"
-            f" {result.messages_per_s:>9,.0f} {_fmt(to_confluent):>7} {_fmt(to_faust):>7}"
-            f" {result.seconds:>8.1f} {_fmt(durable, '.1f'):>9}"
-            f" {_fmt(result.cores, '.2f'):>5} {rss:>9}"
+            f"{result.form:<6} {result.path:<34} {result.events_per_s:>10,.0f}"
+            f" {result.messages_per_s:>8,.0f} {_fmt(to_confluent):>6} {_fmt(to_faust):>7}"
+            f" {result.seconds:>7.1f} {_fmt(result.extra.get('durable_s'), '.1f'):>7}"
+            f" {_fmt(result.cores, '.2f'):>4} {_fmt(cores.get('redis'), '.2f'):>5}"
+            f" {_fmt(cores.get('other'), '.2f'):>5} {rss:>9}"
         )
     return "\n".join(lines)
 
@@ -733,11 +874,28 @@ def table(results: Sequence[Result]) -> str:
 def profile_table(summary: dict[str, Any]) -> str:
     lines = []
     for thread, data in summary["threads"].items():
-        lines.append(f"{thread} ({data['samples']} samples)")
+        lines.append(f"{thread}: {data['threads']} thread(s), {data['samples']} samples")
         for name, share in data["share"].items():
             if share >= 0.005:
                 lines.append(f"  {share:>6.1%}  {name}")
     return "\n".join(lines)
+
+
+def _revision() -> str:
+    """The commit measured, with ``+dirty`` when the work tree differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -761,6 +919,7 @@ def as_json(
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     document = {
         "command": " ".join(["python", "-m", "tests.perf.ingest", *sys.argv[1:]]),
+        "revision": _revision(),
         "options": options,
         "cpus": os.cpu_count(),
         "loadavg_at_end": os.getloadavg(),
@@ -814,6 +973,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="extra worker run with these env vars, e.g. VOICEMON_BATCH_MAX_MESSAGES=50 "
         "(repeatable; without it one run with the worker's defaults)",
     )
+    parser.add_argument("--repeat", type=int, default=1, help="measure every path this many times")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--redis-db", type=int, default=15, help="owned and flushed by the bench")
@@ -821,6 +981,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="also profile the worker (py-spy) into DIR")
     parser.add_argument("--no-verify", action="store_true", help="skip the ClickHouse row count")
     parser.add_argument("--keep", action="store_true", help="keep topics, Redis DB and files")
+    parser.add_argument(
+        "--closer",
+        action="store_true",
+        help="leave the worker's window closer on (off by default: on a fresh Redis DB it "
+        "first catches up 48 hours of empty windows, which is not ingest work)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
     args.variants = args.variants or [{}]

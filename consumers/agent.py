@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 from aggregators import organizations, retention
 from aggregators.api import create_app
 from aggregators.closer import WindowCloser, build_closer
+from aggregators.counter_rebuild import rebuilt_buckets
 from aggregators.serve import server
 from consumers.app import app, events_topic, organizations_topic, settings
 from consumers.dead_letters import DeadLetters
@@ -34,6 +35,8 @@ from voicemon.producer import KafkaPublisher
 from voicemon.window_state import WindowState
 
 log = logging.getLogger("voicemon.worker")
+STALL_SECONDS = 30.0  # a batch in progress this long makes the worker not ready
+READINESS_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,15 @@ class WorkerState:
         self.resources: Resources | None = None
         self.last_offsets: dict[int, int] = {}
         self.outage: str | None = None
+        self.closer_outage: str | None = None
+        self.batch_started: float | None = None  # monotonic start of the batch in progress
+        self.ingesting = asyncio.Lock()  # batches and counter rebuilds take turns
         self._opening = asyncio.Lock()
+
+    def stalled(self) -> bool:
+        """A batch has been in progress longer than STALL_SECONDS (a hung dependency)."""
+        started = self.batch_started
+        return started is not None and time.monotonic() - started > STALL_SECONDS
 
     async def open(self) -> Resources:
         async with self._opening:
@@ -97,11 +108,16 @@ def _on_retry(retry_state: RetryCallState) -> None:
 
 async def _make_durable(ingest: Ingest, messages: Sequence[Message]) -> None:
     started = time.perf_counter()
-    async for attempt in AsyncRetrying(
-        wait=wait_exponential(multiplier=0.25, max=15), before_sleep=_on_retry, reraise=True
-    ):
-        with attempt:
-            outcome = await ingest.process(messages)
+    async with state.ingesting:
+        state.batch_started = time.monotonic()
+        try:
+            async for attempt in AsyncRetrying(
+                wait=wait_exponential(multiplier=0.25, max=15), before_sleep=_on_retry, reraise=True
+            ):
+                with attempt:
+                    outcome = await ingest.process(messages)
+        finally:
+            state.batch_started = None
     if state.outage is not None:
         log.warning("dependencies back, consumption resumed")
         state.outage = None
@@ -115,15 +131,33 @@ async def ingest_events(stream: Any) -> None:
     async for events in stream.noack_take(
         settings.batch_max_messages, within=settings.batch_max_seconds
     ):
-        messages = [
-            Message(e.message.partition, e.message.offset, e.message.key, e.message.value)
-            for e in events
-        ]
-        await _make_durable(ingest, messages)
-        for event in events:  # in arrival order, i.e. offset order within each partition
-            event.ack()
-        for message in messages:
-            state.last_offsets[message.partition] = message.offset
+        for chunk in chunks(events, settings.batch_max_bytes):
+            messages = [
+                Message(e.message.partition, e.message.offset, e.message.key, e.message.value)
+                for e in chunk
+            ]
+            await _make_durable(ingest, messages)
+            for event in chunk:  # in arrival order, i.e. offset order within each partition
+                event.ack()
+            for message in messages:
+                state.last_offsets[message.partition] = message.offset
+
+
+def chunks(events: Sequence[Any], max_bytes: int) -> list[Sequence[Any]]:
+    """Consecutive runs of ``events`` whose message values hold at most ``max_bytes`` (one
+    oversized message makes a run of its own): batches of big batch messages stay small in
+    memory and are committed as they go."""
+    runs: list[Sequence[Any]] = []
+    start, size = 0, 0
+    for index, event in enumerate(events):
+        length = len(event.message.value or b"")
+        if index > start and size + length > max_bytes:
+            runs.append(events[start:index])
+            start, size = index, 0
+        size += length
+    if start < len(events):
+        runs.append(events[start:])
+    return runs
 
 
 @app.agent(organizations_topic)
@@ -190,8 +224,13 @@ async def close_windows() -> None:
     try:
         report = await closer.tick()
     except Exception as error:  # an outage pauses closing; the next tick retries
-        log.error("window closer tick failed: %s: %s", type(error).__name__, str(error)[:300])
+        if state.closer_outage is None:
+            log.error("window closing paused: %s: %s", type(error).__name__, str(error)[:300])
+        state.closer_outage = type(error).__name__
         return
+    if state.closer_outage is not None:
+        log.warning("window closing resumed")
+        state.closer_outage = None
     if report.emitted:
         log.info("windows emitted: %s", ", ".join(report.emitted))
 
@@ -207,6 +246,28 @@ async def weekly_retention() -> None:
         return
     deleted = await asyncio.to_thread(retention.run, resources.store, int(time.time() * 1000))
     log.info("weekly retention run: %s", deleted)
+
+
+@app.timer(5.0)  # type: ignore[untyped-decorator]
+async def rebuild_lost_counters() -> None:
+    """If the rolling-counter keys were flushed, rebuild the window from raw events, with
+    ingest paused so that the rebuilt numbers are exact (roles with a store only)."""
+    resources = state.resources
+    if resources is None or resources.store is None:
+        return
+    counters = RollingCounters(resources.redis)
+    try:
+        if not await counters.lost():
+            return
+        async with state.ingesting:
+            now_ms = int(time.time() * 1000)
+            buckets = await asyncio.to_thread(rebuilt_buckets, resources.store, now_ms)
+            await counters.replace(buckets)
+    except Exception as error:  # Redis or the store still down: the next tick retries
+        log.debug("counter rebuild postponed: %s", type(error).__name__)
+        return
+    log.warning("rolling counters were missing; rebuilt %d bucket(s) from raw events",
+                len(buckets))  # fmt: skip
 
 
 @app.timer(5.0)  # type: ignore[untyped-decorator]
@@ -235,7 +296,7 @@ async def readyz(web: Any, request: Any) -> Any:
     checks = {
         "redis": await _redis_ok(),
         "clickhouse": await _store_ok(),
-        "ingest": state.outage is None,
+        "ingest": state.outage is None and not state.stalled(),
     }
     ready = all(checks.values())
     return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
@@ -243,7 +304,9 @@ async def readyz(web: Any, request: Any) -> Any:
 
 async def _redis_ok() -> bool:
     try:
-        return state.resources is not None and bool(await state.resources.redis.ping())
+        resources = state.resources
+        ping = resources.redis.ping() if resources is not None else None
+        return ping is not None and bool(await asyncio.wait_for(ping, READINESS_TIMEOUT_S))
     except Exception:
         return False
 
@@ -255,7 +318,8 @@ async def _store_ok() -> bool:
     if state.resources.store is None:
         return True
     try:
-        return bool(await asyncio.to_thread(state.resources.store.command, "SELECT 1"))
+        probe = asyncio.to_thread(state.resources.store.command, "SELECT 1")
+        return bool(await asyncio.wait_for(probe, READINESS_TIMEOUT_S))
     except Exception:
         return False
 

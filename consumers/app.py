@@ -16,6 +16,9 @@ app = faust.App(
     topic_partitions=settings.topic_partitions,
     topic_disable_leader=True,
     consumer_auto_offset_reset="earliest",
+    # Bounded buffering: with a dependency down the agent stops taking, the buffer fills and
+    # Faust stops fetching instead of holding more messages in memory.
+    stream_buffer_maxsize=settings.batch_max_messages,
     web_bind=settings.worker_web_bind,
     web_port=settings.worker_web_port,
     web_enabled=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -202,13 +203,19 @@ def _dlq_key(letter: DeadLetter) -> str:
 
 
 def _observe(events: Iterable[PipelineEvent]) -> None:
+    """Prometheus updates for newly counted events: counters once per batch."""
+    counts: Counter[tuple[str, str]] = Counter()
+    cost = 0.0
     for event in events:
-        telemetry.EVENTS.labels(event.event_type.value, event.stage or "").inc()
-        if event.ai_cost_usd:
-            telemetry.AI_COST.inc(event.ai_cost_usd)
+        counts[event.event_type.value, event.stage or ""] += 1
+        cost += event.ai_cost_usd or 0.0
         if event.duration_ms is None:
             continue
         if event.event_type is EventType.ARTIFACT_COMPLETED:
             telemetry.END_TO_END_LATENCY.observe(event.duration_ms / 1000)
         elif event.event_type is EventType.STAGE_COMPLETED and event.stage is not None:
             telemetry.STAGE_DURATION.labels(event.stage).observe(event.duration_ms / 1000)
+    for (event_type, stage), count in counts.items():
+        telemetry.EVENTS.labels(event_type, stage).inc(count)
+    if cost:
+        telemetry.AI_COST.inc(cost)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from voicemon import keys
 from voicemon.rolling import BucketIncrement
 
 DEDUP_SLACK_MS = 10 * 60_000
@@ -130,3 +131,18 @@ class RollingCounters:
                 args += [field, repr(value) if field.endswith("_sum") else int(value)]
         taken = await self._count_once(keys=keys, args=args)
         return [int(index) for index in taken]
+
+    async def lost(self) -> bool:
+        """True when the rolling-counter keys were flushed (their sentinel is gone)."""
+        return not await self._redis.exists(keys.COUNTERS_SENTINEL)
+
+    async def replace(self, buckets: Mapping[str, BucketIncrement]) -> None:
+        """Overwrite the window's buckets with ``buckets`` (a rebuild) in one transaction."""
+        pipe = self._redis.pipeline(transaction=True)
+        for key, bucket in buckets.items():
+            pipe.delete(key)
+            pipe.hset(key, mapping={k: repr(v) if k.endswith("_sum") else int(v)
+                                    for k, v in bucket.fields.items()})  # fmt: skip
+            pipe.pexpireat(key, bucket.expire_at_ms)
+        pipe.set(keys.COUNTERS_SENTINEL, "1")
+        await pipe.execute()

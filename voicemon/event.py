@@ -33,7 +33,8 @@ class EventType(StrEnum):
 STAGE_EVENT_TYPES = frozenset(
     {EventType.STAGE_STARTED, EventType.STAGE_COMPLETED, EventType.STAGE_FAILED}
 )
-_EVENT_TYPES = frozenset(t.value for t in EventType)
+_EVENT_TYPE_BY_NAME = {t.value: t for t in EventType}
+_EVENT_TYPES = frozenset(_EVENT_TYPE_BY_NAME)
 _REQUIRED_FIELDS = ("event_id", "event_type", "occurred_at", "artifact_id")
 
 
@@ -160,7 +161,7 @@ def validate_event(
 def _check_rules(
     fields: _EventFields, *, now_ms: int, stages: frozenset[str]
 ) -> PipelineEvent | Rejection:
-    event_type = EventType(fields.event_type)
+    event_type = _EVENT_TYPE_BY_NAME[fields.event_type]
     if event_type in STAGE_EVENT_TYPES:
         if fields.stage is None:
             return Rejection(RejectReason.MISSING_FIELD, f"stage: required for {event_type}")

@@ -18,6 +18,11 @@ def rolling_counter(organization_id: str | None, minute: int) -> str:
     return f"{PREFIX}:rt:{scope_tag(organization_id)}:{minute}"
 
 
+# Lives among the rolling-counter keys: if they are flushed it goes too, and the worker
+# rebuilds the window from raw events.
+COUNTERS_SENTINEL = f"{PREFIX}:rt:{{p}}:sentinel"
+
+
 def seen_event(event_id: str) -> str:
     """Dedup marker of an event id; its value is the position that first counted it."""
     return f"{PREFIX}:seen:{event_id}"

@@ -73,12 +73,11 @@ class LocalStack:
         return [part for part in started if part]
 
     def down(self) -> list[str]:
-        stopped = []
-        for name in ("kafka", "redis"):
-            pid_file = self.home / name / f"{name}.pid"
-            if _stop(pid_file):
-                stopped.append(name)
-        return stopped
+        return [name for name in ("kafka", "redis") if self.stop(name)]
+
+    def stop(self, name: str) -> bool:
+        """Stop one part ("kafka" or "redis") gracefully; ``up`` starts it again."""
+        return _stop(self.home / name / f"{name}.pid")
 
     def status(self) -> dict[str, bool]:
         return {

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     clickhouse_dsn: SecretStr = Field(
         default_factory=lambda: SecretStr(f"chdb://{os.path.abspath('var/clickhouse')}")
     )
+    # A cluster of the server's remote_servers: migrate ON CLUSTER, Replicated + Distributed tables.
+    clickhouse_cluster: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
 
     events_topic: str = "voice.pipeline.events"
     dlq_topic: str = "voice.pipeline.events.dlq"
@@ -34,6 +36,8 @@ class Settings(BaseSettings):
 
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
+    # A batch is made durable in runs of at most this many message bytes (~20k events).
+    batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
     # all: count and store (one process); counters: count only (scale out to N processes);
     # store: write raw rows, close windows, serve the embedded store (one process).

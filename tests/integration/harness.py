@@ -61,23 +61,26 @@ class Pipeline:
         LocalStack(self.settings, workdir).ensure_topics()
         self.publisher = KafkaPublisher(base.kafka_bootstrap)
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.published = 0
+        self.started = 0
 
     # -- producing -------------------------------------------------------------------------
-    def publish(
-        self, values: Iterable[bytes | dict[str, Any] | list[Any]], key: bytes = b"k"
-    ) -> None:
+    def publish(self, values: Iterable[bytes | dict[str, Any] | list[Any]]) -> None:
+        """Send each value as one message; keys vary so messages spread over partitions."""
         for value in values:
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
-            self.publisher.send(self.settings.events_topic, raw, key)
+            self.published += 1
+            self.publisher.send(self.settings.events_topic, raw, f"k{self.published}".encode())
         self.publisher.flush()
 
     # -- workers ---------------------------------------------------------------------------
-    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, module: str = "voicemon", **extra_env: str) -> subprocess.Popen[bytes]:
         port = free_port()
         env = {**os.environ, **self.env, "VOICEMON_WORKER_WEB_PORT": str(port), **extra_env}
-        log = (self.workdir / f"worker-{len(self.workers)}.log").open("wb")
+        self.started += 1
+        log = (self.workdir / f"worker-{self.started}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "voicemon", "worker"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", module, "worker"], env=env, stdout=log, stderr=log
         )
         process.web_port = port  # type: ignore[attr-defined]
         self.workers.append(process)

@@ -1,0 +1,76 @@
+"""Rebuild the rolling counters of CONTRACT §5 from the raw events of the last hour.
+
+Used when the rolling-counter keys were lost (a Redis flush or a Redis without its data):
+the window's buckets are recomputed in one ClickHouse query and replace what Redis holds.
+Exact when no event is counted meanwhile — the worker pauses ingest while it rebuilds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from voicemon import keys
+from voicemon.rolling import BUCKET_TTL_MS, MINUTE_MS, BucketIncrement, first_minute
+from voicemon.store import Client
+
+_SQL = """
+SELECT minute, organization, event_type, stage, events, durations, duration_sum, cost
+FROM (
+    SELECT
+        intDiv(toUnixTimestamp64Milli(occurred_at), 60000) AS minute,
+        ifNull(organization_id, '') AS organization,
+        event_type,
+        ifNull(stage, '') AS stage,
+        count() AS events,
+        countIf(duration_ms IS NOT NULL) AS durations,
+        sum(ifNull(duration_ms, 0)) AS duration_sum,
+        sum(ifNull(ai_cost_usd, 0)) AS cost
+    FROM (
+        SELECT occurred_at, organization_id, event_type, stage, duration_ms, ai_cost_usd
+        FROM voicemon.pipeline_events
+        WHERE occurred_at >= fromUnixTimestamp64Milli({start:Int64})
+        LIMIT 1 BY event_id
+    )
+    GROUP BY minute, organization, event_type, stage
+)
+"""
+
+_ARTIFACT_FIELD = {
+    "artifact_received": "received",
+    "artifact_completed": "completed",
+    "artifact_failed": "failed",
+}
+
+
+def bucket_fields(row: Sequence[Any]) -> dict[str, float]:
+    """The counter fields one aggregated row adds to its buckets (pure)."""
+    _, _, event_type, stage, events, durations, duration_sum, cost = row
+    fields: dict[str, float] = {"cost_sum": float(cost)} if cost else {}
+    if not stage:
+        fields[_ARTIFACT_FIELD[event_type]] = events
+        if event_type == "artifact_completed" and durations:
+            fields |= {"latency_sum": float(duration_sum), "latency_n": durations}
+        return fields
+    prefix = f"stage:{stage}:"
+    fields[prefix + event_type.removeprefix("stage_")] = events
+    if event_type == "stage_completed" and durations:
+        fields |= {prefix + "duration_sum": float(duration_sum), prefix + "duration_n": durations}
+    return fields
+
+
+def rebuilt_buckets(store: Client, now_ms: int) -> dict[str, BucketIncrement]:
+    """Every bucket of the current window, platform and organizations, from raw events."""
+    rows = store.query(_SQL, parameters={"start": first_minute(now_ms) * MINUTE_MS}).result_rows
+    buckets: dict[str, BucketIncrement] = {}
+    for row in rows:
+        minute, organization = int(row[0]), row[1]
+        for scope in {None, organization or None}:
+            key = keys.rolling_counter(scope, minute)
+            bucket = buckets.setdefault(
+                key, BucketIncrement(minute * MINUTE_MS + BUCKET_TTL_MS, defaultdict(float))
+            )
+            for name, value in bucket_fields(row).items():
+                bucket.fields[name] += value
+    return buckets

@@ -68,10 +68,20 @@ def stack_status(home: Home = Path("var"), as_json: AsJson = False) -> None:
 
 
 @app.command()
-def migrate() -> None:
-    """Create or update the ClickHouse schema."""
+def migrate(
+    show: Annotated[
+        bool, typer.Option("--print", help="Print the SQL it would run; connect to nothing.")
+    ] = False,
+) -> None:
+    """Create or update the ClickHouse schema (ON CLUSTER if VOICEMON_CLICKHOUSE_CLUSTER is set)."""
     from voicemon import store
 
+    if show:
+        for migration in store.migrations(get_settings().clickhouse_cluster):
+            print(f"-- {migration.version:04d}_{migration.name}")
+            for statement in migration.statements:
+                print(f"{statement};\n")
+        return
     client = _store()
     for name in store.migrate(client):
         console.print(f"applied {name}")

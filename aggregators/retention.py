@@ -37,8 +37,9 @@ RULES = (
 )
 
 
-def run(client: Client, now_ms: int) -> dict[str, int]:
-    """Delete what each rule no longer keeps; return rows deleted per rule."""
+def run(client: Client, now_ms: int, cluster: str | None = None) -> dict[str, int]:
+    """Delete what each rule no longer keeps; return rows deleted per rule. On a cluster the
+    delete goes to every shard's local table (a Distributed table takes no DELETE)."""
     deleted = {}
     for rule in RULES:
         parameters = {"cutoff": now_ms - rule.keep_ms}
@@ -47,8 +48,9 @@ def run(client: Client, now_ms: int) -> dict[str, int]:
             f"SELECT count() FROM {rule.table} WHERE {where}", parameters=parameters
         ).result_rows[0][0]
         if count:
+            target = rule.table if cluster is None else f"{rule.table}_local ON CLUSTER `{cluster}`"
             client.command(
-                f"DELETE FROM {rule.table} WHERE {where}",
+                f"DELETE FROM {target} WHERE {where}",
                 parameters=parameters,
                 settings={"lightweight_deletes_sync": 2},
             )

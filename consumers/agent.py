@@ -244,7 +244,10 @@ async def weekly_retention() -> None:
         return
     if not await resources.closer.holds_lease():
         return
-    deleted = await asyncio.to_thread(retention.run, resources.store, int(time.time() * 1000))
+    now_ms = int(time.time() * 1000)
+    deleted = await asyncio.to_thread(
+        retention.run, resources.store, now_ms, settings.clickhouse_cluster
+    )
     log.info("weekly retention run: %s", deleted)
 
 

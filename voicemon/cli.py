@@ -328,7 +328,8 @@ def retention_run(as_json: AsJson = False) -> None:
     """Delete hourly snapshots > 7 d, daily > 90 d and raw events > 48 h old, now."""
     from aggregators import retention
 
-    deleted = retention.run(_store(), int(time.time() * 1000))
+    settings = get_settings()
+    deleted = retention.run(_store(), int(time.time() * 1000), settings.clickhouse_cluster)
     if as_json:
         print(orjson.dumps(deleted).decode())
         return

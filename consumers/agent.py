@@ -275,13 +275,19 @@ async def rebuild_lost_counters() -> None:
 
 @app.timer(5.0)  # type: ignore[untyped-decorator]
 async def report_consumer_lag() -> None:
+    """Lag of the input partitions this worker holds; a partition handed over is dropped."""
+    held = set()
     for tp in app.consumer.assignment():
         if tp.topic != events_topic.get_topic_name():
             continue
+        held.add(tp.partition)
         last = state.last_offsets.get(tp.partition)
         highwater = app.consumer.highwater(tp)
         if last is not None and highwater is not None:
             telemetry.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - last - 1))
+    for partition in set(state.last_offsets) - held:
+        del state.last_offsets[partition]
+        telemetry.CONSUMER_LAG.remove(str(partition))
 
 
 @app.page("/metrics")

@@ -48,9 +48,6 @@ BATCH_SECONDS = Histogram(
     "Time to make one consumed batch durable (decode, Redis, DLQ, ClickHouse)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-DEPENDENCY_UP = Gauge(
-    "voicemon_dependency_up", "1 when the last call to the dependency succeeded", ["dependency"]
-)
 API_REQUESTS = Counter(
     "voicemon_api_requests", "Query API requests by route template and status", ["route", "status"]
 )

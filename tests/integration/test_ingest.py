@@ -158,7 +158,9 @@ def test_sigkill_mid_stream_and_restart_ends_exact(pipeline: Pipeline) -> None:
     expected = reference_counts(events, pipeline.settings.stages)
 
     for _ in range(3):
-        worker = pipeline.start_worker(VOICEMON_BATCH_MAX_MESSAGES="40")
+        worker = pipeline.start_worker(
+            VOICEMON_BATCH_MAX_MESSAGES="40", VOICEMON_CLOSER_ENABLED="false"
+        )
         deadline = time.monotonic() + 90
         before = pipeline.realtime()["artifacts_received"]
         while pipeline.realtime()["artifacts_received"] <= before + 200:

@@ -81,7 +81,9 @@ async def _open_resources() -> Resources:
         await asyncio.to_thread(store.migrate, client)
         closer = build_closer(settings, window_state, client)
     dead_letters = (
-        DeadLetters(KafkaPublisher(settings.kafka_bootstrap), settings.dlq_topic)
+        DeadLetters(
+            KafkaPublisher(settings.kafka_bootstrap), settings.kafka_bootstrap, settings.dlq_topic
+        )
         if settings.counts
         else None
     )

@@ -24,7 +24,7 @@ from aggregators.windows import hour_start
 from consumers.dead_letters import DeadLetter, DeadLetters
 from consumers.decode import AcceptedEvent, decode_message
 from consumers.raw_writer import Position, RawRow, RawWriter
-from consumers.rolling_counters import DEDUP_SLACK_MS, NewEvent, RollingCounters
+from consumers.rolling_counters import DEDUP_SLACK_MS, Claim, NewEvent, RollingCounters
 from voicemon import keys, rolling, telemetry
 from voicemon.event import RAW_RETENTION_MS, EventType, PipelineEvent
 from voicemon.window_state import WindowState
@@ -102,19 +102,40 @@ class Ingest:
     async def _dead_letter(
         self, dead_letters: DeadLetters, letters: list[DeadLetter], now_ms: int
     ) -> None:
-        """Publish the rejections no worker has published yet. One that another worker is
-        publishing (a partition handed over mid-batch) is waited for, never sent twice."""
+        """Publish each rejection exactly once across workers and crashes (see Claim)."""
         pending = {_dlq_key(letter): letter for letter in letters}
         while pending:
-            verdicts = await self._counters.claim_dead_letters(list(pending), self._claimant)
-            claimed = {
-                k: pending[k] for k, v in zip(pending, verdicts, strict=True) if v == "claimed"
-            }
-            await dead_letters.send(list(claimed.values()))
-            await self._counters.mark_dead_lettered(list(claimed), now_ms + RAW_RETENTION_MS)
-            pending = {k: pending[k] for k, v in zip(pending, verdicts, strict=True) if v == "held"}
+            claims = await asyncio.to_thread(self._claims, dead_letters, pending, now_ms)
+            verdicts = await self._counters.claim_dead_letters(claims, now_ms)
+            to_send = {k: pending[k] for k, v in verdicts.items() if v == "claimed"}
+            held = {k: pending[k] for k, v in verdicts.items() if v == "held"}
+            earlier = {k: v for k, v in verdicts.items() if isinstance(v, Claim)}
+            published = await asyncio.to_thread(
+                _published, dead_letters, [(pending[k], claim) for k, claim in earlier.items()]
+            )
+            done = [k for k in earlier if pending[k].source in published]
+            for key in set(earlier) - set(done):
+                if await self._counters.take_over(key, earlier[key], claims[key]):
+                    to_send[key] = pending[key]
+                else:
+                    held[key] = pending[key]
+            await dead_letters.send(list(to_send.values()))
+            await self._counters.mark_dead_lettered([*to_send, *done], now_ms + RAW_RETENTION_MS)
+            pending = held
             if pending:
                 await asyncio.sleep(FOLLOW_POLL_S)
+
+    def _claims(
+        self, dead_letters: DeadLetters, letters: dict[str, DeadLetter], now_ms: int
+    ) -> dict[str, Claim]:
+        ends: dict[int, int] = {}
+        claims = {}
+        for key, letter in letters.items():
+            partition = dead_letters.partition_of(letter)
+            if partition not in ends:
+                ends[partition] = dead_letters.end_offset(partition)
+            claims[key] = Claim(self._claimant, now_ms, partition, ends[partition])
+        return claims
 
     async def _follow_counters(self, rows: list[RawRow]) -> _Classified:
         """For a store-only worker: wait until the counting workers have decided every event
@@ -196,6 +217,20 @@ def written_windows(rows: Sequence[RawRow]) -> tuple[dict[int, int], dict[int, i
         hour = hour_start(at)
         per_hour[hour] = per_hour.get(hour, 0) + 1
     return newest, per_hour
+
+
+def _published(
+    dead_letters: DeadLetters, claimed: list[tuple[DeadLetter, Claim]]
+) -> set[tuple[int, int, int | None]]:
+    """Sources found in the DLQ partitions after the offsets the earlier claims recorded."""
+    since: dict[int, int] = {}
+    for _, claim in claimed:
+        since[claim.dlq_partition] = min(since.get(claim.dlq_partition, claim.dlq_offset),
+                                         claim.dlq_offset)  # fmt: skip
+    found: set[tuple[int, int, int | None]] = set()
+    for partition, offset in since.items():
+        found |= dead_letters.published_since(partition, offset)
+    return found
 
 
 def _dlq_key(letter: DeadLetter) -> str:

@@ -21,6 +21,7 @@ def rolling_counter(organization_id: str | None, minute: int) -> str:
 # Lives among the rolling-counter keys: if they are flushed it goes too, and the worker
 # rebuilds the window from raw events.
 COUNTERS_SENTINEL = f"{PREFIX}:rt:{{p}}:sentinel"
+COUNTERS_EPOCH = f"{PREFIX}:counters_epoch"  # outside them: says the counters ever existed
 
 
 def seen_event(event_id: str) -> str:

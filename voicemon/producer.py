@@ -41,12 +41,23 @@ class KafkaPublisher:
         self._failures: list[str] = []
 
     def send(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers = ()
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
     ) -> None:
+        """Queue one message (to ``partition`` if given, else by the key's hash)."""
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, headers=list(headers) or None, on_delivery=self._delivered
+                    topic,
+                    value,
+                    key,
+                    partition=-1 if partition is None else partition,  # -1: by the key's hash
+                    headers=list(headers) or None,
+                    on_delivery=self._delivered,
                 )
                 return
             except BufferError:

@@ -36,9 +36,11 @@ def free_port() -> int:
 
 
 class Pipeline:
-    def __init__(self, base: Settings, workdir: Path, partitions: int = 4) -> None:
+    def __init__(
+        self, base: Settings, workdir: Path, partitions: int = 4, redis_db: int = REDIS_TEST_DB
+    ) -> None:
         suffix = uuid.uuid4().hex[:8]
-        redis_url = base.redis_url.get_secret_value().rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
+        redis_url = base.redis_url.get_secret_value().rsplit("/", 1)[0] + f"/{redis_db}"
         self.env = {
             "VOICEMON_KAFKA_BOOTSTRAP": base.kafka_bootstrap,
             "VOICEMON_REDIS_URL": redis_url,
@@ -65,12 +67,16 @@ class Pipeline:
         self.started = 0
 
     # -- producing -------------------------------------------------------------------------
-    def publish(self, values: Iterable[bytes | dict[str, Any] | list[Any]]) -> None:
-        """Send each value as one message; keys vary so messages spread over partitions."""
+    def publish(
+        self, values: Iterable[bytes | dict[str, Any] | list[Any]], key: bytes | None = None
+    ) -> None:
+        """Send each value as one message, under ``key`` or else under keys that vary so that
+        messages spread over the partitions."""
         for value in values:
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
             self.published += 1
-            self.publisher.send(self.settings.events_topic, raw, f"k{self.published}".encode())
+            message_key = key or f"k{self.published}".encode()
+            self.publisher.send(self.settings.events_topic, raw, message_key)
         self.publisher.flush()
 
     # -- workers ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Real-time read latency (issue 4): Python API and HTTP, a report, not a test.
 
     python -m tests.perf.realtime [--reads 2000] [--orgs 10,1000,100000]
-                                  [--events 1000,10000000] [--redis-db 14] [--json]
+                                  [--events 1000,10000000] [--redis-db 14] [--breakdown]
+                                  [--wait-quiet 600] [--json] [--save FILE]
 
 Needs redis-server on 127.0.0.1 (``voicemon stack up``); Kafka is not used. The benchmark
 owns Redis DB ``--redis-db`` (default 14): it flushes it at start and at the end, and
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import secrets
 import shutil
@@ -281,17 +283,22 @@ class Cell:
 def sample(
     read: Callable[[], Any], verify: Callable[[Any], None], reads: int, warmup: int
 ) -> list[float]:
-    """Milliseconds of ``reads`` calls of ``read`` after ``warmup`` untimed ones; all verified."""
+    """Milliseconds of ``reads`` calls of ``read`` after ``warmup`` untimed ones.
+
+    The warm-up results and 50 of the timed ones are verified afterwards; the others are
+    dropped at once, so the heap (and this process's garbage collections) stays small."""
     for _ in range(warmup):
         verify(read())
-    samples = []
-    results = []
-    for _ in range(reads):
+    step = max(1, reads // 50)
+    samples, kept = [], []
+    gc.collect()
+    for index in range(reads):
         started = time.perf_counter_ns()
         result = read()
         samples.append((time.perf_counter_ns() - started) / 1e6)
-        results.append(result)
-    for result in results[:: max(1, reads // 50)]:
+        if index % step == 0:
+            kept.append(result)
+    for result in kept:
         verify(result)
     return samples
 

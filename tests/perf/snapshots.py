@@ -1,7 +1,8 @@
 """Window closing and history queries on a full-size store (issue 3): a report, not a test.
 
     python -m tests.perf.snapshots [--events 1000000] [--orgs 1000] [--other-hour-events 200000]
-                                   [--repeat 7] [--limit 100] [--wait-quiet 600] [--json]
+                                   [--repeat 7] [--limit 100] [--wait-quiet 600] [--keep]
+                                   [--json] [--save FILE]
 
 One process, its own embedded chDB store in a temporary directory (deleted at the end;
 ``--keep`` keeps it), no Kafka and no Redis. Setup, not timed:

@@ -9,28 +9,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from types import GenericAlias
+from typing import Annotated, Any, Literal, get_type_hints
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from aggregators import queries
+from aggregators import queries, snapshot_rows
 from aggregators.auth import Forbidden, Principal, Unauthorized, authorize, principal_from_header
 from aggregators.auth import require_staff as _require_staff
 from aggregators.realtime import read_realtime_async
-from voicemon import telemetry
+from aggregators.snapshot_rows import SKETCHES
+from voicemon import health, telemetry
 from voicemon.settings import Settings
 from voicemon.store import Client
 
 log = logging.getLogger("voicemon.api")
-NextHandler = Callable[[Request], Awaitable[Response]]
 
 OrgId = Annotated[str | None, Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Period = Annotated[Literal["hourly", "daily"], Query()]
@@ -74,48 +76,26 @@ class Realtime(BaseModel):
     stages: dict[str, StageRealtime]
 
 
-class ArtifactMetrics(BaseModel):
-    artifacts_received: int
-    artifacts_completed: int
-    artifacts_failed: int
-    failure_rate: float
-    latency_samples: int
-    avg_latency_ms: float
-    p50_latency_ms: float
-    p95_latency_ms: float
-    p99_latency_ms: float
-    ai_cost_usd: float
+def _model(model_name: str, row_type: type[Any], **extra: Any) -> Any:
+    """The response model of a snapshot row type: its fields but the sketches."""
+    hints = get_type_hints(row_type)
+    shown: dict[str, Any] = {
+        f.name: (hints[f.name], ...) for f in fields(row_type) if f.name not in SKETCHES
+    }
+    return create_model(model_name, **shown, **extra)
 
 
-class SnapshotRow(ArtifactMetrics):
-    period_type: str
-    scope: str
-    organization_id: str
-    period_start: datetime
-    period_end: datetime
-    version: int
-    computed_at: datetime
+def _list_of(model: Any) -> Any:
+    return GenericAlias(list, (model,))
 
 
-class StageMetrics(BaseModel):
-    started: int
-    completed: int
-    failed: int
-    failure_rate: float
-    duration_samples: int
-    avg_duration_ms: float
-    p95_duration_ms: float
-
-
-class StageRow(StageMetrics):
-    period_type: str
-    scope: str
-    organization_id: str
-    stage: str
-    period_start: datetime
-    period_end: datetime
-    version: int
-    computed_at: datetime
+ArtifactSummary = _model("ArtifactMetrics", snapshot_rows.ArtifactMetrics)
+SnapshotRow = _model("SnapshotRow", snapshot_rows.Snapshot)
+StageSummary = _model("StageMetrics", snapshot_rows.StageMetrics)
+StageRow = _model("StageRow", snapshot_rows.StageSnapshot)
+OrganizationRow = _model(
+    "OrganizationRow", snapshot_rows.ArtifactMetrics, organization_id=(str, ...), name=(str, ...)
+)
 
 
 class Range(BaseModel):
@@ -125,23 +105,17 @@ class Range(BaseModel):
     end: datetime
 
 
-class History(Range):
-    rows: list[SnapshotRow]
-    summary: ArtifactMetrics
+def _ranged(model_name: str, **extra: Any) -> Any:
+    return create_model(model_name, __base__=Range, **extra)
 
 
-class Stages(Range):
-    rows: list[StageRow]
-    summary: dict[str, StageMetrics]
-
-
-class OrganizationRow(ArtifactMetrics):
-    organization_id: str
-    name: str
-
-
-class Organizations(Range):
-    organizations: list[OrganizationRow]
+History = _ranged("History", rows=(_list_of(SnapshotRow), ...), summary=(ArtifactSummary, ...))
+Stages = _ranged(
+    "Stages",
+    rows=(_list_of(StageRow), ...),
+    summary=(GenericAlias(dict, (str, StageSummary)), ...),
+)
+Organizations = _ranged("Organizations", organizations=(_list_of(OrganizationRow), ...))
 
 
 def _principal(
@@ -252,7 +226,7 @@ def create_app(settings: Settings, store: Client, redis: Redis) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        checks = {"redis": await _redis_ok(redis), "clickhouse": await _store_ok(store)}
+        checks = await health.dependency_checks(redis, store)
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
@@ -261,18 +235,3 @@ def create_app(settings: Settings, store: Client, redis: Redis) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-async def _redis_ok(redis: Redis) -> bool:
-    try:
-        return bool(await redis.ping())
-    except Exception:
-        return False
-
-
-async def _store_ok(store: Client) -> bool:
-    try:
-        await run_in_threadpool(store.command, "SELECT 1")
-        return True
-    except Exception:
-        return False

@@ -19,14 +19,15 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from aggregators import snapshots, windows
-from aggregators.windows import DAY_MS, HOUR_MS
-from voicemon import keys, telemetry
+from aggregators import snapshots
+from aggregators.snapshot_rows import DAILY, HOURLY, SnapshotSet, StageSnapshot, message
+from voicemon import keys, telemetry, windows
 from voicemon.event import RAW_RETENTION_MS
 from voicemon.producer import KafkaPublisher
 from voicemon.settings import Settings
 from voicemon.store import Client
 from voicemon.window_state import Pointers, WindowState, window_member
+from voicemon.windows import DAY_MS, HOUR_MS
 
 log = logging.getLogger("voicemon.closer")
 
@@ -59,15 +60,12 @@ def initial_pointers(now_ms: int) -> Pointers:
     return Pointers(first_hour, first_day, first_day)
 
 
-def snapshot_messages(snapshot_set: snapshots.SnapshotSet) -> list[tuple[bytes, bytes]]:
+def snapshot_messages(snapshot_set: SnapshotSet) -> list[tuple[bytes, bytes]]:
     """One record per snapshot row, carrying the stage rows of the same scope."""
-    stages: dict[str, list[dict[str, object]]] = {}
+    stages: dict[str, list[StageSnapshot]] = {}
     for row in snapshot_set.stage_snapshots:
-        stages.setdefault(row["organization_id"], []).append(row)
-    return [
-        snapshots.message(row | {"stages": stages.get(row["organization_id"], [])})
-        for row in snapshot_set.snapshots
-    ]
+        stages.setdefault(row.organization_id, []).append(row)
+    return [message(row, stages.get(row.organization_id, [])) for row in snapshot_set.snapshots]
 
 
 class WindowCloser:
@@ -119,36 +117,34 @@ class WindowCloser:
         next_hour, next_day = pointers.next_hour, pointers.next_day
         score = now - self._config.debounce_ms  # fresh closes need no debounce
         hours = windows.due_hours(next_hour, now, watermark, self._config.grace_ms)
-        members = [window_member(snapshots.HOURLY, hour) for hour in hours]
+        members = [window_member(HOURLY, hour) for hour in hours]
         if hours:
             next_hour = hours[-1] + HOUR_MS
             if not await self._state.queue(self.owner, keys.NEXT_HOUR, next_hour, members, score):
                 return []
         days = windows.due_days(next_day, now, next_hour)
-        day_members = [window_member(snapshots.DAILY, day) for day in days]
+        day_members = [window_member(DAILY, day) for day in days]
         if days and await self._state.queue(
             self.owner, keys.NEXT_DAY, days[-1] + DAY_MS, day_members, score
         ):
             members += day_members
         return members
 
-    async def emit(self, period_type: str, start_ms: int, now: int) -> snapshots.SnapshotSet:
+    async def emit(self, period_type: str, start_ms: int, now: int) -> SnapshotSet:
         """Compute, write and publish one window's rows with a new version."""
         version = await self._state.next_version(now)
-        compute = (
-            snapshots.compute_hour if period_type == snapshots.HOURLY else snapshots.compute_day
-        )
+        compute = snapshots.compute_hour if period_type == HOURLY else snapshots.compute_day
         snapshot_set = await asyncio.to_thread(
             compute, self._store, start_ms, self._config.stages, version, now
         )
         await asyncio.to_thread(snapshots.write, self._store, snapshot_set)
         await self._publish(snapshot_messages(snapshot_set))
         telemetry.SNAPSHOTS_EMITTED.labels(period_type).inc(len(snapshot_set.snapshots))
-        if period_type == snapshots.HOURLY:
+        if period_type == HOURLY:
             await self._redo_closed_day(windows.day_start(start_ms), now)
         log.info(
             "snapshot emitted",
-            extra={"period_type": period_type, "period_start": snapshots.utc(start_ms).isoformat(),
+            extra={"period_type": period_type, "period_start": windows.utc(start_ms).isoformat(),
                    "rows": len(snapshot_set.snapshots), "version": version},
         )  # fmt: skip
         return snapshot_set
@@ -156,9 +152,7 @@ class WindowCloser:
     async def _redo_closed_day(self, day: int, now: int) -> None:
         pointers = await self._state.pointers()
         if pointers is not None and pointers.day_closed(day):
-            await self._state.mark_dirty(
-                window_member(snapshots.DAILY, day), now - self._config.debounce_ms
-            )
+            await self._state.mark_dirty(window_member(DAILY, day), now - self._config.debounce_ms)
 
     async def holds_lease(self) -> bool:
         return await self._state.hold_lease(self.owner, self._config.lease_ttl_ms)
@@ -171,10 +165,10 @@ def build_closer(
     settings: Settings,
     state: WindowState,
     store: Client,
+    publisher: KafkaPublisher,
     clock: Callable[[], float] = time.time,
 ) -> WindowCloser:
-    """A closer wired to the settings: snapshots published with confluent-kafka."""
-    publisher = KafkaPublisher(settings.kafka_bootstrap)
+    """A closer wired to the settings: snapshots published with ``publisher``."""
 
     async def publish(records: list[tuple[bytes, bytes]]) -> None:
         for key, value in records:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import orjson
+
 from voicemon.store import Client
 
 UNKNOWN = "Unknown"
@@ -64,3 +66,21 @@ def read_csv(path: Path) -> dict[str, str]:
                 )
             names[row[0].strip()] = row[1].strip()
     return names
+
+
+def directory_record(key: bytes | None, value: bytes | None) -> tuple[str, str | None] | None:
+    """(organization_id, name) of a ``voice.organizations`` record; name None for a
+    tombstone (null value); None for a record that is not one."""
+    if value is None:
+        org = (key or b"").decode("utf-8", "replace")
+        return (org, None) if ORGANIZATION_ID.fullmatch(org) else None
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    org_id, name = body.get("organization_id"), body.get("name")
+    if not isinstance(org_id, str) or not ORGANIZATION_ID.fullmatch(org_id):
+        return None
+    return (org_id, name) if isinstance(name, str) and name else None

@@ -1,23 +1,36 @@
-"""The snapshot-backed queries of CONTRACT §7: history and stages. Never raw events.
+"""The snapshot-backed queries of CONTRACT §7: history, stages, organizations. Never raw events.
 
-Each returns the snapshot rows of the range (newest version per key) and a ``summary`` that
+Each returns the snapshot rows of the range (newest version per key) and a summary that
 merges them: counts summed, averages weighted by sample counts, percentiles from the
-merged sketches.
+merged sketches. The range is ``period_start`` in [start, end], to the millisecond.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aggregators import organizations as directory
-from aggregators import snapshots
-from aggregators.windows import DAY_MS
+from aggregators.snapshot_rows import (
+    DAILY,
+    HOURLY,
+    SNAPSHOT_COLUMNS,
+    STAGE_COLUMNS,
+    ArtifactMetrics,
+    StageMetrics,
+    artifact_metrics,
+    no_artifacts,
+    public,
+    stage_metrics,
+)
+from aggregators.snapshot_sql import MERGED_SNAPSHOT_SQL, MERGED_STAGE_SQL
 from voicemon.event import parse_occurred_at
 from voicemon.store import Client
+from voicemon.windows import DAY_MS, utc
 
 MAX_ORGANIZATIONS = 1000
 LATEST_TIME_MS = 4_102_444_800_000  # 2100-01-01: snapshot times are ClickHouse DateTime
-MAX_RANGE_MS = {snapshots.HOURLY: 7 * DAY_MS, snapshots.DAILY: 90 * DAY_MS}
+MAX_RANGE_MS = {HOURLY: 7 * DAY_MS, DAILY: 90 * DAY_MS}
 
 
 class QueryError(ValueError):
@@ -42,38 +55,84 @@ def check_range(period: str, start_ms: int, end_ms: int) -> None:
     if start_ms > end_ms:
         raise QueryError("start: must not be after end")
     if end_ms - start_ms > MAX_RANGE_MS[period]:
-        hint = "use period=daily" if period == snapshots.HOURLY else "narrow the range"
+        hint = "use period=daily" if period == HOURLY else "narrow the range"
         raise QueryError(f"range: longer than {MAX_RANGE_MS[period] // DAY_MS} days; {hint}")
 
 
+def rows_of(client: Client, sql: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of one query as dicts keyed by column name."""
+    result = client.query(sql, parameters=dict(parameters))
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
+def merged_rows(
+    client: Client,
+    period_type: str,
+    start_ms: int,
+    end_ms: int,
+    organization_id: str | None = None,
+    *,
+    artifacts: bool = True,
+    stages: bool = True,
+) -> tuple[dict[str, ArtifactMetrics], dict[tuple[str, str], StageMetrics]]:
+    """Snapshots of ``period_type`` with period_start in [start, end], merged per scope.
+
+    Keys are organization ids ('' for the platform). With ``organization_id`` only that
+    scope is read ('' for the platform alone)."""
+    where = "" if organization_id is None else "AND organization_id = {org:String}"
+    parameters = {"period_type": period_type, "start": start_ms, "end": end_ms,
+                  "org": organization_id or ""}  # fmt: skip
+    merged_artifacts = {
+        row["organization_id"]: artifact_metrics(row, exact=False)
+        for row in (
+            rows_of(client, MERGED_SNAPSHOT_SQL.replace("{where}", where), parameters)
+            if artifacts
+            else []
+        )
+    }
+    merged_stages = {
+        (row["organization_id"], row["stage"]): stage_metrics(row, exact=False)
+        for row in (
+            rows_of(client, MERGED_STAGE_SQL.replace("{where}", where), parameters)
+            if stages
+            else []
+        )
+    }
+    return merged_artifacts, merged_stages
+
+
+def ranked_organizations(
+    client: Client, period_type: str, start_ms: int, end_ms: int, limit: int
+) -> list[tuple[str, ArtifactMetrics]]:
+    """Organizations of the range merged, most artifacts received first (one query)."""
+    sql = MERGED_SNAPSHOT_SQL.replace("{where}", "AND scope = 'organization'")
+    sql += " ORDER BY artifacts_received DESC, organization_id LIMIT {limit:UInt32}"
+    parameters = {"period_type": period_type, "start": start_ms, "end": end_ms, "limit": limit}
+    return [
+        (row["organization_id"], artifact_metrics(row, exact=False))
+        for row in rows_of(client, sql, parameters)
+    ]
+
+
 def _rows(
-    client: Client, view: str, period: str, start_ms: int, end_ms: int, org: str
-) -> list[dict[str, Any]]:
-    """The newest rows of ``view`` in the range, without their sketch column."""
-    stage_view = view.startswith("stage")
-    sketch_column, order = (
-        ("duration_sketch", "period_start, stage")
-        if stage_view
-        else ("latency_sketch", "period_start")
-    )
-    result = client.query(
-        f"SELECT * EXCEPT ({sketch_column}) FROM voicemon.{view} "
+    client: Client, view: str, columns: tuple[str, ...], order: str, period: str,
+    start_ms: int, end_ms: int, org: str,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The newest rows of ``view`` in the range, as the query surface shows them."""
+    shown = ", ".join(column for column in columns if not column.endswith("_sketch"))
+    return rows_of(
+        client,
+        f"SELECT {shown} FROM voicemon.{view} "
         "WHERE period_type = {period:String} AND organization_id = {org:String} "
         "AND period_start >= fromUnixTimestamp64Milli({start:Int64}) "
         "AND period_start <= fromUnixTimestamp64Milli({end:Int64}) "
         f"ORDER BY {order}",
-        parameters={"period": period, "org": org, "start": start_ms, "end": end_ms},
+        {"period": period, "org": org, "start": start_ms, "end": end_ms},
     )
-    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
 def _envelope(period: str, start_ms: int, end_ms: int, org: str | None) -> dict[str, Any]:
-    return {
-        "period": period,
-        "organization_id": org,
-        "start": snapshots.utc(start_ms),
-        "end": snapshots.utc(end_ms),
-    }
+    return {"period": period, "organization_id": org, "start": utc(start_ms), "end": utc(end_ms)}
 
 
 def history(
@@ -81,10 +140,10 @@ def history(
 ) -> dict[str, Any]:
     check_range(period, start_ms, end_ms)
     org = organization_id or ""
-    rows = _rows(client, "snapshots_latest", period, start_ms, end_ms, org)
-    merged, _ = snapshots.merged_rows(client, period, start_ms, end_ms, org, stages=False)
-    summary = merged.get(org) or snapshots.artifact_metrics(snapshots.EMPTY_ARTIFACTS, exact=False)
-    summary.pop("latency_sketch")
+    rows = _rows(client, "snapshots_latest", SNAPSHOT_COLUMNS, "period_start", period,
+                 start_ms, end_ms, org)  # fmt: skip
+    merged, _ = merged_rows(client, period, start_ms, end_ms, org, stages=False)
+    summary = public(merged.get(org) or no_artifacts())
     return _envelope(period, start_ms, end_ms, organization_id) | {"rows": rows, "summary": summary}
 
 
@@ -93,12 +152,10 @@ def stages(
 ) -> dict[str, Any]:
     check_range(period, start_ms, end_ms)
     org = organization_id or ""
-    rows = _rows(client, "stage_snapshots_latest", period, start_ms, end_ms, org)
-    _, merged = snapshots.merged_rows(client, period, start_ms, end_ms, org, artifacts=False)
-    summary = {}
-    for (_, stage), metrics in sorted(merged.items()):
-        metrics.pop("duration_sketch")
-        summary[stage] = metrics
+    rows = _rows(client, "stage_snapshots_latest", STAGE_COLUMNS, "period_start, stage",
+                 period, start_ms, end_ms, org)  # fmt: skip
+    _, merged = merged_rows(client, period, start_ms, end_ms, org, artifacts=False)
+    summary = {stage: public(metrics) for (_, stage), metrics in sorted(merged.items())}
     return _envelope(period, start_ms, end_ms, organization_id) | {"rows": rows, "summary": summary}
 
 
@@ -110,10 +167,9 @@ def organizations(
     check_range(period, start_ms, end_ms)
     if not 1 <= limit <= MAX_ORGANIZATIONS:
         raise QueryError(f"limit: must be between 1 and {MAX_ORGANIZATIONS}")
-    ranked = snapshots.ranked_organizations(client, period, start_ms, end_ms, limit)
+    ranked = ranked_organizations(client, period, start_ms, end_ms, limit)
     names = directory.lookup(client, [org for org, _ in ranked])
-    rows = []
-    for org, metrics in ranked:
-        metrics.pop("latency_sketch")
-        rows.append({"organization_id": org, "name": names[org], **metrics})
+    rows = [
+        {"organization_id": org, "name": names[org], **public(metrics)} for org, metrics in ranked
+    ]
     return _envelope(period, start_ms, end_ms, None) | {"organizations": rows}

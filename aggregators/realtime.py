@@ -14,7 +14,8 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from voicemon import keys
-from voicemon.rolling import MINUTE_MS, first_minute, summarize
+from voicemon.rolling import first_minute, summarize
+from voicemon.windows import MINUTE_MS
 
 
 def bucket_keys(organization_id: str | None, now_ms: int) -> list[str]:

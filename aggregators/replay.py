@@ -12,17 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregators import snapshots, windows
 from aggregators.closer import WindowCloser
-from aggregators.windows import DAY_MS, HOUR_MS
+from aggregators.snapshot_rows import COMPARED_COLUMNS, DAILY, HOURLY
+from voicemon import windows
 from voicemon.event import RAW_RETENTION_MS
 from voicemon.store import Client
 from voicemon.window_state import WindowState
-
-_COMPARED = tuple(
-    c for c in snapshots.SNAPSHOT_COLUMNS
-    if c not in ("period_type", "period_start", "period_end", "version", "computed_at")
-)  # fmt: skip
+from voicemon.windows import DAY_MS, HOUR_MS
 
 
 @dataclass(slots=True)
@@ -43,8 +39,8 @@ async def plan(
     retained_from = now_ms - RAW_RETENTION_MS
     hours = range(windows.hour_start(start_ms), end_ms + 1, HOUR_MS)
     days = range(windows.day_start(start_ms), end_ms + 1, DAY_MS)
-    return [(snapshots.HOURLY, h) for h in hours if retained_from <= h < pointers.next_hour] + [
-        (snapshots.DAILY, d) for d in days if pointers.day_closed(d)
+    return [(HOURLY, h) for h in hours if retained_from <= h < pointers.next_hour] + [
+        (DAILY, d) for d in days if pointers.day_closed(d)
     ]
 
 
@@ -52,7 +48,7 @@ def _latest(
     store: Client, period_type: str, start_ms: int
 ) -> dict[tuple[str, str], tuple[Any, ...]]:
     result = store.query(
-        f"SELECT {', '.join(_COMPARED)} FROM voicemon.snapshots_latest "
+        f"SELECT {', '.join(COMPARED_COLUMNS)} FROM voicemon.snapshots_latest "
         "WHERE period_type = {p:String} AND period_start = fromUnixTimestamp({s:Int64})",
         parameters={"p": period_type, "s": start_ms // 1000},
     )
@@ -74,15 +70,15 @@ async def replay(
         before = await asyncio.to_thread(_latest, store, period_type, window_start)
         emitted = await closer.emit(period_type, window_start, now_ms)
         for row in emitted.snapshots:
-            previous = before.get((row["scope"], row["organization_id"]))
-            current = tuple(row[c] for c in _COMPARED)
+            previous = before.get((row.scope, row.organization_id))
+            current = tuple(getattr(row, c) for c in COMPARED_COLUMNS)
             if previous is None:
                 report.added += 1
             elif _same(previous, current):
                 report.unchanged += 1
             else:
                 report.changed += 1
-        report.windows.append(f"{period_type}:{snapshots.utc(window_start).isoformat()}")
+        report.windows.append(f"{period_type}:{windows.utc(window_start).isoformat()}")
         on_window(done, len(planned))
     return report
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aggregators.windows import DAY_MS, HOUR_MS
 from voicemon.store import Client
+from voicemon.windows import DAY_MS, HOUR_MS
 
 
 @dataclass(frozen=True, slots=True)

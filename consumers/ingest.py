@@ -2,10 +2,10 @@
 
 Order of effects, each idempotent under replay of the same Kafka messages:
 
-1. decode every message (pure);
-2. rejections not yet dead-lettered go to the DLQ and are acknowledged by Kafka;
+1. decode every message (pure, ``consumers.decode``);
+2. each rejection is published to the DLQ exactly once (``consumers.publish_once``);
 3. one atomic Redis script marks the new event ids seen (with the position that counted
-   them), marks the rejections dead-lettered and adds the summed counter increments;
+   them) and adds the summed counter increments (``consumers.rolling_counters``);
 4. raw rows go to ClickHouse in one columnar insert: the new events, plus events whose
    seen-marker holds their own position (counted before a crash) but that have no row yet;
 5. only then does the caller ack the messages, so Kafka offsets follow durable writes.
@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from aggregators.windows import hour_start
-from consumers.dead_letters import DeadLetter, DeadLetters
+from consumers.dead_letters import DeadLetter
 from consumers.decode import AcceptedEvent, decode_message
+from consumers.publish_once import OncePublisher
 from consumers.raw_writer import Position, RawRow, RawWriter
-from consumers.rolling_counters import DEDUP_SLACK_MS, Claim, NewEvent, RollingCounters
+from consumers.rolling_counters import DEDUP_SLACK_MS, NewEvent, RollingCounters
 from voicemon import keys, rolling, telemetry
 from voicemon.event import RAW_RETENTION_MS, EventType, PipelineEvent
 from voicemon.window_state import WindowState
+from voicemon.windows import hour_start
 
 FOLLOW_POLL_S = 0.2
 
@@ -68,7 +68,7 @@ class Ingest:
         window_state: WindowState,
         stages: Sequence[str],
         *,
-        dead_letters: DeadLetters | None,
+        dead_letters: OncePublisher | None,
         raw_writer: RawWriter | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,64 +78,33 @@ class Ingest:
         self._dead_letters = dead_letters
         self._raw_writer = raw_writer
         self._clock = clock
-        self._claimant = f"worker-{uuid.uuid4().hex}"
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
         now_ms = int(self._clock() * 1000)
         rows, letters = self._decode(messages, now_ms)
         if self._dead_letters is not None:
-            await self._dead_letter(self._dead_letters, letters, now_ms)
+            await self._dead_letters.publish_once(letters, now_ms)
             classified = await self._count_once(rows, now_ms)
-            _observe(row.event for row in classified.new)
-            telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
         else:
             classified = await self._follow_counters(rows)
-        missing: list[RawRow] = []
+        recovered: list[RawRow] = []
         if self._raw_writer is not None:
-            missing = await asyncio.to_thread(_missing_rows, self._raw_writer, classified.replayed)
-            written = classified.new + missing
-            await asyncio.to_thread(self._raw_writer.write, written)
-            late = await self._window_state.record_written(*written_windows(written), now_ms)
-            telemetry.EVENTS_LATE.inc(late)
-        return BatchOutcome(len(classified.new), len(missing), classified.duplicates, len(letters))
+            recovered = await self._store(self._raw_writer, classified, now_ms)
+        return BatchOutcome(
+            len(classified.new), len(recovered), classified.duplicates, len(letters)
+        )
 
-    async def _dead_letter(
-        self, dead_letters: DeadLetters, letters: list[DeadLetter], now_ms: int
-    ) -> None:
-        """Publish each rejection exactly once across workers and crashes (see Claim)."""
-        pending = {_dlq_key(letter): letter for letter in letters}
-        while pending:
-            claims = await asyncio.to_thread(self._claims, dead_letters, pending, now_ms)
-            verdicts = await self._counters.claim_dead_letters(claims, now_ms)
-            to_send = {k: pending[k] for k, v in verdicts.items() if v == "claimed"}
-            held = {k: pending[k] for k, v in verdicts.items() if v == "held"}
-            earlier = {k: v for k, v in verdicts.items() if isinstance(v, Claim)}
-            published = await asyncio.to_thread(
-                _published, dead_letters, [(pending[k], claim) for k, claim in earlier.items()]
-            )
-            done = [k for k in earlier if pending[k].source in published]
-            for key in set(earlier) - set(done):
-                if await self._counters.take_over(key, earlier[key], claims[key]):
-                    to_send[key] = pending[key]
-                else:
-                    held[key] = pending[key]
-            await dead_letters.send(list(to_send.values()))
-            await self._counters.mark_dead_lettered([*to_send, *done], now_ms + RAW_RETENTION_MS)
-            pending = held
-            if pending:
-                await asyncio.sleep(FOLLOW_POLL_S)
-
-    def _claims(
-        self, dead_letters: DeadLetters, letters: dict[str, DeadLetter], now_ms: int
-    ) -> dict[str, Claim]:
-        ends: dict[int, int] = {}
-        claims = {}
-        for key, letter in letters.items():
-            partition = dead_letters.partition_of(letter)
-            if partition not in ends:
-                ends[partition] = dead_letters.end_offset(partition)
-            claims[key] = Claim(self._claimant, now_ms, partition, ends[partition])
-        return claims
+    async def _store(
+        self, raw_writer: RawWriter, classified: _Classified, now_ms: int
+    ) -> list[RawRow]:
+        """Write the new rows and the replayed ones the store lacks; raise the watermarks.
+        Returns the replayed rows that were missing."""
+        missing = await asyncio.to_thread(_missing_rows, raw_writer, classified.replayed)
+        written = classified.new + missing
+        await asyncio.to_thread(raw_writer.write, written)
+        late = await self._window_state.record_written(*written_windows(written), now_ms)
+        telemetry.EVENTS_LATE.inc(late)
+        return missing
 
     async def _follow_counters(self, rows: list[RawRow]) -> _Classified:
         """For a store-only worker: wait until the counting workers have decided every event
@@ -177,6 +146,8 @@ class Ingest:
             ]
             buckets = rolling.increments((row.event for row in classified.new), now_ms)
             if not await self._counters.count_once(new_events, buckets):
+                _observe(row.event for row in classified.new)
+                telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
                 return classified
             # Another worker counted some of these ids in the meantime: look again.
 
@@ -217,24 +188,6 @@ def written_windows(rows: Sequence[RawRow]) -> tuple[dict[int, int], dict[int, i
         hour = hour_start(at)
         per_hour[hour] = per_hour.get(hour, 0) + 1
     return newest, per_hour
-
-
-def _published(
-    dead_letters: DeadLetters, claimed: list[tuple[DeadLetter, Claim]]
-) -> set[tuple[int, int, int | None]]:
-    """Sources found in the DLQ partitions after the offsets the earlier claims recorded."""
-    since: dict[int, int] = {}
-    for _, claim in claimed:
-        since[claim.dlq_partition] = min(since.get(claim.dlq_partition, claim.dlq_offset),
-                                         claim.dlq_offset)  # fmt: skip
-    found: set[tuple[int, int, int | None]] = set()
-    for partition, offset in since.items():
-        found |= dead_letters.published_since(partition, offset)
-    return found
-
-
-def _dlq_key(letter: DeadLetter) -> str:
-    return keys.dead_lettered(letter.partition, letter.offset, letter.rejected.batch_index)
 
 
 def _observe(events: Iterable[PipelineEvent]) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from voicemon import keys
 from voicemon.event import EventType, PipelineEvent
+from voicemon.windows import MINUTE_MS, iso
 
-MINUTE_MS = 60_000
 WINDOW_MINUTES = 60
 # A bucket lives until it has left the window, plus a little slack for clock skew.
 BUCKET_TTL_MS = (WINDOW_MINUTES + 5) * MINUTE_MS
@@ -84,10 +83,6 @@ def _event_fields(event: PipelineEvent) -> list[tuple[str, float]]:
 def ratio(numerator: float, denominator: float) -> float:
     """Safe division: 0 when the denominator is 0 (CONTRACT §4)."""
     return numerator / denominator if denominator else 0.0
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def summarize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -31,6 +30,11 @@ class Settings(BaseSettings):
     organizations_topic: str = "voice.organizations"
     topic_partitions: int = Field(default=4, ge=1)
     consumer_group: str = "voicemon"
+    # The consumer group's timing: a crashed worker's partitions move to the others after the
+    # session timeout (the broker's group.min.session.timeout.ms, 6 s by default, is the floor).
+    kafka_session_timeout_seconds: float = Field(default=30.0, ge=6)
+    kafka_heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
+    kafka_commit_interval_seconds: float = Field(default=2.8, gt=0)
 
     stages: Annotated[tuple[str, ...], NoDecode] = DEFAULT_STAGES
 
@@ -83,9 +87,3 @@ class Settings(BaseSettings):
         """The Faust app id and consumer group: a store worker reads the input on its own."""
         suffix = "-store" if self.worker_role == "store" else ""
         return self.consumer_group + suffix
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()

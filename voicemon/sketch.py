@@ -10,7 +10,7 @@ bucketing in SQL, so the store builds sketches without shipping samples out.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 
 RELATIVE_ACCURACY = 0.005
@@ -28,22 +28,6 @@ def bucket_sql(column: str) -> str:
 
 def bucket(sample: float) -> int:
     return math.ceil(math.log(sample) / _LOG_GAMMA) if sample > 0 else ZERO_BUCKET
-
-
-def build(samples: Iterable[float]) -> dict[int, int]:
-    sketch: dict[int, int] = {}
-    for sample in samples:
-        key = bucket(sample)
-        sketch[key] = sketch.get(key, 0) + 1
-    return sketch
-
-
-def merge(sketches: Iterable[Mapping[int, int]]) -> dict[int, int]:
-    merged: dict[int, int] = {}
-    for sketch in sketches:
-        for key, count in sketch.items():
-            merged[key] = merged.get(key, 0) + count
-    return merged
 
 
 def nearest_rank(n: int, p: float) -> int:

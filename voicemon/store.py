@@ -25,8 +25,6 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 
-from voicemon.settings import Settings, get_settings
-
 log = logging.getLogger(__name__)
 
 Client = Any  # clickhouse_connect ships no type information for its client classes
@@ -133,12 +131,11 @@ def migrations(cluster: str | None = None) -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
-def migrate(client: Client, settings: Settings | None = None) -> list[str]:
+def migrate(client: Client, cluster: str | None = None) -> list[str]:
     """Apply every migration (each statement is idempotent); return the names applied.
 
-    The schema is the cluster form when ``settings`` (default: the process's) name a cluster.
+    The schema is the cluster form when ``cluster`` names one.
     """
-    cluster = (settings or get_settings()).clickhouse_cluster
     applied = []
     for migration in migrations(cluster):
         for statement in migration.statements:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Pipeline
-from voicemon.localstack import LocalStack
+from voicemon.devtools.localstack import LocalStack
 from voicemon.settings import Settings
 from voicemon.store import Client, connect, migrate
 

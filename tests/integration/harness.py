@@ -1,6 +1,6 @@
 """A real pipeline for one test: its own topics, consumer group, Redis DB and chDB store.
 
-Workers run as separate processes (``python -m voicemon worker``) so they can be killed;
+Workers run as separate processes (``python -m runtime worker``) so they can be killed;
 the embedded store is read through ``voicemon sql`` once the worker has let go of it.
 """
 
@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from redis import Redis
 
 from aggregators.realtime import read_realtime
-from voicemon.localstack import LocalStack
+from voicemon.devtools.localstack import LocalStack
 from voicemon.producer import KafkaPublisher
 from voicemon.settings import Settings
 
@@ -80,7 +80,7 @@ class Pipeline:
         self.publisher.flush()
 
     # -- workers ---------------------------------------------------------------------------
-    def start_worker(self, module: str = "voicemon", **extra_env: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, module: str = "runtime", **extra_env: str) -> subprocess.Popen[bytes]:
         port = free_port()
         env = {**os.environ, **self.env, "VOICEMON_WORKER_WEB_PORT": str(port), **extra_env}
         self.started += 1
@@ -164,7 +164,7 @@ class Pipeline:
         """Rows of ``query`` on the test's embedded store (workers must be stopped)."""
         env = {**os.environ, **self.env}
         done = subprocess.run(
-            [sys.executable, "-m", "voicemon", "sql", query],
+            [sys.executable, "-m", "runtime", "sql", query],
             env=env,
             capture_output=True,
             timeout=120,

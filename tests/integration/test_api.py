@@ -15,10 +15,11 @@ from redis.asyncio import Redis
 from aggregators import organizations, snapshots
 from aggregators.api import create_app
 from aggregators.auth import mint
-from aggregators.windows import HOUR_MS
+from aggregators.snapshot_rows import EMPTY_ARTIFACTS, artifact_metrics, snapshot_rows
 from voicemon import keys
 from voicemon.settings import DEFAULT_STAGES, Settings
 from voicemon.store import Client
+from voicemon.windows import HOUR_MS
 
 SECRET = "test-secret-of-a-decent-length-0123456789"
 
@@ -69,8 +70,8 @@ ORG_A = {"platform_staff": False, "organization_id": "org-a"}
 def seed_hours(store: Client, hours: list[int], orgs: list[str]) -> None:
     for hour in hours:
         artifacts = {
-            org: snapshots.artifact_metrics(
-                dict(snapshots.EMPTY_ARTIFACTS)
+            org: artifact_metrics(
+                dict(EMPTY_ARTIFACTS)
                 | {
                     "artifacts_received": 3 + i,
                     "artifacts_failed": 1,
@@ -85,7 +86,7 @@ def seed_hours(store: Client, hours: list[int], orgs: list[str]) -> None:
         }
         snapshots.write(
             store,
-            snapshots.assemble("hourly", hour, HOUR_MS, artifacts, {}, DEFAULT_STAGES, 1, hour),
+            snapshot_rows("hourly", hour, HOUR_MS, artifacts, {}, DEFAULT_STAGES, 1, hour),
         )
 
 

@@ -13,13 +13,14 @@ from redis.asyncio import Redis
 from aggregators import retention, snapshots
 from aggregators.closer import CloserConfig, WindowCloser, initial_pointers
 from aggregators.replay import replay
-from aggregators.windows import DAY_MS, HOUR_MS, global_watermark
+from aggregators.snapshot_rows import snapshot_rows
 from consumers.raw_writer import Position, RawRow, RawWriter
-from voicemon import keys
+from voicemon import keys, windows
 from voicemon.event import EventType, PipelineEvent
 from voicemon.settings import DEFAULT_STAGES, Settings
 from voicemon.store import Client
 from voicemon.window_state import WindowState
+from voicemon.windows import DAY_MS, HOUR_MS, global_watermark
 
 T = TypeVar("T")
 GRACE_MS = 30 * 60_000
@@ -120,7 +121,7 @@ def test_hours_close_by_wall_clock_when_idle(
     first_hour = initial_pointers(clock.ms).next_hour
     assert f"hourly:{first_hour}" in early  # a closer with no history starts 48 h back
     keys_published = [key.decode() for key, _ in published]
-    start = snapshots.utc(hour).isoformat().replace("+00:00", "Z")
+    start = windows.iso(hour)
     assert f"hourly:platform::{start}" in keys_published
     assert f"hourly:organization:org-a:{start}" in keys_published
 
@@ -243,9 +244,7 @@ def test_retention_keeps_the_cutoff_and_deletes_a_millisecond_before(
     clean_store: Client, period_type: str, keep_ms: int, now_ms: int
 ) -> None:
     start = now_ms - now_ms % HOUR_MS + HOUR_MS - keep_ms  # not yet expired by the TTL
-    snapshots.write(
-        clean_store, snapshots.assemble(period_type, start, HOUR_MS, {}, {}, ["t"], 1, 0)
-    )
+    snapshots.write(clean_store, snapshot_rows(period_type, start, HOUR_MS, {}, {}, ["t"], 1, 0))
     assert retention.run(clean_store, start + keep_ms)[f"{period_type} snapshots"] == 0
     assert retention.run(clean_store, start + keep_ms + 1)[f"{period_type} snapshots"] == 1
     assert clean_store.query("SELECT count() FROM voicemon.snapshots").result_rows == [(0,)]

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from aggregators.windows import HOUR_MS
 from tests.integration.harness import Pipeline, free_port
-from voicemon.loadgen import LoadMix
+from voicemon.devtools.loadgen import LoadMix
 from voicemon.settings import DEFAULT_STAGES
+from voicemon.windows import HOUR_MS
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE_DASHBOARD = ROOT / "deploy/grafana/dashboards/voicemon-live.json"

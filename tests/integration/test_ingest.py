@@ -11,7 +11,7 @@ import pytest
 
 from tests import reference
 from tests.integration.harness import Pipeline
-from voicemon.loadgen import LoadMix
+from voicemon.devtools.loadgen import LoadMix
 
 STAGE = "transcription"
 

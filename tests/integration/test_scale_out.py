@@ -11,7 +11,7 @@ from typing import Any
 from tests import reference
 from tests.integration.harness import Pipeline
 from tests.integration.test_ingest import raw_counts, realtime_counts, reference_counts
-from voicemon.loadgen import LoadMix
+from voicemon.devtools.loadgen import LoadMix
 
 COUNTERS = {"VOICEMON_WORKER_ROLE": "counters", "VOICEMON_BATCH_MAX_MESSAGES": "50"}
 STORE = {"VOICEMON_WORKER_ROLE": "store", "VOICEMON_CLOSER_INTERVAL_SECONDS": "1"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -11,12 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregators import snapshots
-from aggregators.windows import DAY_MS, HOUR_MS
+from aggregators.snapshot_rows import SnapshotSet
 from consumers.raw_writer import Position, RawRow, RawWriter
 from tests import reference
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.settings import DEFAULT_STAGES
 from voicemon.store import Client
+from voicemon.windows import DAY_MS, HOUR_MS
 
 STAGES = DEFAULT_STAGES
 TYPES = ("artifact_received", "artifact_completed", "artifact_failed",
@@ -92,26 +94,26 @@ def assert_stage_matches(row: dict[str, Any], expected: dict[str, Any], exact: b
 
 
 def check_window(
-    snapshot_set: snapshots.SnapshotSet, events: list[dict[str, Any]], length: int, exact: bool
+    snapshot_set: SnapshotSet, events: list[dict[str, Any]], length: int, exact: bool
 ) -> None:
     start = snapshot_set.period_start_ms
     window = in_window(events, start, length)
     orgs = sorted({e["organization_id"] for e in window if "organization_id" in e})
-    by_org = {row["organization_id"]: row for row in snapshot_set.snapshots}
+    by_org = {row.organization_id: asdict(row) for row in snapshot_set.snapshots}
     assert sorted(by_org) == ["", *orgs]  # platform always; orgs with events only
     for org in ["", *orgs]:
         expected = reference.metrics(in_window(events, start, length, org or None), STAGES)
         assert_matches(by_org[org], expected, exact)
         assert by_org[org]["scope"] == ("organization" if org else "platform")
         stage_rows = {
-            r["stage"]: r for r in snapshot_set.stage_snapshots if r["organization_id"] == org
+            r.stage: asdict(r) for r in snapshot_set.stage_snapshots if r.organization_id == org
         }
         for stage, row in stage_rows.items():
             assert_stage_matches(row, expected["stages"][stage], exact)
         if not org:
             assert sorted(stage_rows) == sorted(STAGES)
-    for row in snapshot_set.snapshots + snapshot_set.stage_snapshots:
-        assert all(math.isfinite(v) for v in row.values() if isinstance(v, float))
+    for row in [*snapshot_set.snapshots, *snapshot_set.stage_snapshots]:
+        assert all(math.isfinite(v) for v in asdict(row).values() if isinstance(v, float))
 
 
 @pytest.fixture
@@ -126,7 +128,7 @@ def test_an_hour_matches_the_reference_exactly(
     store_raw(clean_store, events)
     snapshot_set = snapshots.compute_hour(clean_store, hour_ms, STAGES, 1, now_ms)
     check_window(snapshot_set, events, HOUR_MS, exact=True)
-    assert snapshot_set.snapshots[0]["artifacts_received"] > 0
+    assert snapshot_set.snapshots[0].artifacts_received > 0
 
 
 def test_an_empty_hour_has_a_zero_platform_row(
@@ -165,7 +167,7 @@ def test_a_day_merges_its_hours_within_one_percent(clean_store: Client, now_ms: 
         snapshots.write(clean_store, snapshots.compute_hour(clean_store, hour, STAGES, 1, now_ms))
     snapshot_set = snapshots.compute_day(clean_store, day, STAGES, 2, now_ms)
     check_window(snapshot_set, events, DAY_MS, exact=False)
-    assert {r["period_type"] for r in snapshot_set.snapshots} == {"daily"}
+    assert {r.period_type for r in snapshot_set.snapshots} == {"daily"}
 
 
 def test_newest_version_wins_in_latest_views(

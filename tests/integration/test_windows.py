@@ -11,10 +11,10 @@ import time
 import urllib.request
 from typing import Any
 
-from aggregators.windows import HOUR_MS
 from tests import reference
 from tests.integration.harness import Pipeline
 from voicemon.settings import DEFAULT_STAGES
+from voicemon.windows import HOUR_MS
 
 FAST_CLOSER = {"VOICEMON_CLOSER_INTERVAL_SECONDS": "1", "VOICEMON_LATE_DEBOUNCE_SECONDS": "1"}
 
@@ -81,7 +81,7 @@ def test_hours_close_in_the_worker_and_late_events_re_emit(pipeline: Pipeline) -
 
     env = {**os.environ, **pipeline.env}
     done = subprocess.run(
-        [sys.executable, "-m", "voicemon", "replay", "--from", start, "--to", start],
+        [sys.executable, "-m", "runtime", "replay", "--from", start, "--to", start],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -5,7 +5,7 @@
                                 [--json]
 
 Needs the local stack (``voicemon stack up``); every byte goes to 127.0.0.1. The messages
-are generated with ``voicemon.loadgen.LoadMix`` (all valid, all unique, occurred_at within
+are generated with ``voicemon.devtools.loadgen.LoadMix`` (all valid, all unique, occurred_at within
 the last minutes) and published once, before any timing, to fresh topics: one with a single
 event per message, one with batches as ``EventProducer`` sends them. Then, for each form:
 
@@ -13,7 +13,7 @@ event per message, one with batches as ``EventProducer`` sends them. Then, for e
    process, timed from the first message received to the last end offset;
 2. ``faust``: a bare Faust agent that only decodes (``tests/perf/faust_bare.py``, its own
    group), a subprocess, timed by itself from its first message to its last;
-3. ``worker``: ``python -m voicemon worker`` as a subprocess with its own consumer group,
+3. ``worker``: ``python -m runtime worker`` as a subprocess with its own consumer group,
    Redis DB (flushed) and chDB directory, timed from the moment its group is assigned the
    partitions (polled with the admin API every 0.1 s, so Python start-up, chDB start and
    migrations are excluded) until the group's committed offsets reach the end offsets.
@@ -60,7 +60,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from redis import Redis
 
-from voicemon.loadgen import LoadMix
+from voicemon.devtools.loadgen import LoadMix
 from voicemon.producer import EventProducer
 from voicemon.settings import Settings
 
@@ -496,7 +496,7 @@ class Bench:
         log_path = run_dir / "worker.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "voicemon", "worker"],
+                [sys.executable, "-m", "runtime", "worker"],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -4,7 +4,7 @@
 
 Builds the worker's own ``Ingest`` (``consumers.agent.WorkerState.open``: real Redis DB, real
 chDB store in a temporary directory, real DLQ publisher), feeds it messages generated with
-``voicemon.loadgen.LoadMix`` (``--batch-size`` events per message, ``--take`` messages per
+``voicemon.devtools.loadgen.LoadMix`` (``--batch-size`` events per message, ``--take`` messages per
 ``process`` call, like one ``noack_take`` batch), and times each stage by wrapping the
 functions ``process`` calls. Nested stages are marked with "of which". Redis server time is
 the server's own ``commandstats`` (all clients). Compare the events/s with the worker's in
@@ -33,7 +33,7 @@ import orjson
 from redis import Redis
 
 from tests.perf.ingest import BENCH_MARKER, BenchError
-from voicemon.loadgen import LoadMix
+from voicemon.devtools.loadgen import LoadMix
 from voicemon.settings import Settings
 
 # (module, class or None, attribute, label): wrapped when present, so the list survives

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from tests.integration.harness import Pipeline
-from voicemon.loadgen import LoadMix
-from voicemon.localstack import LocalStack
+from voicemon.devtools.loadgen import LoadMix
+from voicemon.devtools.localstack import LocalStack
 from voicemon.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -46,7 +46,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,12 @@ from typing import Any
 import orjson
 
 from aggregators import queries, snapshots
-from aggregators.windows import DAY_MS, HOUR_MS, day_start
+from aggregators.snapshot_rows import DAILY, HOURLY, SnapshotSet
 from consumers.raw_writer import COLUMNS, TABLE
+from voicemon import windows
 from voicemon.settings import DEFAULT_STAGES
 from voicemon.store import Client, connect, migrate
+from voicemon.windows import DAY_MS, HOUR_MS, day_start
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = DEFAULT_STAGES
@@ -317,23 +319,23 @@ def progress(text: str) -> None:
 # -- snapshot copies ----------------------------------------------------------------------
 
 
-def moved(snapshot_set: snapshots.SnapshotSet, start_ms: int) -> snapshots.SnapshotSet:
+def moved(snapshot_set: SnapshotSet, start_ms: int) -> SnapshotSet:
     """The same rows for another window of the same length."""
-    length = HOUR_MS if snapshot_set.period_type == snapshots.HOURLY else DAY_MS
+    length = HOUR_MS if snapshot_set.period_type == HOURLY else DAY_MS
     period = {
-        "period_start": snapshots.utc(start_ms),
-        "period_end": snapshots.utc(start_ms + length),
+        "period_start": windows.utc(start_ms),
+        "period_end": windows.utc(start_ms + length),
     }
     return replace(
         snapshot_set,
         period_start_ms=start_ms,
-        snapshots=[row | period for row in snapshot_set.snapshots],
-        stage_snapshots=[row | period for row in snapshot_set.stage_snapshots],
+        snapshots=[replace(row, **period) for row in snapshot_set.snapshots],
+        stage_snapshots=[replace(row, **period) for row in snapshot_set.stage_snapshots],
     )
 
 
-def row_of(snapshot_set: snapshots.SnapshotSet, org: str) -> dict[str, Any]:
-    return next(row for row in snapshot_set.snapshots if row["organization_id"] == org)
+def row_of(snapshot_set: SnapshotSet, org: str) -> dict[str, Any]:
+    return next(asdict(row) for row in snapshot_set.snapshots if row.organization_id == org)
 
 
 class WindowClose:
@@ -343,9 +345,9 @@ class WindowClose:
         self.bench, self.compute, self.start_ms = bench, compute, start_ms
         self.compute_s: list[float] = []
         self.write_s: list[float] = []
-        self.last: snapshots.SnapshotSet | None = None
+        self.last: SnapshotSet | None = None
 
-    def __call__(self, client: Client, run: int) -> snapshots.SnapshotSet:
+    def __call__(self, client: Client, run: int) -> SnapshotSet:
         started = time.perf_counter()
         self.last = self.compute(
             client, self.start_ms, STAGES, self.bench.next_version(), self.bench.now_ms()
@@ -381,7 +383,7 @@ class Bench:
         self.day_ms = day_start(int(time.time() * 1000)) - DAY_MS
         self.big_hour_ms = self.day_ms + BIG_HOUR * HOUR_MS
         self.org = "org-00010"  # the organization-scope queries read this one
-        self.hours: dict[int, snapshots.SnapshotSet] = {}
+        self.hours: dict[int, SnapshotSet] = {}
         self.received_by_org: Counter[str] = Counter()
         self.received = 0
         self.version = 1
@@ -411,7 +413,7 @@ class Bench:
         self.received += hour.by_type["artifact_received"]
         self.received_by_org.update(hour.received_by_org)
 
-    def check_hour(self, hour: RawHour, snapshot_set: snapshots.SnapshotSet) -> None:
+    def check_hour(self, hour: RawHour, snapshot_set: SnapshotSet) -> None:
         platform = row_of(snapshot_set, "")
         expected = {
             "artifacts_received": hour.by_type["artifact_received"],
@@ -433,14 +435,14 @@ class Bench:
     def time_hour(self, hour: RawHour) -> Timing:
         closer = WindowClose(self, snapshots.compute_hour, hour.hour_ms)
 
-        def check(snapshot_set: snapshots.SnapshotSet) -> None:
+        def check(snapshot_set: SnapshotSet) -> None:
             self.check_hour(hour, snapshot_set)
             self.hours[hour.hour_ms] = snapshot_set
 
         name = f"(a) compute_hour + write, {hour.rows:,} raw rows"
         timing = timed(name, HOUR_TARGET_S, closer, check, self.client, self.args)
         timing.detail = closer.detail()
-        self.check_written(snapshots.HOURLY, hour.hour_ms, len(hour.received_by_org) + 1)
+        self.check_written(HOURLY, hour.hour_ms, len(hour.received_by_org) + 1)
         return timing
 
     def check_written(self, period_type: str, start_ms: int, rows: int) -> None:
@@ -474,10 +476,10 @@ class Bench:
         progress(f"closed 23 hours of {self.args.other_hour_events:,} events")
         return compute_s
 
-    def time_day(self) -> tuple[Timing, snapshots.SnapshotSet]:
+    def time_day(self) -> tuple[Timing, SnapshotSet]:
         closer = WindowClose(self, snapshots.compute_day, self.day_ms)
 
-        def check(snapshot_set: snapshots.SnapshotSet) -> None:
+        def check(snapshot_set: SnapshotSet) -> None:
             platform = row_of(snapshot_set, "")
             org = row_of(snapshot_set, self.org)["artifacts_received"]
             if platform["artifacts_received"] != self.received:
@@ -490,12 +492,12 @@ class Bench:
         name = f"(b) compute_day + write, 24 hours x {self.args.orgs:,} orgs"
         timing = timed(name, DAY_TARGET_S, closer, check, self.client, self.args)
         timing.detail = closer.detail()
-        self.check_written(snapshots.DAILY, self.day_ms, self.args.orgs + 1)
+        self.check_written(DAILY, self.day_ms, self.args.orgs + 1)
         assert closer.last is not None
         return timing, closer.last
 
     # (c) -----------------------------------------------------------------------------------
-    def fill_history(self, day: snapshots.SnapshotSet) -> None:
+    def fill_history(self, day: SnapshotSet) -> None:
         """89 more days and 144 more hours, one window per insert as the closer writes them."""
         started = time.perf_counter()
         for back in range(1, HISTORY_DAYS):
@@ -526,28 +528,28 @@ class Bench:
         """period -> (period_type, start, end, windows): the longest range the API allows."""
         last_hour = self.day_ms + 23 * HOUR_MS
         return {
-            "90 days": (snapshots.DAILY, self.day_ms - (HISTORY_DAYS - 1) * DAY_MS, self.day_ms,
+            "90 days": (DAILY, self.day_ms - (HISTORY_DAYS - 1) * DAY_MS, self.day_ms,
                         HISTORY_DAYS),
-            "7x24 hours": (snapshots.HOURLY, last_hour - (HISTORY_HOURS - 1) * HOUR_MS,
+            "7x24 hours": (HOURLY, last_hour - (HISTORY_HOURS - 1) * HOUR_MS,
                            last_hour, HISTORY_HOURS),
         }  # fmt: skip
 
     def query_cases(self) -> list[tuple[str, Callable[[Client, int], Any], Callable[[Any], None]]]:
         cases = []
-        for label, (period, start, end, windows) in self.ranges().items():
+        for label, (period, start, end, count) in self.ranges().items():
             # every range holds `windows / (days in it)` copies of the computed day
-            copies = windows if period == snapshots.DAILY else windows // 24
+            copies = count if period == DAILY else count // 24
             for org, scope in ((None, "platform"), (self.org, self.org)):
                 expected = copies * (self.received_by_org[org] if org else self.received)
                 cases.append((
                     f"(c) history {label}, {scope}",
                     lambda c, _, p=period, s=start, e=end, o=org: queries.history(c, p, s, e, o),
-                    self.history_check(windows, expected),
+                    self.history_check(count, expected),
                 ))  # fmt: skip
                 cases.append((
                     f"(c) stages {label}, {scope}",
                     lambda c, _, p=period, s=start, e=end, o=org: queries.stages(c, p, s, e, o),
-                    self.stages_check(windows),
+                    self.stages_check(count),
                 ))  # fmt: skip
             for limit in sorted({self.args.limit, queries.MAX_ORGANIZATIONS}):
                 top = copies * self.received_by_org.most_common(1)[0][1]

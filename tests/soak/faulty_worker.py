@@ -54,7 +54,7 @@ class FaultyStore:
 
 def main() -> None:
     store.connect = lambda dsn: FaultyStore(_connect(dsn))  # type: ignore[assignment]
-    from voicemon.cli import main as cli
+    from runtime.cli import main as cli
 
     sys.argv = ["voicemon", "worker"]
     cli()

@@ -29,13 +29,13 @@ from typing import Any
 
 import orjson
 
-from aggregators.windows import HOUR_MS
 from tests import reference
 from tests.integration.harness import Pipeline
-from voicemon.loadgen import LoadMix
-from voicemon.localstack import LocalStack
+from voicemon.devtools.loadgen import LoadMix
+from voicemon.devtools.localstack import LocalStack
 from voicemon.rolling import MINUTE_MS, first_minute
 from voicemon.settings import Settings
+from voicemon.windows import HOUR_MS
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNTERS = {"VOICEMON_WORKER_ROLE": "counters", "VOICEMON_BATCH_MAX_MESSAGES": "200"}

@@ -23,8 +23,9 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from runtime.cli.common import settings as get_settings
 from voicemon import store
-from voicemon.settings import Settings, get_settings
+from voicemon.settings import Settings
 
 CLUSTER = "vm_cluster"
 TABLES = ("pipeline_events", "snapshots", "stage_snapshots", "organizations")
@@ -240,11 +241,11 @@ class RecordingClient:
 
 def test_migrate_runs_the_cluster_form_when_the_settings_name_a_cluster() -> None:
     client = RecordingClient()
-    applied = store.migrate(client, Settings(clickhouse_cluster=CLUSTER))
+    applied = store.migrate(client, CLUSTER)
     assert client.commands == _cluster()
     assert applied == [f"{m.version:04d}_{m.name}" for m in store.migrations()]
     client = RecordingClient()
-    store.migrate(client, Settings(clickhouse_cluster=None))
+    store.migrate(client, None)
     assert client.commands == _single()
 
 
@@ -259,7 +260,7 @@ def fresh_settings() -> Iterator[None]:
 def test_migrate_print_shows_the_sql_and_connects_to_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from voicemon.cli import app
+    from runtime.cli import app
 
     def no_store(dsn: str) -> None:
         raise AssertionError("migrate --print opened the store")

@@ -1,16 +1,21 @@
 """Synthetic pipeline traffic: artifacts flowing through the stages, seeded and repeatable.
 
 ``artifact_events`` is pure: it yields the events of one artifact's life. ``LoadMix`` adds the
-share of duplicates and malformed messages a realistic stream carries.
+share of duplicates and malformed messages a realistic stream carries; ``produce`` publishes
+it at a steady rate (``voicemon produce``, the demo and the benchmarks).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from voicemon.producer import EventProducer
 
 MALFORMED_SAMPLES = (
     b"{not json",
@@ -118,3 +123,38 @@ class LoadMix:
         self._recent.append(body)
         if len(self._recent) > 1000:
             del self._recent[:500]
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    events: int
+    malformed: int
+
+
+def produce(
+    producer: EventProducer,
+    mix: LoadMix,
+    rate: float,
+    duration_s: float,
+    on_progress: Callable[[float], None] = lambda elapsed: None,
+) -> Published:
+    """Publish ``mix`` at ``rate`` events per second for ``duration_s`` seconds, then flush."""
+    clock = (int(time.time() * 1000) for _ in itertools.count())
+    started = time.monotonic()
+    events = malformed = 0
+    for item in mix.stream(clock):
+        if isinstance(item, bytes):
+            producer.publish_raw(item)
+            malformed += 1
+        else:
+            producer.publish(item)
+            events += 1
+        elapsed = time.monotonic() - started
+        if elapsed >= duration_s:
+            break
+        ahead = events / rate - elapsed
+        if ahead > 0:
+            time.sleep(ahead)
+            on_progress(min(elapsed, duration_s))
+    producer.flush()
+    return Published(events, malformed)

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 DAY_CLOSE_DELAY_MS = HOUR_MS + 30 * MINUTE_MS  # the seed's 01:30 UTC
+
+
+def utc(ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC with ``Z`` (CONTRACT §7)."""
+    return utc(ms).isoformat().replace("+00:00", "Z")
 
 
 def hour_start(ms: int) -> int:
@@ -52,7 +63,3 @@ def due_days(next_day: int, now_ms: int, next_hour: int) -> list[int]:
         days.append(day)
         day += DAY_MS
     return days
-
-
-def hours_of(days: Iterable[int]) -> list[int]:
-    return [day + h * HOUR_MS for day in days for h in range(24)]

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from voicemon.settings import Settings
 
-KAFKA_DIR = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka"
+KAFKA_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka"
 
 
 class StackError(Exception):

@@ -7,13 +7,16 @@ Exact when no event is counted meanwhile — the worker pauses ingest while it r
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from consumers.rolling_counters import RollingCounters
 from voicemon import keys
-from voicemon.rolling import BUCKET_TTL_MS, MINUTE_MS, BucketIncrement, first_minute
+from voicemon.rolling import BUCKET_TTL_MS, BucketIncrement, first_minute
 from voicemon.store import Client
+from voicemon.windows import MINUTE_MS
 
 _SQL = """
 SELECT minute, organization, event_type, stage, events, durations, duration_sum, cost
@@ -74,3 +77,17 @@ def rebuilt_buckets(store: Client, now_ms: int) -> dict[str, BucketIncrement]:
             for name, value in bucket_fields(row).items():
                 bucket.fields[name] += value
     return buckets
+
+
+async def rebuild_if_lost(
+    counters: RollingCounters, store: Client, ingesting: asyncio.Lock, now_ms: int
+) -> int | None:
+    """If the rolling-counter keys were flushed, rebuild the window from raw events with
+    ingest paused (holding ``ingesting``), so the rebuilt numbers are exact. Returns the
+    number of buckets rebuilt, or None when nothing was lost."""
+    if not await counters.lost():
+        return None
+    async with ingesting:
+        buckets = await asyncio.to_thread(rebuilt_buckets, store, now_ms)
+        await counters.replace(buckets)
+    return len(buckets)

@@ -1,0 +1,174 @@
+"""Each rejection published to the DLQ exactly once, across workers, retries and crashes.
+
+``OncePublisher.publish_once(letters)`` is the whole protocol. A rejection's marker in Redis
+(``keys.dead_lettered``) holds a ``Claim`` while one worker publishes it and "sent" once Kafka
+acknowledged it. The Lua scripts here decide claims atomically; ``DeadLetters`` does the
+Kafka I/O. A claim that is this worker's own (a retried batch) or abandoned (older than
+``DLQ_ABANDONED_MS``: its worker died or lost the partition) is verified by reading the DLQ
+partition from the offset the claim recorded: found there, it is marked sent; not found, the
+claim is taken over (compare-and-set) and the rejection published. A rejection another
+worker is publishing is waited for, never sent twice.
+
+Known limit: the publish and its "sent" mark are not one transaction; a crash between them
+publishes that rejection again once its claim is abandoned — unless the successor finds it
+in the DLQ partition first, which it does whenever the first publish was acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from consumers.dead_letters import DeadLetter, DeadLetters
+from voicemon import keys
+
+FOLLOW_POLL_S = 0.2
+
+DLQ_ABANDONED_MS = 10_000  # a claim this old, not marked sent, may be taken over
+DLQ_MARKER_TTL_MS = 48 * 3_600_000
+
+# A marker holds "claimant|claimed_at_ms|dlq_partition|dlq_offset" until Kafka acknowledged
+# the record, then "sent". Called by OncePublisher._verdicts.
+# KEYS: dlq markers; ARGV: claimant, now_ms, abandoned_after_ms, ttl_ms, claim per key...
+_CLAIM_DEAD_LETTERS = """
+local verdicts = {}
+local own = ARGV[1] .. '|'
+for i = 1, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if holder == 'sent' then
+    verdicts[i] = 'sent'
+  elseif holder == false then
+    redis.call('SET', KEYS[i], ARGV[4 + i], 'PX', ARGV[4])
+    verdicts[i] = 'claimed'
+  else
+    local claimed_at = tonumber(string.match(holder, '^[^|]*|(%d+)|') or '0')
+    if string.sub(holder, 1, #own) == own or tonumber(ARGV[2]) - claimed_at > tonumber(ARGV[3]) then
+      verdicts[i] = holder
+    else
+      verdicts[i] = 'held'
+    end
+  end
+end
+return verdicts
+"""
+
+# KEYS: a dlq marker; ARGV: the claim expected, the new claim, ttl_ms
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A DLQ claim: who claimed, when, and where the DLQ partition ended at that moment."""
+
+    claimant: str
+    claimed_at_ms: int
+    dlq_partition: int
+    dlq_offset: int
+
+    def __str__(self) -> str:
+        return f"{self.claimant}|{self.claimed_at_ms}|{self.dlq_partition}|{self.dlq_offset}"
+
+    @classmethod
+    def parse(cls, text: str) -> Claim:
+        claimant, at, partition, offset = text.rsplit("|", 3)
+        return cls(claimant, int(at), int(partition), int(offset))
+
+
+class OncePublisher:
+    """Publishes rejections to the DLQ so that each is published exactly once."""
+
+    def __init__(self, redis: Redis, dead_letters: DeadLetters) -> None:
+        self._redis = redis
+        self._dead_letters = dead_letters
+        self._claimant = f"worker-{uuid.uuid4().hex}"
+        self._claim = redis.register_script(_CLAIM_DEAD_LETTERS)
+        self._take_over = redis.register_script(_TAKE_OVER)
+
+    async def publish_once(self, letters: Sequence[DeadLetter], now_ms: int) -> None:
+        """Return once every letter is in the DLQ, published by this worker or another."""
+        pending = {_marker(letter): letter for letter in letters}
+        while pending:
+            claims = await asyncio.to_thread(self._claims, pending, now_ms)
+            verdicts = await self._verdicts(claims, now_ms)
+            to_send = {k: pending[k] for k, v in verdicts.items() if v == "claimed"}
+            held = {k: pending[k] for k, v in verdicts.items() if v == "held"}
+            earlier = {k: v for k, v in verdicts.items() if isinstance(v, Claim)}
+            published = await asyncio.to_thread(
+                self._published, [(pending[k], claim) for k, claim in earlier.items()]
+            )
+            done = [k for k in earlier if pending[k].source in published]
+            for key in set(earlier) - set(done):
+                if await self._taken_over(key, earlier[key], claims[key]):
+                    to_send[key] = pending[key]
+                else:
+                    held[key] = pending[key]
+            await self._dead_letters.send(list(to_send.values()))
+            await self._mark_sent([*to_send, *done], now_ms + DLQ_MARKER_TTL_MS)
+            pending = held
+            if pending:
+                await asyncio.sleep(FOLLOW_POLL_S)
+
+    def _claims(self, letters: Mapping[str, DeadLetter], now_ms: int) -> dict[str, Claim]:
+        """This worker's claim of each letter, with the DLQ partition's end offset now."""
+        ends: dict[int, int] = {}
+        claims = {}
+        for key, letter in letters.items():
+            partition = self._dead_letters.partition_of(letter)
+            if partition not in ends:
+                ends[partition] = self._dead_letters.end_offset(partition)
+            claims[key] = Claim(self._claimant, now_ms, partition, ends[partition])
+        return claims
+
+    def _published(
+        self, claimed: Sequence[tuple[DeadLetter, Claim]]
+    ) -> set[tuple[int, int, int | None]]:
+        """Sources found in the DLQ partitions after the offsets the earlier claims recorded."""
+        since: dict[int, int] = {}
+        for _, claim in claimed:
+            since[claim.dlq_partition] = min(since.get(claim.dlq_partition, claim.dlq_offset),
+                                             claim.dlq_offset)  # fmt: skip
+        found: set[tuple[int, int, int | None]] = set()
+        for partition, offset in since.items():
+            found |= self._dead_letters.published_since(partition, offset)
+        return found
+
+    async def _verdicts(self, claims: Mapping[str, Claim], now_ms: int) -> dict[str, str | Claim]:
+        """For each rejection marker: 'sent', 'claimed' (ours to send now), 'held' (another
+        worker is publishing it: wait), or the earlier Claim to verify before taking over."""
+        if not claims:
+            return {}
+        claimant = next(iter(claims.values())).claimant
+        args: list[str | int] = [claimant, now_ms, DLQ_ABANDONED_MS, DLQ_MARKER_TTL_MS]
+        args += [str(claim) for claim in claims.values()]
+        verdicts = await self._claim(keys=list(claims), args=args)
+        result: dict[str, str | Claim] = {}
+        for key, raw in zip(claims, verdicts, strict=True):
+            verdict = raw.decode() if isinstance(raw, bytes) else str(raw)
+            result[key] = (
+                verdict if verdict in ("sent", "claimed", "held") else Claim.parse(verdict)
+            )
+        return result
+
+    async def _taken_over(self, key: str, earlier: Claim, claim: Claim) -> bool:
+        args: list[str | int] = [str(earlier), str(claim), DLQ_MARKER_TTL_MS]
+        return bool(await self._take_over(keys=[key], args=args))
+
+    async def _mark_sent(self, dlq_keys: Sequence[str], expire_at_ms: int) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for key in dlq_keys:
+            pipe.set(key, "sent", pxat=expire_at_ms)
+        await pipe.execute()
+
+
+def _marker(letter: DeadLetter) -> str:
+    return keys.dead_lettered(letter.partition, letter.offset, letter.rejected.batch_index)

@@ -1,0 +1,65 @@
+"""``voicemon api`` and ``voicemon token create``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from redis.asyncio import Redis
+
+from aggregators.auth import mint
+from runtime.cli.common import console, fail, open_store, settings
+
+token_app = typer.Typer(no_args_is_help=True, help="API tokens for operators.")
+TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Serve the query API (use a ClickHouse server DSN to run it beside workers)."""
+    from aggregators.api import create_app  # FastAPI is heavy: imported by this command only
+    from aggregators.serve import server
+
+    config = settings()
+    if config.jwt_secret is None:
+        fail("VOICEMON_JWT_SECRET must be set to serve the query API")
+    redis = Redis.from_url(config.redis_url.get_secret_value())
+    application = create_app(config, open_store(), redis)
+    bind, listen = host or config.api_bind, port or config.api_port
+    console.print(f"query API on http://{bind}:{listen} (OpenAPI at /openapi.json)")
+    asyncio.run(server(application, bind, listen, embedded=False).serve())
+
+
+def ttl_seconds(ttl: str) -> int | None:
+    """``30m``, ``1h``, ``7d``, ``90s`` or a number of seconds; None if it is none of them."""
+    try:
+        return int(ttl[:-1]) * TTL_UNITS[ttl[-1]] if ttl[-1:] in TTL_UNITS else int(ttl)
+    except ValueError:
+        return None
+
+
+@token_app.command("create")
+def token_create(
+    staff: Annotated[bool, typer.Option("--staff", help="A platform staff token.")] = False,
+    org: Annotated[str | None, typer.Option("--org", help="Token of one organization.")] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d or seconds.")] = "1h",
+    subject: Annotated[str, typer.Option("--sub", help="Who the token is for.")] = "operator",
+) -> None:
+    """Mint a signed token (HS256 with VOICEMON_JWT_SECRET) and print it."""
+    secret = settings().jwt_secret
+    if secret is None:
+        fail("VOICEMON_JWT_SECRET must be set to mint tokens")
+    if staff == (org is not None):
+        fail("give exactly one of --staff or --org ID")
+    seconds = ttl_seconds(ttl)
+    if seconds is None or seconds <= 0:
+        fail(f"--ttl {ttl!r}: use a positive lifetime, e.g. 30m, 1h, 7d or a number of seconds")
+    print(mint(secret.get_secret_value(), subject, staff=staff, organization_id=org, ttl_s=seconds))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(api)
+    app.add_typer(token_app, name="token")

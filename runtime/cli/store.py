@@ -1,0 +1,126 @@
+"""The store's commands: migrate, sql, raw-count, retention, replay, close-windows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import orjson
+import typer
+from redis.asyncio import Redis
+from rich.progress import Progress
+
+from aggregators import queries, retention
+from aggregators.closer import WindowCloser, build_closer
+from aggregators.replay import replay as run_replay
+from runtime.cli.common import AsJson, console, fail, open_store, settings
+from voicemon import store
+from voicemon.producer import KafkaPublisher
+from voicemon.window_state import WindowState
+
+retention_app = typer.Typer(no_args_is_help=True, help="Snapshot and raw-event retention.")
+
+
+def migrate(
+    show: Annotated[
+        bool, typer.Option("--print", help="Print the SQL it would run; connect to nothing.")
+    ] = False,
+) -> None:
+    """Create or update the ClickHouse schema (ON CLUSTER if VOICEMON_CLICKHOUSE_CLUSTER is set)."""
+    cluster = settings().clickhouse_cluster
+    if show:
+        for migration in store.migrations(cluster):
+            print(f"-- {migration.version:04d}_{migration.name}")
+            for statement in migration.statements:
+                print(f"{statement};\n")
+        return
+    for name in store.migrate(open_store(), cluster):
+        console.print(f"applied {name}")
+
+
+def sql(query: str) -> None:
+    """Run one read-only SQL query; print JSON rows (embedded store: stop the worker first)."""
+    result = open_store().query(query, settings={"readonly": 1})
+    rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+    print(orjson.dumps(rows, default=str).decode())
+
+
+def raw_count(as_json: AsJson = False) -> None:
+    """Rows in voicemon.pipeline_events (opens the store: stop an embedded worker first)."""
+    rows = open_store().query("SELECT count() FROM voicemon.pipeline_events").result_rows[0][0]
+    print(orjson.dumps({"raw_rows": rows}).decode() if as_json else f"raw rows: {rows:,}")
+
+
+@retention_app.command("run")
+def retention_run(as_json: AsJson = False) -> None:
+    """Delete hourly snapshots > 7 d, daily > 90 d and raw events > 48 h old, now."""
+    deleted = retention.run(open_store(), int(time.time() * 1000), settings().clickhouse_cluster)
+    if as_json:
+        print(orjson.dumps(deleted).decode())
+        return
+    for rule, count in deleted.items():
+        console.print(f"{rule}: {count:,} row(s) deleted")
+
+
+def _closer(
+    clock: Callable[[], float] = time.time,
+) -> tuple[WindowCloser, WindowState, store.Client]:
+    config = settings()
+    client = open_store()
+    store.migrate(client, config.clickhouse_cluster)
+    state = WindowState(Redis.from_url(config.redis_url.get_secret_value()))
+    publisher = KafkaPublisher(config.kafka_bootstrap)
+    return build_closer(config, state, client, publisher, clock), state, client
+
+
+def _time(value: str, name: str) -> int:
+    try:
+        return queries.parse_time(value, name)
+    except queries.QueryError as error:
+        fail(str(error))
+
+
+def replay(
+    from_: Annotated[str, typer.Option("--from", help="RFC 3339 time or epoch ms.")],
+    to: Annotated[str, typer.Option(help="RFC 3339 time or epoch ms.")],
+) -> None:
+    """Recompute and re-emit the closed windows of a range from retained raw events."""
+    start_ms, end_ms = _time(from_, "from"), _time(to, "to")
+    if start_ms > end_ms:
+        fail("--from must not be after --to")
+    closer, state, client = _closer()
+    with Progress(console=console) as progress:
+        task = progress.add_task("replaying windows", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        now_ms = int(time.time() * 1000)
+        report = asyncio.run(run_replay(closer, state, client, start_ms, end_ms, now_ms, advance))
+    console.print(
+        f"replayed {len(report.windows)} window(s): {report.changed} row(s) changed, "
+        f"{report.unchanged} unchanged, {report.added} new"
+    )
+
+
+def close_windows(
+    now: Annotated[str | None, typer.Option(help="Act as if it were this time.")] = None,
+) -> None:
+    """Run one tick of the window closer now (it takes the lease if no one holds it)."""
+    at = None if now is None else _time(now, "now") / 1000
+    closer, _, _ = _closer(time.time if at is None else lambda: at)
+    report = asyncio.run(closer.tick())
+    if not report.leader:
+        fail("another closer holds the lease; nothing done")
+    console.print(f"queued {len(report.queued)}, emitted {len(report.emitted)} window(s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(migrate)
+    app.command()(sql)
+    app.command("raw-count")(raw_count)
+    app.add_typer(retention_app, name="retention")
+    app.command()(replay)
+    app.command("close-windows")(close_windows)

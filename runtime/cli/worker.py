@@ -1,0 +1,21 @@
+"""``voicemon worker``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from runtime.cli.common import settings
+
+
+def worker(loglevel: str = "info") -> None:
+    """Run the Faust worker: consume events into Redis and ClickHouse."""
+    from runtime.worker import run_worker  # Faust is heavy: imported by this command only
+
+    sys.argv = [sys.argv[0]]
+    run_worker(settings(), loglevel)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(worker)

@@ -1,0 +1,147 @@
+"""The worker process: the Faust app from the settings, with its agents, timers and probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from faust import Worker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aggregators.api import create_app
+from aggregators.closer import WindowCloser, build_closer
+from aggregators.directory_agent import add_directory_agent
+from aggregators.serve import server
+from consumers.app import WorkerApp, build_app
+from consumers.dead_letters import DeadLetters
+from consumers.ingest import Ingest
+from consumers.ingest_agent import IngestProgress, add_ingest_agent
+from consumers.publish_once import OncePublisher
+from consumers.raw_writer import RawWriter
+from consumers.rolling_counters import RollingCounters
+from runtime import timers
+from voicemon import health, store
+from voicemon.health import Outage
+from voicemon.resources import Resources, open_resources
+from voicemon.settings import Settings
+from voicemon.window_state import WindowState
+
+log = logging.getLogger("voicemon.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The worker's clients and the objects built on them; a counting-only worker has no
+    store and no closer."""
+
+    resources: Resources
+    ingest: Ingest
+    closer: WindowCloser | None
+
+    @property
+    def store(self) -> store.Client | None:
+        return self.resources.store
+
+
+class WorkerParts:
+    """Opens the parts once, when the first agent, task or probe asks for them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.opened: Parts | None = None
+        self._opening = asyncio.Lock()
+
+    async def get(self) -> Parts:
+        async with self._opening:
+            if self.opened is None:
+                self.opened = await asyncio.to_thread(self._open)
+            return self.opened
+
+    def _open(self) -> Parts:
+        settings = self.settings
+        resources = open_resources(settings, with_store=settings.stores)
+        window_state = WindowState(resources.redis)
+        closer = None
+        if resources.store is not None:
+            closer = build_closer(settings, window_state, resources.store, resources.publisher)
+        dead_letters = None
+        if settings.counts:
+            dlq = DeadLetters(resources.publisher, settings.kafka_bootstrap, settings.dlq_topic)
+            dead_letters = OncePublisher(resources.redis, dlq)
+        raw_writer = None if resources.store is None else RawWriter(resources.store)
+        ingest = Ingest(
+            RollingCounters(resources.redis),
+            window_state,
+            settings.stages,
+            dead_letters=dead_letters,
+            raw_writer=raw_writer,
+        )
+        return Parts(resources, ingest, closer)
+
+
+def build_worker(settings: Settings) -> WorkerApp:
+    """The Faust app with every agent, timer, task and page of the worker registered."""
+    worker = build_app(settings)
+    parts = WorkerParts(settings)
+    progress = IngestProgress()
+    directory_outage = Outage("directory")
+
+    async def open_ingest() -> Ingest:
+        return (await parts.get()).ingest
+
+    async def open_store() -> store.Client | None:
+        return (await parts.get()).store
+
+    add_ingest_agent(worker, settings, open_ingest, progress)
+    add_directory_agent(worker.app, worker.organizations_topic, open_store, directory_outage)
+    timers.add_timers(worker, settings, parts, progress)
+    _add_api(worker.app, settings, parts)
+    _add_probes(worker.app, parts, progress, directory_outage)
+    return worker
+
+
+def _add_api(app: Any, settings: Settings, parts: WorkerParts) -> None:
+    async def serve_api() -> None:
+        """With VOICEMON_API_ENABLED the worker also serves the query API (embedded store)."""
+        if not settings.api_enabled:
+            return
+        opened = await parts.get()
+        if opened.store is None:
+            log.error("VOICEMON_API_ENABLED needs a worker with a store (role all or store)")
+            return
+        application = create_app(settings, opened.store, opened.resources.redis)
+        log.info("query API on http://%s:%s", settings.api_bind, settings.api_port)
+        await server(application, settings.api_bind, settings.api_port, embedded=True).serve()
+
+    app.task(serve_api)
+
+
+def _add_probes(app: Any, parts: WorkerParts, progress: IngestProgress, directory: Outage) -> None:
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    async def readyz(web: Any, request: Any) -> Any:
+        opened = parts.opened
+        if opened is None:
+            checks = {"redis": False, "clickhouse": False}
+        else:
+            checks = await health.dependency_checks(opened.resources.redis, opened.store)
+        checks["ingest"] = not progress.outage.active and not progress.stalled()
+        checks["directory"] = not directory.active
+        ready = all(checks.values())
+        return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    app.page("/metrics")(metrics)
+    app.page("/healthz")(healthz)
+    app.page("/readyz")(readyz)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Start the Faust worker (blocks until stopped)."""
+    worker = build_worker(settings)
+    Worker(worker.app, loglevel=loglevel).execute_from_commandline()

@@ -1,3 +1,0 @@
-from voicemon.cli import main
-
-main()

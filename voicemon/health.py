@@ -1,0 +1,78 @@
+"""Readiness, one definition for the worker and the API: each dependency answers within
+``READINESS_TIMEOUT_S``, and no retrying loop is in an outage.
+
+Each retrying loop (ingest, the organization directory, …) has its own ``Outage``: set while
+its work fails, cleared when it succeeds, so one loop's recovery never hides another's
+outage and one loop's blip never outlives its own recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from tenacity import AsyncRetrying, RetryCallState, wait_exponential
+
+from voicemon.store import Client
+
+log = logging.getLogger("voicemon.health")
+READINESS_TIMEOUT_S = 2.0
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Outage:
+    """The outage state of one retrying loop; logs once when it begins and once when it ends."""
+
+    name: str
+    reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.reason is not None
+
+    def begin(self, error: BaseException | None) -> None:
+        reason = f"{type(error).__name__}: {error}"[:300]
+        if self.reason is None:
+            log.error("%s paused, retrying: %s", self.name, reason)
+        self.reason = reason
+
+    def end(self) -> None:
+        if self.reason is not None:
+            log.warning("%s resumed", self.name)
+            self.reason = None
+
+
+async def until_done(outage: Outage, work: Callable[[], Awaitable[T]]) -> T:
+    """``work()``, retried with exponential backoff (up to 15 s apart) while it fails; the
+    outage is set meanwhile and cleared once it succeeds."""
+
+    def on_retry(state: RetryCallState) -> None:
+        outage.begin(state.outcome.exception() if state.outcome else None)
+
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential(multiplier=0.25, max=15), before_sleep=on_retry, reraise=True
+    ):
+        with attempt:
+            result = await work()
+    outage.end()
+    return result
+
+
+async def _answers(probe: Awaitable[Any]) -> bool:
+    try:
+        return bool(await asyncio.wait_for(probe, READINESS_TIMEOUT_S))
+    except Exception:
+        return False
+
+
+async def dependency_checks(redis: Redis | None, store: Client | None) -> dict[str, bool]:
+    """Redis and the store each answered within the timeout (no store to check: True)."""
+    return {
+        "redis": redis is not None and await _answers(redis.ping()),
+        "clickhouse": store is None or await _answers(asyncio.to_thread(store.command, "SELECT 1")),
+    }

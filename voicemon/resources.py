@@ -1,0 +1,36 @@
+"""Opening voicemon's clients from the settings, the same way for the worker and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from voicemon import store
+from voicemon.producer import KafkaPublisher
+from voicemon.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Redis, the store (None for a worker that does not store) and a Kafka publisher."""
+
+    redis: Redis
+    store: store.Client | None
+    publisher: KafkaPublisher
+
+
+def open_store(settings: Settings) -> store.Client:
+    """A client of the configured store, migrated (blocking; raises store.StoreError)."""
+    client = store.connect(settings.clickhouse_dsn.get_secret_value())
+    store.migrate(client, settings.clickhouse_cluster)
+    return client
+
+
+def open_resources(settings: Settings, *, with_store: bool = True) -> Resources:
+    """Every client a process of voicemon needs (blocking: opens and migrates the store)."""
+    return Resources(
+        redis=Redis.from_url(settings.redis_url.get_secret_value()),
+        store=open_store(settings) if with_store else None,
+        publisher=KafkaPublisher(settings.kafka_bootstrap),
+    )

@@ -11,6 +11,8 @@ lint:
 	ruff check .
 	ruff format --check .
 	mypy
+	lint-imports
+	vulture
 
 test: install lint
 	python -m pytest

@@ -6,6 +6,7 @@ the embedded store is read through ``voicemon sql`` once the worker has let go o
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -20,11 +21,19 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from aggregators.realtime import read_realtime
+from consumers.dead_letters import DeadLetters
+from consumers.ingest import BatchOutcome, Ingest, Message
+from consumers.publish_once import OncePublisher
+from consumers.raw_writer import RawWriter
+from consumers.rolling_counters import RollingCounters
 from voicemon.devtools.localstack import LocalStack
 from voicemon.producer import KafkaPublisher
 from voicemon.settings import Settings
+from voicemon.store import Client
+from voicemon.window_state import WindowState
 
 REDIS_TEST_DB = 9
 
@@ -53,6 +62,10 @@ class Pipeline:
             "VOICEMON_TOPIC_PARTITIONS": str(partitions),
             "VOICEMON_WORKER_DATA_DIR": str(workdir / "faust"),
             "VOICEMON_BATCH_MAX_SECONDS": "0.3",
+            # A killed worker's partitions move after 6 s (the broker's floor), not 30 s.
+            "VOICEMON_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+            "VOICEMON_KAFKA_HEARTBEAT_INTERVAL_SECONDS": "1",
+            "VOICEMON_KAFKA_COMMIT_INTERVAL_SECONDS": "0.5",
         }
         self.settings = Settings(
             **{k.removeprefix("VOICEMON_").lower(): v for k, v in self.env.items()}
@@ -78,6 +91,52 @@ class Pipeline:
             message_key = key or f"k{self.published}".encode()
             self.publisher.send(self.settings.events_topic, raw, message_key)
         self.publisher.flush()
+
+    def consume(self) -> list[Message]:
+        """Every message of the events topic so far, as ingest sees them."""
+        ends = self.end_offsets(self.settings.events_topic)
+        consumer = Consumer(
+            {"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "probe",
+             "enable.auto.commit": False}
+        )  # fmt: skip
+        consumer.assign([TopicPartition(self.settings.events_topic, p, 0) for p in ends])
+        found: list[Message] = []
+        deadline = time.monotonic() + 30
+        while len(found) < sum(ends.values()) and time.monotonic() < deadline:
+            for record in consumer.consume(500, timeout=1):
+                if record.error() is None:
+                    found.append(
+                        Message(record.partition(), record.offset(), record.key(), record.value())
+                    )
+        consumer.close()
+        assert len(found) == sum(ends.values()), "not every published message was read back"
+        return found
+
+    def ingest(self, store: Client, messages: list[Message], now_ms: int) -> BatchOutcome:
+        """``messages`` made durable by ``Ingest`` in this process (role ``all``), against the
+        real Redis, the real DLQ topic and ``store``, with the clock fixed at ``now_ms``."""
+
+        async def process() -> BatchOutcome:
+            redis = AsyncRedis.from_url(self.env["VOICEMON_REDIS_URL"])
+            try:
+                dlq = DeadLetters(
+                    KafkaPublisher(self.settings.kafka_bootstrap),
+                    self.settings.kafka_bootstrap,
+                    self.settings.dlq_topic,
+                )
+                ingest = Ingest(
+                    RollingCounters(redis),
+                    WindowState(redis),
+                    self.settings.stages,
+                    dead_letters=OncePublisher(redis, dlq),
+                    raw_writer=RawWriter(store),
+                    clock=lambda: now_ms / 1000,
+                )
+                return await ingest.process(messages)
+            finally:
+                await redis.aclose()
+
+        return asyncio.run(process())
 
     # -- workers ---------------------------------------------------------------------------
     def start_worker(self, module: str = "runtime", **extra_env: str) -> subprocess.Popen[bytes]:

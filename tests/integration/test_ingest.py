@@ -1,4 +1,8 @@
-"""Kafka -> Faust worker -> Redis + ClickHouse, exactly once, against the real services."""
+"""Kafka -> ingest -> Redis + ClickHouse, exactly once, against the real services.
+
+Ingest behaviour (DLQ codes, bad batch elements, dedup, replay, the rolling window) runs
+``Ingest`` in this process on messages read back from the real broker, with the clock fixed;
+what needs the Faust wiring (SIGKILL mid-stream, the worker's endpoints) runs the worker."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import pytest
 from tests import reference
 from tests.integration.harness import Pipeline
 from voicemon.devtools.loadgen import LoadMix
+from voicemon.store import Client
 
 STAGE = "transcription"
 
@@ -42,14 +47,26 @@ def reference_counts(events: list[dict[str, Any]], stages: tuple[str, ...]) -> d
     return realtime_counts(reference.metrics(reference.first_occurrences(events), stages))
 
 
+RAW_COUNTS = "SELECT event_type, count() AS n FROM voicemon.pipeline_events GROUP BY event_type"
+
+
 def raw_counts(pipeline: Pipeline) -> dict[str, int]:
-    rows = pipeline.sql(
-        "SELECT event_type, count() AS n FROM voicemon.pipeline_events GROUP BY event_type"
-    )
-    return {row["event_type"]: row["n"] for row in rows}
+    """Raw rows by event type in a worker's store (read once the worker stopped)."""
+    return {row["event_type"]: row["n"] for row in pipeline.sql(RAW_COUNTS)}
 
 
-def test_every_rejection_code_lands_in_the_dlq_untouched(pipeline: Pipeline) -> None:
+def local_raw_counts(store: Client) -> dict[str, int]:
+    """Raw rows by event type in this process's store."""
+    return {event_type: n for event_type, n in store.query(RAW_COUNTS).result_rows}
+
+
+def ingest_published(pipeline: Pipeline, store: Client, now: int) -> None:
+    pipeline.ingest(store, pipeline.consume(), now)
+
+
+def test_every_rejection_code_lands_in_the_dlq_untouched(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
     now = now_ms()
     bad = {
         "invalid_utf8": b"\xff\xfe\xfa",
@@ -65,10 +82,8 @@ def test_every_rejection_code_lands_in_the_dlq_untouched(pipeline: Pipeline) -> 
     }
     good = [event(f"g{i}") for i in range(5)]
     pipeline.publish([good[0], *bad.values(), *good[1:]])
-    pipeline.start_worker()
-    pipeline.wait_consumed()
-    assert pipeline.realtime()["artifacts_received"] == 5
-    pipeline.stop_workers()
+    ingest_published(pipeline, clean_store, now)
+    assert pipeline.realtime(now_ms=now)["artifacts_received"] == 5
 
     letters = pipeline.dlq()
     assert sorted(h["voicemon-reason"] for _, h in letters) == sorted(bad)
@@ -78,10 +93,10 @@ def test_every_rejection_code_lands_in_the_dlq_untouched(pipeline: Pipeline) -> 
         assert headers["voicemon-detail"]
         assert int(headers["voicemon-source-offset"]) >= 0
         assert "voicemon-source-partition" in headers and "voicemon-batch-index" not in headers
-    assert raw_counts(pipeline) == {"artifact_received": 5}
+    assert local_raw_counts(clean_store) == {"artifact_received": 5}
 
 
-def test_a_bad_batch_element_rejects_only_itself(pipeline: Pipeline) -> None:
+def test_a_bad_batch_element_rejects_only_itself(pipeline: Pipeline, clean_store: Client) -> None:
     batch = [
         event("b0"),
         event("b1", event_type="nope"),
@@ -89,13 +104,12 @@ def test_a_bad_batch_element_rejects_only_itself(pipeline: Pipeline) -> None:
         event("b3", event_type="stage_completed", stage=STAGE, duration_ms=40.0),
     ]
     pipeline.publish([batch])
-    pipeline.start_worker()
-    pipeline.wait_consumed()
-    view = pipeline.realtime()
+    now = now_ms()
+    ingest_published(pipeline, clean_store, now)
+    view = pipeline.realtime(now_ms=now)
     assert view["artifacts_received"] == 1
     assert view["stages"][STAGE]["completed"] == 1
     assert view["stages"][STAGE]["avg_duration_ms"] == 40.0
-    pipeline.stop_workers()
 
     letters = sorted(pipeline.dlq(), key=lambda letter: letter[1]["voicemon-batch-index"])
     assert [(h["voicemon-batch-index"], h["voicemon-reason"]) for _, h in letters] == [
@@ -103,30 +117,27 @@ def test_a_bad_batch_element_rejects_only_itself(pipeline: Pipeline) -> None:
         ("2", "not_an_object"),
     ]
     assert orjson.loads(letters[0][0]) == batch[1] and letters[1][0] == b"17"
-    assert raw_counts(pipeline) == {"artifact_received": 1, "stage_completed": 1}
+    assert local_raw_counts(clean_store) == {"artifact_received": 1, "stage_completed": 1}
 
 
-def test_duplicates_and_a_replayed_partition_change_no_number(pipeline: Pipeline) -> None:
+def test_duplicates_and_a_replayed_partition_change_no_number(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
     events = [event(f"d{i}", organization_id="org-a", ai_cost_usd=0.5) for i in range(20)]
     pipeline.publish([events[:10], events[5:15], *events[10:], events[0]])  # 11 duplicates
-    pipeline.start_worker()
-    pipeline.wait_consumed()
-    first = pipeline.realtime("org-a")
+    now = now_ms()
+    messages = pipeline.consume()
+    first_outcome = pipeline.ingest(clean_store, messages, now)
+    first = pipeline.realtime("org-a", now_ms=now)
     assert first["artifacts_received"] == 20 and first["ai_cost_usd"] == 10.0
-    pipeline.stop_workers()
-    assert raw_counts(pipeline) == {"artifact_received": 20}
+    assert (first_outcome.counted, first_outcome.duplicates) == (20, 11)
+    assert local_raw_counts(clean_store) == {"artifact_received": 20}
 
-    # Replay: a new consumer group reads the whole topic again.
-    pipeline.env["VOICEMON_CONSUMER_GROUP"] += "-replay"
-    pipeline.settings = pipeline.settings.model_copy(
-        update={"consumer_group": pipeline.env["VOICEMON_CONSUMER_GROUP"]}
-    )
-    pipeline.start_worker()
-    pipeline.wait_consumed()
-    clock_fields = {"as_of": None, "window_start": None, "window_end": None}
-    assert pipeline.realtime("org-a") | clock_fields == first | clock_fields
-    pipeline.stop_workers()
-    assert raw_counts(pipeline) == {"artifact_received": 20}
+    # Replay: the same messages again, by a new ingest (another worker, a minute later).
+    again = pipeline.ingest(clean_store, messages, now + 60_000)
+    assert (again.counted, again.recovered, again.rejected) == (0, 0, 0)
+    assert pipeline.realtime("org-a", now_ms=now) == first
+    assert local_raw_counts(clean_store) == {"artifact_received": 20}
     assert pipeline.dlq() == []
 
 
@@ -183,7 +194,7 @@ def test_sigkill_mid_stream_and_restart_ends_exact(pipeline: Pipeline) -> None:
     assert len(pipeline.dlq()) == malformed
 
 
-def test_rolling_counters_roll(pipeline: Pipeline) -> None:
+def test_rolling_counters_roll(pipeline: Pipeline, clean_store: Client) -> None:
     now = now_ms()
     pipeline.publish(
         [
@@ -192,29 +203,24 @@ def test_rolling_counters_roll(pipeline: Pipeline) -> None:
             event("r-new", organization_id="org-r"),
         ]
     )
-    pipeline.start_worker()
-    pipeline.wait_consumed()
-    assert pipeline.realtime()["artifacts_received"] == 2
-    assert pipeline.realtime("org-r")["artifacts_received"] == 1
-    assert pipeline.realtime("org-none")["artifacts_received"] == 0
+    ingest_published(pipeline, clean_store, now)
+    assert pipeline.realtime(now_ms=now)["artifacts_received"] == 2
+    assert pipeline.realtime("org-r", now_ms=now)["artifacts_received"] == 1
+    assert pipeline.realtime("org-none", now_ms=now)["artifacts_received"] == 0
     # Three minutes on, the 58-minute-old event has left the window too.
     assert pipeline.realtime(now_ms=now + 3 * 60_000)["artifacts_received"] == 1
     ttls = [pipeline.redis.pttl(key) for key in pipeline.redis.scan_iter("vm:rt:*")]
     assert ttls and all(0 < ttl <= 65 * 60_000 for ttl in ttls)
-    pipeline.stop_workers()
-    assert raw_counts(pipeline) == {"artifact_received": 3}  # raw keeps what the window drops
+    assert local_raw_counts(clean_store) == {"artifact_received": 3}  # raw keeps what it drops
 
 
-def test_raw_table_has_the_48_hour_ttl(pipeline: Pipeline) -> None:
-    pipeline.start_worker()
-    time.sleep(8)  # the worker migrates on start
-    pipeline.stop_workers()
-    [row] = pipeline.sql(
-        "SELECT create_table_query AS ddl FROM system.tables "
+def test_raw_table_has_the_48_hour_ttl(clean_store: Client) -> None:
+    [(ddl,)] = clean_store.query(
+        "SELECT create_table_query FROM system.tables "
         "WHERE database = 'voicemon' AND name = 'pipeline_events'"
-    )
-    assert "TTL toDateTime(occurred_at) + toIntervalHour(48)" in row["ddl"]
-    assert "ttl_only_drop_parts = 1" in row["ddl"]
+    ).result_rows
+    assert "TTL toDateTime(occurred_at) + toIntervalHour(48)" in ddl
+    assert "ttl_only_drop_parts = 1" in ddl
 
 
 @pytest.mark.parametrize("partitions", [4])
@@ -231,4 +237,5 @@ def test_worker_exposes_metrics_and_health(pipeline: Pipeline, partitions: int) 
     assert "voicemon_clickhouse_rows_written_total 1.0" in body
     assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
     ready = orjson.loads(urllib.request.urlopen(f"{base}/readyz", timeout=5).read())
-    assert ready == {"ready": True, "checks": {"redis": True, "clickhouse": True, "ingest": True}}
+    checks = {"redis": True, "clickhouse": True, "ingest": True, "directory": True}
+    assert ready == {"ready": True, "checks": checks}

@@ -184,9 +184,11 @@ _STAGE = {
 @st.composite
 def events_strategy(draw: st.DrawFn) -> PipelineEvent:
     event_type = draw(st.sampled_from(list(EventType)))
-    stage = draw(st.sampled_from(["transcription", "draft_generation"])) if (
-        event_type in _STAGE
-    ) else None
+    stage = (
+        draw(st.sampled_from(["transcription", "draft_generation"]))
+        if (event_type in _STAGE)
+        else None
+    )
     return ev(
         event_type,
         at=NOW + draw(st.integers(-2 * 3_600_000, 60_000)),

@@ -75,9 +75,7 @@ def test_hour_and_day_start_fixed() -> None:
 @given(offset=in_day)
 def test_hour_start_matches_calendar_truncation(offset: int) -> None:
     ms = T0 + offset
-    truncated = (T0_DT + timedelta(milliseconds=offset)).replace(
-        minute=0, second=0, microsecond=0
-    )
+    truncated = (T0_DT + timedelta(milliseconds=offset)).replace(minute=0, second=0, microsecond=0)
     assert utc(hour_start(ms)) == truncated
     assert hour_start(ms) <= ms < hour_start(ms) + HOUR
 

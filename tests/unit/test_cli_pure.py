@@ -1,0 +1,41 @@
+"""The CLI's pure parsing (runtime/cli/api.py)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime.cli.api import ttl_seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30m", 1800),
+        ("1h", 3600),
+        ("7d", 604_800),
+        ("90s", 90),
+        ("90", 90),
+        ("0", 0),
+        ("0m", 0),
+        ("-5m", -300),
+        ("-5", -5),
+        ("", None),
+        ("x", None),
+        ("5x", None),
+        ("m", None),
+        ("h1", None),
+        ("1.5h", None),
+        ("30M", None),
+        ("1h30m", None),
+    ],
+)
+def test_ttl_seconds(text: str, seconds: int | None) -> None:
+    assert ttl_seconds(text) == seconds
+
+
+@given(n=st.integers(0, 10**6), unit=st.sampled_from(["", "s", "m", "h", "d"]))
+def test_ttl_seconds_property(n: int, unit: str) -> None:
+    factor = {"": 1, "s": 1, "m": 60, "h": 60 * 60, "d": 24 * 60 * 60}[unit]
+    assert ttl_seconds(f"{n}{unit}") == n * factor

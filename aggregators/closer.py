@@ -98,10 +98,25 @@ class WindowCloser:
         for window in (await self._state.dirty(ready))[: self._config.max_windows_per_tick]:
             if not await self._state.hold_lease(self.owner, self._config.lease_ttl_ms):
                 break
-            await self.emit(window.period_type, window.start_ms, now)
+            if await self._keeps(window.period_type, window.start_ms, now):
+                log.warning("kept the snapshot of %s: its raw events may be partly deleted",
+                            window.member)  # fmt: skip
+            else:
+                await self.emit(window.period_type, window.start_ms, now)
+                report.emitted.append(window.member)
             await self._state.done(window)
-            report.emitted.append(window.member)
         return report
+
+    def recomputable(self, hour_ms: int, now_ms: int) -> bool:
+        """Whether every raw event of the hour is surely still retained (CONTRACT §6): the hour
+        starts no earlier than 48 h minus the grace before now."""
+        return hour_ms >= now_ms - RAW_RETENTION_MS + self._config.grace_ms
+
+    async def _keeps(self, period_type: str, start_ms: int, now_ms: int) -> bool:
+        """An hour closed before whose raw events may be partly gone keeps its snapshot."""
+        if period_type != HOURLY or self.recomputable(start_ms, now_ms):
+            return False
+        return await asyncio.to_thread(snapshots.exists, self._store, HOURLY, start_ms)
 
     async def _queue_due(self, now: int) -> list[str]:
         watermark = windows.global_watermark(

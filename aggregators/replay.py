@@ -1,7 +1,8 @@
 """``voicemon replay``: recompute and re-emit the closed windows of a range, idempotently.
 
 Hours are recomputed from raw events, but only those whose raw events are all still
-retained (an hour starting 48 h ago or later); days are merged again from their hourly rows.
+retained (an hour starting 48 h minus the grace ago or later); days are merged again from
+their hourly rows.
 Each window's rows are compared with the newest rows before, to say what changed.
 """
 
@@ -15,7 +16,6 @@ from typing import Any
 from aggregators.closer import WindowCloser
 from aggregators.snapshot_rows import COMPARED_COLUMNS, DAILY, HOURLY
 from voicemon import windows
-from voicemon.event import RAW_RETENTION_MS
 from voicemon.store import Client
 from voicemon.window_state import WindowState
 from voicemon.windows import DAY_MS, HOUR_MS
@@ -30,16 +30,17 @@ class ReplayReport:
 
 
 async def plan(
-    state: WindowState, start_ms: int, end_ms: int, now_ms: int
+    closer: WindowCloser, state: WindowState, start_ms: int, end_ms: int, now_ms: int
 ) -> list[tuple[str, int]]:
-    """The closed windows of [start, end] that can be recomputed, hours before days."""
+    """The closed windows of [start, end] that can be recomputed, hours before days: hours
+    whose raw events are surely all retained (``WindowCloser.recomputable``)."""
     pointers = await state.pointers()
     if pointers is None:  # nothing was ever closed
         return []
-    retained_from = now_ms - RAW_RETENTION_MS
     hours = range(windows.hour_start(start_ms), end_ms + 1, HOUR_MS)
     days = range(windows.day_start(start_ms), end_ms + 1, DAY_MS)
-    return [(HOURLY, h) for h in hours if retained_from <= h < pointers.next_hour] + [
+    closed = [h for h in hours if h < pointers.next_hour]
+    return [(HOURLY, h) for h in closed if closer.recomputable(h, now_ms)] + [
         (DAILY, d) for d in days if pointers.day_closed(d)
     ]
 
@@ -65,7 +66,7 @@ async def replay(
     on_window: Callable[[int, int], None] = lambda done, total: None,
 ) -> ReplayReport:
     report = ReplayReport()
-    planned = await plan(state, start_ms, end_ms, now_ms)
+    planned = await plan(closer, state, start_ms, end_ms, now_ms)
     for done, (period_type, window_start) in enumerate(planned, start=1):
         before = await asyncio.to_thread(_latest, store, period_type, window_start)
         emitted = await closer.emit(period_type, window_start, now_ms)

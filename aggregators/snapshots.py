@@ -68,3 +68,13 @@ def write(client: Client, snapshot_set: SnapshotSet) -> None:
         if rows:
             data = [[getattr(row, column) for column in columns] for row in rows]
             client.insert(table, data, column_names=columns)
+
+
+def exists(client: Client, period_type: str, start_ms: int) -> bool:
+    """Whether the window starting at ``start_ms`` has a snapshot already."""
+    found = client.query(
+        "SELECT count() FROM voicemon.snapshots WHERE period_type = {p:String} "
+        "AND scope = 'platform' AND period_start = fromUnixTimestamp64Milli({s:Int64})",
+        parameters={"p": period_type, "s": start_ms},
+    )
+    return bool(found.result_rows[0][0])

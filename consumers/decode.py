@@ -34,15 +34,18 @@ class RejectedPayload:
     """What goes to the DLQ: the original bytes, or one batch element as compact JSON."""
 
     rejection: Rejection
-    payload: bytes
+    payload: bytes | None  # None: a record without a value, forwarded as it came
     batch_index: int | None
 
 
 Decoded = AcceptedEvent | RejectedPayload
 
 
-def decode_message(raw: bytes, *, now_ms: int, stages: frozenset[str]) -> list[Decoded]:
+def decode_message(raw: bytes | None, *, now_ms: int, stages: frozenset[str]) -> list[Decoded]:
     """Split ``raw`` into accepted events and rejections, in batch order."""
+    if not raw:
+        detail = "record has no value" if raw is None else "record value is empty"
+        return [RejectedPayload(Rejection(RejectReason.INVALID_JSON, detail), raw, None)]
     value = _parse(raw)
     if isinstance(value, Rejection):
         return [RejectedPayload(value, raw, None)]

@@ -19,27 +19,39 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from consumers.dead_letters import DeadLetter
-from consumers.decode import AcceptedEvent, decode_message
+from consumers.decode import AcceptedEvent, RejectedPayload, decode_message
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import Position, RawRow, RawWriter
-from consumers.rolling_counters import DEDUP_SLACK_MS, NewEvent, RollingCounters
+from consumers.rolling_counters import RollingCounters
 from voicemon import keys, rolling, telemetry
-from voicemon.event import RAW_RETENTION_MS, EventType, PipelineEvent
+from voicemon.event import (
+    FUTURE_TOLERANCE_MS,
+    EventType,
+    PipelineEvent,
+    Rejection,
+    RejectReason,
+    decision_time_ms,
+)
 from voicemon.window_state import WindowState
 from voicemon.windows import hour_start
 
 FOLLOW_POLL_S = 0.2
+FOLLOW_DEADLINE_S = 30.0  # a store-only worker waits this long for the counters' markers
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """The parts of a consumed Kafka message that ingest needs."""
+    """The parts of a consumed Kafka record that ingest needs."""
 
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    timestamp_ms: int | None = None  # the record's timestamp: the "now" of its time rules
+    log_append: bool = False  # the timestamp is the broker's log-append time
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +60,7 @@ class BatchOutcome:
     recovered: int
     duplicates: int
     rejected: int
+    unstorable: int = 0
 
 
 @dataclass(slots=True)
@@ -58,9 +71,9 @@ class _Classified:
 
 
 class Ingest:
-    """One batch made durable. ``dead_letters`` set: this worker counts (DLQ, dedup, rolling
-    counters); ``raw_writer`` set: it writes raw rows. A worker of role ``all`` does both;
-    role ``counters`` only counts; role ``store`` only writes, following the counters."""
+    """One batch made durable. ``counts``: this worker counts (DLQ, dedup, rolling counters);
+    ``raw_writer`` set: it writes raw rows. A worker of role ``all`` does both; role
+    ``counters`` only counts; role ``store`` only writes, following the counters."""
 
     def __init__(
         self,
@@ -68,8 +81,9 @@ class Ingest:
         window_state: WindowState,
         stages: Sequence[str],
         *,
-        dead_letters: OncePublisher | None,
+        dead_letters: OncePublisher,
         raw_writer: RawWriter | None,
+        counts: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
@@ -77,44 +91,91 @@ class Ingest:
         self._stages = frozenset(stages)
         self._dead_letters = dead_letters
         self._raw_writer = raw_writer
+        self._counts = counts
         self._clock = clock
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
         now_ms = int(self._clock() * 1000)
         rows, letters = self._decode(messages, now_ms)
-        if self._dead_letters is not None:
+        if self._counts:
             await self._dead_letters.publish_once(letters, now_ms)
             classified = await self._count_once(rows, now_ms)
         else:
-            classified = await self._follow_counters(rows)
+            classified = await self._follow_counters(rows, now_ms)
         recovered: list[RawRow] = []
+        refused: list[RawRow] = []
         if self._raw_writer is not None:
-            recovered = await self._store(self._raw_writer, classified, now_ms)
-        return BatchOutcome(
-            len(classified.new), len(recovered), classified.duplicates, len(letters)
-        )
+            recovered, refused = await self._store(self._raw_writer, classified, now_ms)
+            await self._take_back(refused, messages, now_ms)
+        return BatchOutcome(len(classified.new), len(recovered), classified.duplicates,
+                            len(letters), len(refused))  # fmt: skip
 
     async def _store(
         self, raw_writer: RawWriter, classified: _Classified, now_ms: int
-    ) -> list[RawRow]:
+    ) -> tuple[list[RawRow], list[RawRow]]:
         """Write the new rows and the replayed ones the store lacks; raise the watermarks.
-        Returns the replayed rows that were missing."""
+        Returns the replayed rows that were missing, and the rows the store refused."""
         missing = await asyncio.to_thread(_missing_rows, raw_writer, classified.replayed)
         written = classified.new + missing
-        await asyncio.to_thread(raw_writer.write, written)
-        late = await self._window_state.record_written(*written_windows(written), now_ms)
+        refused = await asyncio.to_thread(raw_writer.write_storable, written)
+        stored = [row for row in written if row not in refused] if refused else written
+        late = await self._window_state.record_written(*written_windows(stored), now_ms)
         telemetry.EVENTS_LATE.inc(late)
-        return missing
+        return missing, refused
 
-    async def _follow_counters(self, rows: list[RawRow]) -> _Classified:
-        """For a store-only worker: wait until the counting workers have decided every event
-        of the batch, then keep the events counted at their own position."""
-        seen_keys = [keys.seen_event(row.event.event_id) for row in rows]
+    async def _take_back(
+        self, refused: Sequence[RawRow], messages: Sequence[Message], now_ms: int
+    ) -> None:
+        """Rows the store refused for what they contain (a safety net: the validator's ranges
+        are the store's) go to the DLQ as ``unstorable``, and what they counted is taken
+        back, each once (``RollingCounters.settle``)."""
+        if not refused:
+            return
+        values = {(m.partition, m.offset): m for m in messages}
+        letters = [unstorable_letter(row, values[row.position.partition, row.position.offset])
+                   for row in refused]  # fmt: skip
+        await self._dead_letters.publish_once(letters, now_ms)
+        for row in refused:
+            decrements = rolling.negated(rolling.increments([row.event], now_ms))
+            await self._counters.settle(row.event.event_id, str(row.position), decrements, now_ms)
+
+    async def _follow_counters(self, rows: list[RawRow], now_ms: int) -> _Classified:
+        """For a store-only worker: keep the events the counting workers counted at their own
+        position. It waits (at most FOLLOW_DEADLINE_S) for their markers of recent events, and
+        decides by the store alone what is older than the markers or not marked in time."""
+        deadline = time.monotonic() + FOLLOW_DEADLINE_S
         while True:
-            owners = await self._counters.first_positions(seen_keys)
-            if all(owner is not None for owner in owners):
+            owners = await self._owners(rows, now_ms, markers_of_old=False)
+            waiting = [i for i, owner in enumerate(owners) if owner is None
+                       and not beyond_markers(rows[i], now_ms)]  # fmt: skip
+            if not waiting:
                 return classify(rows, owners)
+            if time.monotonic() > deadline:
+                break
             await asyncio.sleep(FOLLOW_POLL_S)
+        stored = await self._stored_owners([rows[i] for i in waiting])
+        for i in waiting:
+            owners[i] = stored.get(rows[i].event.event_id)
+        return classify(rows, owners)
+
+    async def _owners(
+        self, rows: Sequence[RawRow], now_ms: int, *, markers_of_old: bool = True
+    ) -> list[str | None]:
+        """The position that counted each event: its seen-marker (Redis holds about an hour
+        and a half of them) or, for an event older than that, the row the store holds of it.
+        Without ``markers_of_old``, the store alone decides for old events."""
+        owners = await self._counters.owners([row.event.event_id for row in rows], now_ms)
+        old = [i for i, row in enumerate(rows) if beyond_markers(row, now_ms)
+               and (owners[i] is None or not markers_of_old)]  # fmt: skip
+        stored = await self._stored_owners([rows[i] for i in old])
+        for i in old:
+            owners[i] = stored.get(rows[i].event.event_id)
+        return owners
+
+    async def _stored_owners(self, rows: Sequence[RawRow]) -> dict[str, str]:
+        if not rows or self._raw_writer is None:
+            return {}
+        return await asyncio.to_thread(self._raw_writer.positions_of, [r.event for r in rows])
 
     def _decode(
         self, messages: Sequence[Message], now_ms: int
@@ -122,7 +183,8 @@ class Ingest:
         rows: list[RawRow] = []
         letters: list[DeadLetter] = []
         for message in messages:
-            for item in decode_message(message.value, now_ms=now_ms, stages=self._stages):
+            decided_at = decision_time_ms(message.timestamp_ms, message.log_append, now_ms)
+            for item in decode_message(message.value, now_ms=decided_at, stages=self._stages):
                 if isinstance(item, AcceptedEvent):
                     position = Position(message.partition, message.offset, item.batch_index)
                     rows.append(RawRow(item.event, position))
@@ -132,24 +194,33 @@ class Ingest:
 
     async def _count_once(self, rows: list[RawRow], now_ms: int) -> _Classified:
         while True:
-            owners = await self._counters.first_positions(
-                [keys.seen_event(row.event.event_id) for row in rows]
-            )
-            classified = classify(rows, owners)
-            new_events = [
-                NewEvent(
-                    keys.seen_event(row.event.event_id),
-                    str(row.position),
-                    row.event.occurred_at_ms + RAW_RETENTION_MS + DEDUP_SLACK_MS,
-                )
-                for row in classified.new
-            ]
+            classified = classify(rows, await self._owners(rows, now_ms))
+            new_events = [(row.event.event_id, str(row.position)) for row in classified.new]
             buckets = rolling.increments((row.event for row in classified.new), now_ms)
-            if not await self._counters.count_once(new_events, buckets):
+            if not await self._counters.count_once(new_events, buckets, now_ms):
                 _observe(row.event for row in classified.new)
                 telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
                 return classified
             # Another worker counted some of these ids in the meantime: look again.
+
+
+def unstorable_letter(row: RawRow, message: Message) -> DeadLetter:
+    """The DLQ record of a refused row: its message's bytes, or its batch element alone."""
+    payload = message.value or b""
+    batch_index: int | None = None
+    if payload.lstrip().startswith(b"["):
+        batch_index = row.position.batch_index
+        payload = orjson.dumps(orjson.loads(payload)[batch_index])
+    detail = "the store refused the event as it is; see the worker's log"
+    rejected = RejectedPayload(Rejection(RejectReason.UNSTORABLE, detail), payload, batch_index)
+    return DeadLetter(rejected, message.key, message.partition, message.offset)
+
+
+def beyond_markers(row: RawRow, now_ms: int) -> bool:
+    """Whether an earlier copy of the event may have arrived so long ago that its seen-marker
+    is gone: copies arrive at most 5 minutes before ``occurred_at`` (CONTRACT §3.2), and a
+    marker lives ``keys.SEEN_FOR_MS`` after arrival."""
+    return row.event.occurred_at_ms + FUTURE_TOLERANCE_MS < now_ms - keys.SEEN_FOR_MS
 
 
 def _missing_rows(raw_writer: RawWriter, replayed: list[RawRow]) -> list[RawRow]:

@@ -54,10 +54,7 @@ def add_ingest_agent(
             settings.batch_max_messages, within=settings.batch_max_seconds
         ):
             for chunk in chunks(events, settings.batch_max_bytes):
-                messages = [
-                    Message(e.message.partition, e.message.offset, e.message.key, e.message.value)
-                    for e in chunk
-                ]
+                messages = [message_of(e.message) for e in chunk]
                 await _make_durable(ingest, messages, progress)
                 for event in chunk:
                     event.ack()
@@ -79,6 +76,16 @@ async def _make_durable(
             progress.batch_started = None
     telemetry.BATCH_SECONDS.observe(time.perf_counter() - started)
     log.debug("batch durable: %s", outcome)
+
+
+LOG_APPEND_TIME = 1  # aiokafka's timestamp_type of the broker's log-append time
+
+
+def message_of(record: Any) -> Message:
+    """What ingest needs of a Faust message (its timestamp is in seconds)."""
+    timestamp = None if record.timestamp is None else round(record.timestamp * 1000)
+    return Message(record.partition, record.offset, record.key, record.value, timestamp,
+                   record.timestamp_type == LOG_APPEND_TIME)  # fmt: skip
 
 
 def chunks(events: Sequence[Any], max_bytes: int) -> list[Sequence[Any]]:

@@ -29,7 +29,7 @@ from voicemon import keys
 FOLLOW_POLL_S = 0.2
 
 DLQ_ABANDONED_MS = 10_000  # a claim this old, not marked sent, may be taken over
-DLQ_MARKER_TTL_MS = 48 * 3_600_000
+DLQ_MARKER_TTL_MS = 2 * 3_600_000  # a replay after a crash or rebalance comes well within
 
 # A marker holds "claimant|claimed_at_ms|dlq_partition|dlq_offset" until Kafka acknowledged
 # the record, then "sent". Called by OncePublisher._verdicts.

@@ -5,9 +5,12 @@ Synchronous (clickhouse-connect has no async client); the worker calls it in a t
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from voicemon import telemetry
 from voicemon.event import PipelineEvent
@@ -30,6 +33,26 @@ COLUMNS = (
     "batch_index",
     "ingested_at",
 )
+
+
+# ClickHouse error codes that mean "these rows cannot be stored as they are", as opposed to
+# an outage: CANNOT_PARSE_TEXT, CANNOT_PARSE_INPUT_ASSERTION_FAILED, CANNOT_PARSE_DATE,
+# CANNOT_PARSE_DATETIME, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE,
+# CANNOT_PARSE_NUMBER, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
+# CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN, CANNOT_PARSE_UUID, DECIMAL_OVERFLOW, VIOLATED_CONSTRAINT.
+CONTENT_ERROR_CODES = frozenset({6, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 376, 407, 469})
+_CODE = re.compile(r"\bCode: (\d+)")
+
+
+def refused_for_content(error: BaseException) -> bool:
+    """Whether an insert failed because of the rows themselves (a client-side encoding error
+    or a server's data error), not because of an outage (connection, timeout, overload)."""
+    if isinstance(error, DataError | ValueError | TypeError | OverflowError):
+        return True
+    if isinstance(error, OperationalError) or not isinstance(error, DatabaseError):
+        return False
+    code = _CODE.search(str(error))
+    return code is not None and int(code.group(1)) in CONTENT_ERROR_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +111,21 @@ class RawWriter:
         telemetry.CLICKHOUSE_INSERT.observe(time.perf_counter() - started)
         telemetry.CLICKHOUSE_ROWS.inc(len(rows))
 
+    def write_storable(self, rows: Sequence[RawRow]) -> list[RawRow]:
+        """Insert ``rows``; if the store refuses them for what they contain, split the batch
+        until the refused rows stand alone, insert the rest and return the refused ones.
+        An outage raises, as ``write`` does."""
+        try:
+            self.write(rows)
+            return []
+        except Exception as error:
+            if not refused_for_content(error):
+                raise
+            if len(rows) == 1:
+                return list(rows)
+        middle = len(rows) // 2
+        return self.write_storable(rows[:middle]) + self.write_storable(rows[middle:])
+
     def already_written(self, positions: Sequence[Position]) -> set[Position]:
         """Which of ``positions`` already have a row (a replay after a crash mid-batch)."""
         if not positions:
@@ -98,3 +136,22 @@ class RawWriter:
             parameters={"wanted": sorted({(p.partition, p.offset) for p in positions})},
         )
         return {Position(*row) for row in result.result_rows} & set(positions)
+
+    def positions_of(self, events: Sequence[PipelineEvent]) -> dict[str, str]:
+        """The position of the first stored row of each of these events, if any: duplicates
+        older than the seen-markers are caught here. Identical copies share ``occurred_at``,
+        so only the events' time range is read."""
+        if not events:
+            return {}
+        result = self._client.query(
+            f"SELECT event_id, argMin((kafka_partition, kafka_offset, batch_index), ingested_at) "
+            f"FROM {TABLE} WHERE occurred_at >= fromUnixTimestamp64Milli({{lo:Int64}}) "
+            "AND occurred_at <= fromUnixTimestamp64Milli({hi:Int64}) "
+            "AND event_id IN {ids:Array(String)} GROUP BY event_id",
+            parameters={
+                "lo": min(e.occurred_at_ms for e in events),
+                "hi": max(e.occurred_at_ms for e in events),
+                "ids": sorted({e.event_id for e in events}),
+            },
+        )
+        return {event_id: str(Position(*where)) for event_id, where in result.result_rows}

@@ -66,17 +66,15 @@ class WorkerParts:
         closer = None
         if resources.store is not None:
             closer = build_closer(settings, window_state, resources.store, resources.publisher)
-        dead_letters = None
-        if settings.counts:
-            dlq = DeadLetters(resources.publisher, settings.kafka_bootstrap, settings.dlq_topic)
-            dead_letters = OncePublisher(resources.redis, dlq)
+        dlq = DeadLetters(resources.publisher, settings.kafka_bootstrap, settings.dlq_topic)
         raw_writer = None if resources.store is None else RawWriter(resources.store)
         ingest = Ingest(
             RollingCounters(resources.redis),
             window_state,
             settings.stages,
-            dead_letters=dead_letters,
+            dead_letters=OncePublisher(resources.redis, dlq),
             raw_writer=raw_writer,
+            counts=settings.counts,
         )
         return Parts(resources, ingest, closer)
 

@@ -51,6 +51,7 @@ class RejectReason(StrEnum):
     UNKNOWN_STAGE = "unknown_stage"
     FUTURE_TIMESTAMP = "future_timestamp"
     TOO_LATE = "too_late"
+    UNSTORABLE = "unstorable"  # the store refused it for what it contains (a safety net)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +96,24 @@ class _EventFields(BaseModel):
     duration_ms: _Duration | None = None
     ai_cost_usd: _Cost | None = None
     error_code: Annotated[StrictStr, Field(max_length=128)] | None = None
-    schema_version: StrictInt = 1
+    schema_version: Annotated[StrictInt, Field(ge=1, le=65_535)] = 1  # the store's UInt16
 
 
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
+
+
+def decision_time_ms(record_ms: int | None, log_append: bool, clock_ms: int) -> int:
+    """The "now" of the time rules (CONTRACT §3.2) for one Kafka record: its log-append time,
+    or its create time unless that lies more than 5 minutes ahead of the worker's clock (a
+    producer's clock running ahead must not let future events in); the clock if the record
+    has no timestamp. A replay or a retry of the same record decides alike."""
+    if record_ms is None or record_ms < 0:
+        return clock_ms
+    if log_append or record_ms <= clock_ms + FUTURE_TOLERANCE_MS:
+        return record_ms
+    return clock_ms
 
 
 def parse_occurred_at(value: str | int) -> int | None:

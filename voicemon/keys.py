@@ -6,6 +6,9 @@ organization), so one real-time read touches one Redis Cluster slot.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+
 PREFIX = "vm"
 
 
@@ -24,9 +27,45 @@ COUNTERS_SENTINEL = f"{PREFIX}:rt:{{p}}:sentinel"
 COUNTERS_EPOCH = f"{PREFIX}:counters_epoch"  # outside them: says the counters ever existed
 
 
-def seen_event(event_id: str) -> str:
-    """Dedup marker of an event id; its value is the position that first counted it."""
-    return f"{PREFIX}:seen:{event_id}"
+# Seen-markers (CONTRACT §3.1): the position that first counted an event id, kept about an
+# hour and a half after arrival, compactly. A marker is a field of a hash: the hash is one of
+# SEEN_SHARDS for the generation (SEEN_GENERATION_MS of arrival time) it was set in, the field
+# a 12-byte digest of the event id. Lookups read the current generation and the ones before
+# it, so a marker is found for 80 to 100 minutes; small hashes stay in Redis's compact
+# listpack encoding (about 30 bytes a marker, against ~146 for a key of its own).
+SEEN_GENERATION_MS = 20 * 60_000
+SEEN_GENERATIONS = 5
+SEEN_SHARDS = 16_384
+# A marker outlives its event's arrival by at least this (a generation is lost at most).
+SEEN_FOR_MS = (SEEN_GENERATIONS - 1) * SEEN_GENERATION_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """Where the seen-marker of one event id lives: its shard and its field."""
+
+    shard: int
+    field: bytes
+
+
+def marker(event_id: str) -> Marker:
+    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=14).digest()
+    return Marker(int.from_bytes(digest[:2], "big") % SEEN_SHARDS, digest[2:])
+
+
+def seen_generation(now_ms: int) -> int:
+    return now_ms // SEEN_GENERATION_MS
+
+
+def seen_hashes(shard: int, now_ms: int) -> list[str]:
+    """The hashes a marker of ``shard`` may be in at ``now_ms``, the current one first."""
+    current = seen_generation(now_ms)
+    return [f"{PREFIX}:seen:{current - age}:{shard}" for age in range(SEEN_GENERATIONS)]
+
+
+def seen_expire_at_ms(now_ms: int) -> int:
+    """When the current generation's hashes are no longer read (plus a minute of slack)."""
+    return (seen_generation(now_ms) + SEEN_GENERATIONS) * SEEN_GENERATION_MS + 60_000
 
 
 def dead_lettered(partition: int, offset: int, batch_index: int | None) -> str:

@@ -43,7 +43,7 @@ class KafkaPublisher:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None = None,
         headers: Headers = (),
         partition: int | None = None,

@@ -10,6 +10,8 @@ from voicemon import store
 from voicemon.producer import KafkaPublisher
 from voicemon.settings import Settings
 
+REDIS_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class Resources:
@@ -30,7 +32,12 @@ def open_store(settings: Settings) -> store.Client:
 def open_resources(settings: Settings, *, with_store: bool = True) -> Resources:
     """Every client a process of voicemon needs (blocking: opens and migrates the store)."""
     return Resources(
-        redis=Redis.from_url(settings.redis_url.get_secret_value()),
+        # Every Redis call is bounded in time: an outage raises and is retried with backoff.
+        redis=Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        ),
         store=open_store(settings) if with_store else None,
         publisher=KafkaPublisher(settings.kafka_bootstrap),
     )

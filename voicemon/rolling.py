@@ -64,6 +64,14 @@ def increments(events: Iterable[PipelineEvent], now_ms: int) -> dict[str, Bucket
     return buckets
 
 
+def negated(buckets: Mapping[str, BucketIncrement]) -> dict[str, BucketIncrement]:
+    """The increments that take ``buckets`` back."""
+    return {
+        key: BucketIncrement(bucket.expire_at_ms, {k: -v for k, v in bucket.fields.items()})
+        for key, bucket in buckets.items()
+    }
+
+
 def _event_fields(event: PipelineEvent) -> list[tuple[str, float]]:
     fields: list[tuple[str, float]] = []
     if event.ai_cost_usd is not None:

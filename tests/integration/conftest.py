@@ -13,6 +13,7 @@ from tests.integration.harness import Pipeline
 from voicemon.devtools.localstack import LocalStack
 from voicemon.settings import Settings
 from voicemon.store import Client, connect, migrate
+from voicemon.windows import DAY_MS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,9 +46,17 @@ def clean_store(store: Client) -> Client:
     return store
 
 
+# Tests that reason about windows act at this fixed time of day (UTC), whatever the hour they
+# run at: the time of day keeps every scenario (yesterday closed at 01:30, an hour 4 h back on
+# the same day, ...) the same, and today's date late in the day keeps the rows they write
+# inside the TTLs of the real clock (never more than 20 minutes behind it).
+TIME_OF_DAY_MS = (23 * 60 + 40) * 60_000 + 13_579
+
+
 @pytest.fixture
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    today = int(time.time() * 1000) // DAY_MS * DAY_MS
+    return today + TIME_OF_DAY_MS
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
@@ -105,8 +105,16 @@ class Pipeline:
         while len(found) < sum(ends.values()) and time.monotonic() < deadline:
             for record in consumer.consume(500, timeout=1):
                 if record.error() is None:
+                    kind, at = record.timestamp()
                     found.append(
-                        Message(record.partition(), record.offset(), record.key(), record.value())
+                        Message(
+                            record.partition(),
+                            record.offset(),
+                            record.key(),
+                            record.value(),
+                            at,
+                            kind == TIMESTAMP_LOG_APPEND_TIME,
+                        )
                     )
         consumer.close()
         assert len(found) == sum(ends.values()), "not every published message was read back"

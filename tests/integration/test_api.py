@@ -265,3 +265,19 @@ def test_health_readiness_metrics_and_openapi(api: TestClient) -> None:
         "/v1/metrics/stages",
         "/v1/metrics/organizations",
     }
+
+
+def test_range_bounds_hold_to_the_millisecond_for_rows_and_summaries(
+    api: TestClient, clean_store: Client
+) -> None:
+    hours = last_hours(3)  # newest first
+    seed_hours(clean_store, hours, ["org-a"])
+    start = f"{iso(hours[-1])[:-1]}.500Z"  # half a second after the oldest hour starts
+    params = {"period": "hourly", "start": start, "end": str(hours[0])}
+    body = api.get("/v1/metrics/history", headers=token(**STAFF), params=params).json()
+    assert len(body["rows"]) == 2 and body["summary"]["artifacts_received"] == 2 * 3
+    ranked = api.get("/v1/metrics/organizations", headers=token(**STAFF), params=params).json()
+    assert [row["artifacts_received"] for row in ranked["organizations"]] == [2 * 4]
+    just_before = {**params, "end": str(hours[0] - 1)}  # a millisecond before the newest hour
+    body = api.get("/v1/metrics/history", headers=token(**STAFF), params=just_before).json()
+    assert len(body["rows"]) == 1 and body["summary"]["artifacts_received"] == 3

@@ -204,6 +204,35 @@ def test_a_late_event_re_emits_its_hour_and_day_with_a_higher_version(
     assert all(new > old for (_, _, new), (_, _, old) in zip(after, before, strict=True))
 
 
+def test_a_late_event_in_an_hour_straddling_the_retention_keeps_its_snapshot(
+    clean_store: Client, redis_url: str, now_ms: int
+) -> None:
+    clock = Clock(now_ms)
+    first_hour = initial_pointers(now_ms).next_hour  # its raw events may soon be partly gone
+    assert first_hour < now_ms - 48 * HOUR_MS + GRACE_MS
+    for offset in range(3):
+        write_event(clean_store, f"s{offset}", first_hour + 10 + offset, offset)
+
+    async def scenario(state: WindowState) -> list[str]:
+        c = closer(state, clean_store, clock, max_windows_per_tick=100)
+        while (await c.tick()).emitted:
+            pass
+        write_event(clean_store, "late", first_hour + 20, 9)
+        assert await state.record_written({0: first_hour + 20}, {first_hour: 1}, clock.ms) == 1
+        clock.ms += 10_000
+        return (await c.tick()).emitted
+
+    emitted = run(redis_url, scenario)
+    assert f"hourly:{first_hour}" not in emitted  # the late event is stored, the hour kept
+    [(received, version)] = clean_store.query(
+        "SELECT artifacts_received, version FROM voicemon.snapshots_latest WHERE scope = "
+        f"'platform' AND period_type = 'hourly' AND toUnixTimestamp(period_start) = "
+        f"{first_hour // 1000}"
+    ).result_rows
+    assert received == 3 and hourly_versions(clean_store)[first_hour] == 1
+    assert version > 0
+
+
 def test_replay_recomputes_closed_windows_idempotently(
     clean_store: Client, redis_url: str, now_ms: int
 ) -> None:

@@ -136,8 +136,8 @@ def test_an_empty_hour_has_a_zero_platform_row(
 ) -> None:
     snapshot_set = snapshots.compute_hour(clean_store, hour_ms, STAGES, 1, now_ms)
     [row] = snapshot_set.snapshots
-    assert row["organization_id"] == "" and row["artifacts_received"] == 0
-    assert row["failure_rate"] == 0 and row["p99_latency_ms"] == 0 and row["avg_latency_ms"] == 0
+    assert row.organization_id == "" and row.artifacts_received == 0
+    assert row.failure_rate == 0 and row.p99_latency_ms == 0 and row.avg_latency_ms == 0
     assert len(snapshot_set.stage_snapshots) == len(STAGES)
     check_window(snapshot_set, [], HOUR_MS, exact=True)
 

@@ -10,9 +10,13 @@ from tests.soak.run import FAULTS, run
 from voicemon.settings import Settings
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(900)
 def test_every_fault_kind_leaves_every_number_exact(stack: Settings, tmp_path: Path) -> None:
-    report = run(stack, tmp_path, events=40_000, seed=5, fault_seconds=5, kills=5, log=print)
-    assert sorted(set(report.faults)) == sorted(FAULTS) and report.faults.count("kill") == 5
+    """The short run of CI: two SIGKILLs (the store worker, then a counting worker) and every
+    other fault once. The long run is ``python -m tests.soak.run`` (docs/reliability.md)."""
+    report = run(stack, tmp_path, events=12_000, seed=5, fault_seconds=3, kills=2, log=print)
+    assert sorted(set(report.faults)) == sorted(FAULTS) and report.faults.count("kill") == 2
     assert report.late_events > 0 and report.malformed > 0
-    assert report.lost and report.exact, (report.lost, report.double_counted)
+    compared = {"raw rows", "dlq records", "realtime artifacts_received"}
+    assert compared <= set(report.lost), report.lost  # every number was compared
+    assert report.exact, (report.lost, report.double_counted)

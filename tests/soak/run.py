@@ -115,6 +115,7 @@ class Soak:
         self.store_worker = self._start_store()
         self.counting = [self.pipeline.start_worker(**COUNTERS)]
         self.peak_rss_mb = 0.0
+        self.kills = 0
 
     def _start_store(self) -> subprocess.Popen[bytes]:
         return self.pipeline.start_worker(module="tests.soak.faulty_worker", **self.store_env)
@@ -152,7 +153,9 @@ class Soak:
 
     # -- faults --------------------------------------------------------------------------
     def kill(self) -> None:
-        victim = self.rng.choice([self.store_worker, *self.counting])
+        """SIGKILL the store worker and a counting worker in turn."""
+        self.kills += 1
+        victim = self.store_worker if self.kills % 2 else self.rng.choice(self.counting)
         self.pipeline.kill_worker(victim)
         if victim is self.store_worker:
             self.store_worker = self._start_store()

@@ -1,0 +1,221 @@
+"""No message can stop ingest, and every decision is made once (CONTRACT §3, §3.1-§3.3).
+
+Ingest runs in this process on messages read back from the real broker, against the real
+Redis, the real DLQ topic and the real ClickHouse engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+from redis.asyncio import Redis as AsyncRedis
+
+from consumers.dead_letters import DeadLetters
+from consumers.ingest import Ingest, Message
+from consumers.publish_once import OncePublisher
+from consumers.raw_writer import COLUMNS, Position, RawRow, RawWriter
+from consumers.rolling_counters import RollingCounters
+from tests.integration.harness import Pipeline
+from voicemon.event import PipelineEvent, validate_event
+from voicemon.producer import KafkaPublisher
+from voicemon.store import Client
+from voicemon.window_state import WindowState
+
+HOUR = 3_600_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def event(event_id: str, at: int, **fields: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "event_type": "artifact_received", "occurred_at": at,
+            "artifact_id": f"a-{event_id}", **fields}  # fmt: skip
+
+
+def stored_ids(store: Client) -> list[str]:
+    rows = store.query("SELECT event_id FROM voicemon.pipeline_events ORDER BY event_id")
+    return [event_id for (event_id,) in rows.result_rows]
+
+
+def reasons(pipeline: Pipeline) -> list[str]:
+    return sorted(headers["voicemon-reason"] for _, headers in pipeline.dlq())
+
+
+def store_pass(pipeline: Pipeline, store: Client, messages: list[Message], at_ms: int) -> Any:
+    """The same messages through a store-only ingest (role ``store``) at another time."""
+
+    async def process() -> Any:
+        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
+        try:
+            bootstrap = pipeline.settings.kafka_bootstrap
+            dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
+            ingest = Ingest(RollingCounters(redis), WindowState(redis), pipeline.settings.stages,
+                            dead_letters=OncePublisher(redis, dlq), raw_writer=RawWriter(store),
+                            counts=False, clock=lambda: at_ms / 1000)  # fmt: skip
+            return await asyncio.wait_for(ingest.process(messages), 20)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(process())
+
+
+def test_null_and_empty_records_are_invalid_json_forwarded_as_they_came(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
+    now = now_ms()
+    topic = pipeline.settings.events_topic
+    pipeline.publisher.send(topic, None, b"k-null")
+    pipeline.publisher.send(topic, b"", b"k-empty")
+    pipeline.publish([event("after", now - 1000)])
+    pipeline.ingest(clean_store, pipeline.consume(), now)
+    letters = pipeline.dlq()
+    assert sorted(h["voicemon-reason"] for _, h in letters) == ["invalid_json"] * 2
+    assert sorted((value or b"") for value, _ in letters) == [b"", b""]
+    assert {value for value, _ in letters} == {None, b""}  # null stays null, empty stays empty
+    assert stored_ids(clean_store) == ["after"]
+    assert pipeline.realtime(now_ms=now)["artifacts_received"] == 1
+
+
+# Every column of the raw table, with the extreme values the validator accepts for it and
+# one it refuses beyond them (None: the column is filled by ingest, not from the event).
+EXTREMES: dict[str, tuple[list[Any], list[Any]] | None] = {
+    "event_id": (["x", "e" * 128], ["", "e" * 129]),
+    "event_type": (["artifact_received", "artifact_completed"], ["artifact_lost"]),
+    "occurred_at": (["now-48h", "now+5m"], ["now-48h-1", "now+5m+1"]),
+    "artifact_id": (["a", "a" * 128], ["", "a" * 129]),
+    "organization_id": ([None, "o" * 128], ["o" * 129, "o/1"]),
+    "stage": ([None], ["unknown-stage"]),
+    "duration_ms": ([0, 86_400_000, None], [-0.001, 86_400_000.001]),
+    "ai_cost_usd": ([0, 10_000, None], [-1, 10_000.01]),
+    "error_code": ([None, "E" * 128], ["E" * 129]),
+    "schema_version": ([1, 65_535], [0, 65_536, -1, 70_000]),
+    "kafka_partition": None,
+    "kafka_offset": None,
+    "batch_index": None,
+    "ingested_at": None,
+}
+
+
+def _value(column: str, value: Any, now: int) -> Any:
+    if column != "occurred_at":
+        return value
+    offsets = {"now-48h": -48 * HOUR, "now+5m": 300_000, "now-48h-1": -48 * HOUR - 1,
+               "now+5m+1": 300_001}  # fmt: skip
+    return now + offsets[value]
+
+
+def test_every_raw_column_is_bounded_by_the_validator(clean_store: Client) -> None:
+    declared = {name for (name,) in clean_store.query(
+        "SELECT name FROM system.columns WHERE database = 'voicemon' AND table = 'pipeline_events'"
+    ).result_rows}  # fmt: skip
+    assert declared == set(EXTREMES) == set(COLUMNS)  # a new column needs its bounds here
+    now = now_ms()
+    stages = frozenset({"transcription"})
+    accepted: list[RawRow] = []
+    for column, bounds in EXTREMES.items():
+        if bounds is None:
+            continue
+        good, bad = bounds
+        for value in bad:
+            body = event("b", now) | {column: _value(column, value, now)}
+            assert not isinstance(validate_event(body, now_ms=now, stages=stages),
+                                  PipelineEvent), (column, value)  # fmt: skip
+        for value in good:
+            body = event(f"{column}-{len(accepted)}", now) | {column: _value(column, value, now)}
+            verdict = validate_event(body, now_ms=now, stages=stages)
+            assert isinstance(verdict, PipelineEvent), (column, value, verdict)
+            accepted.append(RawRow(verdict, Position(2**32 - 1, 2**63 - 1, 999)))
+    RawWriter(clean_store).write(accepted)  # every accepted extreme is storable as it is
+    # (the row exactly 48 h old may already be gone: the raw table's TTL drops it)
+    assert len(stored_ids(clean_store)) >= len(accepted) - 1
+
+
+def test_a_refused_row_goes_to_the_dlq_as_unstorable_and_its_neighbours_are_counted(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
+    now = now_ms()
+    # A constraint the validator does not know: the store refuses one row for its content.
+    clean_store.command(
+        "ALTER TABLE voicemon.pipeline_events ADD CONSTRAINT no_poison CHECK artifact_id != 'bad'"
+    )
+    try:
+        batch = [event(f"n{i}", now - 1000, organization_id="org-p") for i in range(6)]
+        batch[3]["artifact_id"] = "bad"
+        pipeline.publish([batch, event("single", now - 1000, organization_id="org-p")])
+        messages = pipeline.consume()
+        outcome = pipeline.ingest(clean_store, messages, now)
+        assert outcome.unstorable == 1
+        assert stored_ids(clean_store) == ["n0", "n1", "n2", "n4", "n5", "single"]
+        assert pipeline.realtime("org-p", now_ms=now)["artifacts_received"] == 6
+        [(value, headers)] = pipeline.dlq()
+        assert headers["voicemon-reason"] == "unstorable"
+        assert headers["voicemon-batch-index"] == "3" and orjson.loads(value) == batch[3]
+        # A replay changes nothing: no second letter, nothing counted or taken back twice.
+        again = pipeline.ingest(clean_store, messages, now + 1000)
+        assert (again.counted, again.unstorable) == (0, 0)
+        assert pipeline.realtime("org-p", now_ms=now)["artifacts_received"] == 6
+        assert len(pipeline.dlq()) == 1
+    finally:
+        clean_store.command("ALTER TABLE voicemon.pipeline_events DROP CONSTRAINT no_poison")
+
+
+def test_a_store_outage_is_not_mistaken_for_a_bad_row(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
+    now = now_ms()
+    pipeline.publish([[event(f"o{i}", now - 1000) for i in range(5)]])
+    messages = pipeline.consume()
+    clean_store.command("DETACH TABLE voicemon.pipeline_events")  # the store cannot take rows
+    try:
+        with pytest.raises(DatabaseError):
+            pipeline.ingest(clean_store, messages, now)
+    finally:
+        clean_store.command("ATTACH TABLE voicemon.pipeline_events")
+    assert pipeline.dlq() == []  # an outage dead-letters nothing
+    retried = pipeline.ingest(clean_store, messages, now + 5000)  # the retry, after the outage
+    assert (retried.counted, retried.recovered, retried.unstorable) == (0, 5, 0)
+    assert stored_ids(clean_store) == [f"o{i}" for i in range(5)]
+    assert pipeline.realtime(now_ms=now)["artifacts_received"] == 5
+
+
+def test_a_retry_and_a_store_pass_decide_as_the_first_pass(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
+    now = now_ms()
+    ahead = event("ahead", now + 6 * 60_000)  # future_timestamp at the record's time
+    old = event("old", now - 48 * HOUR + 300_000)  # accepted, minutes from too_late
+    pipeline.publish([ahead, old])
+    messages = pipeline.consume()
+    first = pipeline.ingest(clean_store, messages, now)
+    assert (first.counted, first.rejected) == (1, 1)
+    # The retry after an outage, minutes later: the record's time decides, not the clock.
+    retry = pipeline.ingest(clean_store, messages, now + 10 * 60_000)
+    assert (retry.counted, retry.rejected) == (0, 1)
+    assert reasons(pipeline) == ["future_timestamp"]
+    # A store-only worker two minutes later: the same decisions, made alone, without waiting.
+    started = time.monotonic()
+    store_pass(pipeline, clean_store, messages, now + 2 * 60_000)
+    assert time.monotonic() - started < 10
+    assert stored_ids(clean_store) == ["old"]
+    assert reasons(pipeline) == ["future_timestamp"]
+
+
+def test_duplicates_older_than_the_markers_are_caught_by_the_store(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
+    now = now_ms()
+    body = event("twice", now - 3 * HOUR, organization_id="org-t")
+    pipeline.publish([body])
+    pipeline.ingest(clean_store, pipeline.consume(), now)
+    # Three hours on, Redis has forgotten the event (markers live about an hour and a half).
+    pipeline.redis.flushdb()
+    pipeline.publish([body])
+    later = pipeline.ingest(clean_store, pipeline.consume()[1:], now + 3 * HOUR)
+    assert (later.counted, later.duplicates) == (0, 1)
+    assert stored_ids(clean_store) == ["twice"]
+    assert set(pipeline.redis.keys("vm:seen:*")) == set()  # nothing new was marked

@@ -98,7 +98,7 @@ class Ingest:
         now_ms = int(self._clock() * 1000)
         rows, letters = self._decode(messages, now_ms)
         if self._counts:
-            await self._dead_letters.publish_once(letters, now_ms)
+            await self._dead_letters.publish_once(letters)
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms)
@@ -134,7 +134,7 @@ class Ingest:
         values = {(m.partition, m.offset): m for m in messages}
         letters = [unstorable_letter(row, values[row.position.partition, row.position.offset])
                    for row in refused]  # fmt: skip
-        await self._dead_letters.publish_once(letters, now_ms)
+        await self._dead_letters.publish_once(letters)
         for row in refused:
             decrements = rolling.negated(rolling.increments([row.event], now_ms))
             await self._counters.settle(row.event.event_id, str(row.position), decrements, now_ms)

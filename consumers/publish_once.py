@@ -17,8 +17,9 @@ in the DLQ partition first, which it does whenever the first publish was acknowl
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -87,17 +88,23 @@ class Claim:
 class OncePublisher:
     """Publishes rejections to the DLQ so that each is published exactly once."""
 
-    def __init__(self, redis: Redis, dead_letters: DeadLetters) -> None:
+    def __init__(
+        self, redis: Redis, dead_letters: DeadLetters, clock: Callable[[], float] = time.time
+    ) -> None:
         self._redis = redis
         self._dead_letters = dead_letters
+        self._clock = clock
         self._claimant = f"worker-{uuid.uuid4().hex}"
         self._claim = redis.register_script(_CLAIM_DEAD_LETTERS)
         self._take_over = redis.register_script(_TAKE_OVER)
 
-    async def publish_once(self, letters: Sequence[DeadLetter], now_ms: int) -> None:
-        """Return once every letter is in the DLQ, published by this worker or another."""
+    async def publish_once(self, letters: Sequence[DeadLetter]) -> None:
+        """Return once every letter is in the DLQ, published by this worker or another. A
+        letter another worker is publishing is waited for until it is published or its claim
+        is abandoned (``DLQ_ABANDONED_MS`` by this worker's clock, read on every round)."""
         pending = {_marker(letter): letter for letter in letters}
         while pending:
+            now_ms = int(self._clock() * 1000)
             claims = await asyncio.to_thread(self._claims, pending, now_ms)
             verdicts = await self._verdicts(claims, now_ms)
             to_send = {k: pending[k] for k, v in verdicts.items() if v == "claimed"}

@@ -22,9 +22,14 @@ class Resources:
     publisher: KafkaPublisher
 
 
+def connect_store(settings: Settings) -> store.Client:
+    """A client of the configured store (blocking; raises store.StoreError)."""
+    return store.connect(settings.clickhouse_dsn.get_secret_value())
+
+
 def open_store(settings: Settings) -> store.Client:
     """A client of the configured store, migrated (blocking; raises store.StoreError)."""
-    client = store.connect(settings.clickhouse_dsn.get_secret_value())
+    client = connect_store(settings)
     store.migrate(client, settings.clickhouse_cluster)
     return client
 

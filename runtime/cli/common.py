@@ -11,8 +11,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from voicemon import resources
 from voicemon.settings import Settings
-from voicemon.store import Client, StoreError, connect
+from voicemon.store import Client, StoreError
 
 console = Console()
 
@@ -37,8 +38,17 @@ def settings() -> Settings:
 
 
 def open_store() -> Client:
+    """The configured store, as it is (no migration); a failure ends the command."""
     try:
-        return connect(settings().clickhouse_dsn.get_secret_value())
+        return resources.connect_store(settings())
+    except StoreError as error:
+        fail(str(error))
+
+
+def open_resources() -> resources.Resources:
+    """Redis, the store (migrated) and a Kafka publisher, as the worker opens them."""
+    try:
+        return resources.open_resources(settings())
     except StoreError as error:
         fail(str(error))
 

@@ -9,15 +9,13 @@ from typing import Annotated
 
 import orjson
 import typer
-from redis.asyncio import Redis
 from rich.progress import Progress
 
 from aggregators import queries, retention
 from aggregators.closer import WindowCloser, build_closer
 from aggregators.replay import replay as run_replay
-from runtime.cli.common import AsJson, console, fail, open_store, settings
+from runtime.cli.common import AsJson, console, fail, open_resources, open_store, settings
 from voicemon import store
-from voicemon.producer import KafkaPublisher
 from voicemon.window_state import WindowState
 
 retention_app = typer.Typer(no_args_is_help=True, help="Snapshot and raw-event retention.")
@@ -67,12 +65,11 @@ def retention_run(as_json: AsJson = False) -> None:
 def _closer(
     clock: Callable[[], float] = time.time,
 ) -> tuple[WindowCloser, WindowState, store.Client]:
-    config = settings()
-    client = open_store()
-    store.migrate(client, config.clickhouse_cluster)
-    state = WindowState(Redis.from_url(config.redis_url.get_secret_value()))
-    publisher = KafkaPublisher(config.kafka_bootstrap)
-    return build_closer(config, state, client, publisher, clock), state, client
+    opened = open_resources()
+    assert opened.store is not None
+    state = WindowState(opened.redis)
+    closer = build_closer(settings(), state, opened.store, opened.publisher, clock)
+    return closer, state, opened.store
 
 
 def _time(value: str, name: str) -> int:

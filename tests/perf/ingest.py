@@ -757,7 +757,7 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
     ("validate: rules, timestamps, PipelineEvent", "_check_rules (voicemon/event.py"),
     ("validate: other (required fields, types)", "validate_event (voicemon/event.py"),
     ("decode: orjson + AcceptedEvent/RawRow objects", "_decode (consumers/ingest.py"),
-    ("Redis: MGET seen-markers + reply decode", "first_positions (consumers/rolling_counters.py"),
+    ("Redis: seen-marker lookup script + reply decode", "owners (consumers/rolling_counters.py"),
     ("Redis: count-once script args + call", "count_once (consumers/rolling_counters.py"),
     ("rolling increments (Python)", "increments (voicemon/rolling.py"),
     ("seen-marker keys, classify", "_count_once (consumers/ingest.py"),

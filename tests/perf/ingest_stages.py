@@ -43,7 +43,12 @@ STAGES: tuple[tuple[str, str | None, str, str], ...] = (
     ("voicemon.event", None, "validate_event", "  of which validate_event"),
     ("consumers.rolling_counters", "RollingCounters", "already_dead_lettered", "Redis: DLQ check"),
     ("consumers.ingest", "Ingest", "_count_once", "count once (dedup + counters)"),
-    ("consumers.rolling_counters", "RollingCounters", "first_positions", "  of which Redis MGET"),
+    (
+        "consumers.rolling_counters",
+        "RollingCounters",
+        "owners",
+        "  of which Redis seen-marker lookup",
+    ),
     ("consumers.ingest", None, "classify", "  of which classify"),
     ("voicemon.rolling", None, "increments", "  of which rolling increments"),
     ("consumers.rolling_counters", "RollingCounters", "count_once", "  of which Redis script"),

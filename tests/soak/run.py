@@ -116,6 +116,7 @@ class Soak:
         self.counting = [self.pipeline.start_worker(**COUNTERS)]
         self.peak_rss_mb = 0.0
         self.kills = 0
+        self.wait_ready()  # faults hit a running pipeline (a worker cannot start without Kafka)
 
     def _start_store(self) -> subprocess.Popen[bytes]:
         return self.pipeline.start_worker(module="tests.soak.faulty_worker", **self.store_env)

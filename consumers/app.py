@@ -33,6 +33,9 @@ def build_app(settings: Settings) -> WorkerApp:
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_seconds,
         broker_commit_interval=settings.kafka_commit_interval_seconds,
+        # A worker that joins its group while the broker restarts sees its topics missing and
+        # is assigned nothing until its next metadata refresh: aiokafka's default is 5 min.
+        consumer_metadata_max_age_ms=30_000,
         # Bounded buffering: with a dependency down the agent stops taking, the buffer fills and
         # Faust stops fetching instead of holding more messages in memory.
         stream_buffer_maxsize=settings.batch_max_messages,

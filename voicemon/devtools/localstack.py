@@ -206,6 +206,24 @@ class LocalStack:
             except Exception as error:
                 if "TOPIC_ALREADY_EXISTS" not in str(error):
                     raise StackError(f"cannot create topic {topic}: {error}") from None
+        _wait_led(admin, {t.topic: t.num_partitions for t in wanted}, deadline)
+
+
+def _wait_led(admin: AdminClient, partitions: dict[str, int], deadline: float) -> None:
+    """Until the broker's metadata shows every topic with all its partitions led: a consumer
+    that joins its group before then is assigned nothing until its next metadata refresh."""
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        if all(
+            name in topics
+            and len(topics[name].partitions) == count
+            and all(p.leader >= 0 for p in topics[name].partitions.values())
+            for name, count in partitions.items()
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"topics not ready on the broker: {sorted(partitions)}")
+        time.sleep(0.2)
 
 
 def _cluster_id() -> str:

@@ -18,27 +18,9 @@ from redis.asyncio import Redis
 from voicemon import keys
 from voicemon.rolling import BucketIncrement
 
-# Seen-markers are grouped: KEYS holds, for each distinct shard of the batch, the
-# keys.SEEN_GENERATIONS hashes of that shard, the current generation first.
-
-# Called by RollingCounters.owners. KEYS: the groups. ARGV: generations per group, then per
-# event (group index, digest field). Returns per event the position that counted it, or ''.
-_OWNERS = """
-local g = tonumber(ARGV[1])
-local owners = {}
-local a = 2
-for i = 1, (#ARGV - 1) / 2 do
-  local base = tonumber(ARGV[a]) * g
-  local found = ''
-  for k = 1, g do
-    local position = redis.call('HGET', KEYS[base + k], ARGV[a + 1])
-    if position then found = position; break end
-  end
-  owners[i] = found
-  a = a + 2
-end
-return owners
-"""
+# Seen-markers (voicemon.keys): each event is looked up in the hash of its shard in each of
+# the m generations that exist; ARGV carries, per event, its digest field and the indexes in
+# KEYS of its m hashes, the current generation's first.
 
 # Adds the bucket increments of ARGV from index a to the buckets KEYS[first..].
 _APPLY_BUCKETS = """
@@ -61,52 +43,73 @@ local function apply_buckets(first, a)
 end
 """
 
-# Called by RollingCounters.count_once. KEYS: the groups, then counter buckets.
-# ARGV: generations per group, group count, expiry of the current generation, n, per event
-# (group index, digest field, position), per bucket (pexpireat, field count, field, value...).
+# Called by RollingCounters.owners. ARGV: m, then per event (field, m key indexes).
+# Returns per event the position that counted it, or ''.
+_OWNERS = """
+local m = tonumber(ARGV[1])
+local owners = {}
+local a = 2
+while a <= #ARGV do
+  local found = ''
+  for k = 1, m do
+    local position = redis.call('HGET', KEYS[tonumber(ARGV[a + k])], ARGV[a])
+    if position then found = position; break end
+  end
+  owners[#owners + 1] = found
+  a = a + 1 + m
+end
+return owners
+"""
+
+# Called by RollingCounters.count_once. KEYS: marker hashes, the generation's count key, then
+# counter buckets. ARGV: m, n, expiry of the current generation, index of the count key, per
+# event (field, position, m key indexes), then the bucket increments. Returns the indexes of
+# events marked meanwhile (then nothing is written).
 _COUNT_ONCE = (
     _APPLY_BUCKETS
     + """
-local g = tonumber(ARGV[1])
-local groups = tonumber(ARGV[2])
-local n = tonumber(ARGV[4])
+local m = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
 local taken = {}
 local a = 5
 for i = 1, n do
-  local base = tonumber(ARGV[a]) * g
-  for k = 1, g do
-    if redis.call('HEXISTS', KEYS[base + k], ARGV[a + 1]) == 1 then
+  for k = 1, m do
+    if redis.call('HEXISTS', KEYS[tonumber(ARGV[a + 1 + k])], ARGV[a]) == 1 then
       taken[#taken + 1] = i - 1
       break
     end
   end
-  a = a + 3
+  a = a + 2 + m
 end
 if #taken > 0 then return taken end
+local expiring = {}
 a = 5
 for i = 1, n do
-  redis.call('HSET', KEYS[tonumber(ARGV[a]) * g + 1], ARGV[a + 1], ARGV[a + 2])
-  a = a + 3
+  local key = KEYS[tonumber(ARGV[a + 2])]
+  redis.call('HSET', key, ARGV[a], ARGV[a + 1])
+  expiring[key] = true
+  a = a + 2 + m
 end
-for group = 0, groups - 1 do
-  redis.call('PEXPIREAT', KEYS[group * g + 1], ARGV[3])
-end
-apply_buckets(groups * g + 1, a)
+for key in pairs(expiring) do redis.call('PEXPIREAT', key, ARGV[3]) end
+local count_key = KEYS[tonumber(ARGV[4])]
+redis.call('INCRBY', count_key, n)
+redis.call('PEXPIREAT', count_key, ARGV[3])
+apply_buckets(tonumber(ARGV[4]) + 1, a)
 return taken
 """
 )
 
-# Called by RollingCounters.settle. KEYS: the hashes of one marker's shard, then buckets.
-# ARGV: generations, digest field, position, settled value, then the bucket increments.
-# Only if the marker still holds the position: mark it settled and apply the increments.
+# Called by RollingCounters.settle. KEYS: one marker's m hashes, then buckets. ARGV: m,
+# field, position, settled value, then the bucket increments. Only if the marker still holds
+# the position: mark it settled and apply the increments.
 _SETTLE = (
     _APPLY_BUCKETS
     + """
-local g = tonumber(ARGV[1])
-for k = 1, g do
+local m = tonumber(ARGV[1])
+for k = 1, m do
   if redis.call('HGET', KEYS[k], ARGV[2]) == ARGV[3] then
     redis.call('HSET', KEYS[k], ARGV[2], ARGV[4])
-    apply_buckets(g + 1, 5)
+    apply_buckets(m + 1, 5)
     return 1
   end
 end
@@ -114,17 +117,6 @@ return 0
 """
 )
 SETTLED = "unstorable@"  # a settled marker's value: this prefix and the position
-
-
-def marker_groups(markers: Sequence[keys.Marker], now_ms: int) -> tuple[list[str], list[int]]:
-    """The KEYS of the markers' hash groups, and each marker's group index (pure)."""
-    index: dict[int, int] = {}
-    hashes: list[str] = []
-    for shard in (m.shard for m in markers):
-        if shard not in index:
-            index[shard] = len(index)
-            hashes += keys.seen_hashes(shard, now_ms)
-    return hashes, [index[m.shard] for m in markers]
 
 
 def bucket_args(buckets: Mapping[str, BucketIncrement]) -> list[bytes | str | int]:
@@ -137,6 +129,22 @@ def bucket_args(buckets: Mapping[str, BucketIncrement]) -> list[bytes | str | in
     return args
 
 
+def marker_keys(
+    markers: Sequence[keys.Marker], shards: Mapping[int, int]
+) -> tuple[list[str], list[list[int]]]:
+    """The distinct hash keys of the markers in the generations ``shards`` lists (generation
+    -> shard count, current first), and each marker's 1-based key indexes (pure)."""
+    index: dict[str, int] = {}
+    per_marker: list[list[int]] = []
+    for found in markers:
+        indexes = []
+        for generation, count in shards.items():
+            key = keys.seen_hash(generation, count, found)
+            indexes.append(index.setdefault(key, len(index) + 1))
+        per_marker.append(indexes)
+    return list(index), per_marker
+
+
 class RollingCounters:
     """The Redis side of ingest: seen-marker lookups and the atomic count-once write."""
 
@@ -145,17 +153,41 @@ class RollingCounters:
         self._owners = redis.register_script(_OWNERS)
         self._count_once = redis.register_script(_COUNT_ONCE)
         self._settle = redis.register_script(_SETTLE)
+        self._shards: dict[int, int] = {}  # generation -> shard count, once known
+
+    async def shard_counts(self, now_ms: int, *, writing: bool) -> dict[int, int]:
+        """Shard count of each generation that has markers, the current one first; with
+        ``writing``, the current generation's count is decided if it is not yet (the first
+        writer sets it from the previous generation's marker count)."""
+        generations = keys.seen_generations(now_ms)
+        unknown = [g for g in generations if g not in self._shards]
+        if unknown:
+            values = await self._redis.mget([keys.seen_shards(g) for g in unknown])
+            for generation, value in zip(unknown, values, strict=True):
+                if value is not None:
+                    self._shards[generation] = int(value)
+        current = generations[0]
+        if writing and current not in self._shards:
+            previous = await self._redis.get(keys.seen_count(current - 1))
+            chosen = keys.shards_for(int(previous or 0))
+            expire_at = keys.seen_expire_at_ms(now_ms)
+            await self._redis.set(keys.seen_shards(current), chosen, nx=True, pxat=expire_at)
+            self._shards[current] = int(await self._redis.get(keys.seen_shards(current)) or 0)
+        for old in [g for g in self._shards if g < generations[-1]]:
+            del self._shards[old]
+        return {g: self._shards[g] for g in generations if g in self._shards}
 
     async def owners(self, event_ids: Sequence[str], now_ms: int) -> list[str | None]:
         """For each event id, the position that counted it within the markers' lifetime, or
         None if none did."""
-        if not event_ids:
-            return []
+        shards = await self.shard_counts(now_ms, writing=False)
+        if not event_ids or not shards:
+            return [None] * len(event_ids)
         markers = [keys.marker(event_id) for event_id in event_ids]
-        hashes, groups = marker_groups(markers, now_ms)
-        args: list[bytes | int] = [keys.SEEN_GENERATIONS]
-        for group, found in zip(groups, markers, strict=True):
-            args += [group, found.field]
+        hashes, indexes = marker_keys(markers, shards)
+        args: list[bytes | int] = [len(shards)]
+        for found, where in zip(markers, indexes, strict=True):
+            args += [found.field, *where]
         owners = await self._owners(keys=hashes, args=args)
         return [value.decode() if value else None for value in owners]
 
@@ -170,20 +202,20 @@ class RollingCounters:
         written and the caller must reclassify and retry)."""
         if not new_events and not buckets:
             return []
+        shards = await self.shard_counts(now_ms, writing=True)
         markers = [keys.marker(event_id) for event_id, _ in new_events]
-        hashes, groups = marker_groups(markers, now_ms)
-        group_count = len(hashes) // keys.SEEN_GENERATIONS
+        hashes, indexes = marker_keys(markers, shards)
+        count_key = keys.seen_count(keys.seen_generation(now_ms))
         args: list[bytes | str | int] = [
-            keys.SEEN_GENERATIONS,
-            group_count,
-            keys.seen_expire_at_ms(now_ms),
+            len(shards),
             len(new_events),
+            keys.seen_expire_at_ms(now_ms),
+            len(hashes) + 1,
         ]
-        for group, found, (_, position) in zip(groups, markers, new_events, strict=True):
-            args += [group, found.field, position]
-        taken = await self._count_once(
-            keys=hashes + list(buckets), args=args + bucket_args(buckets)
-        )
+        for found, (_, position), where in zip(markers, new_events, indexes, strict=True):
+            args += [found.field, position, *where]
+        all_keys = [*hashes, count_key, *buckets]
+        taken = await self._count_once(keys=all_keys, args=args + bucket_args(buckets))
         return [int(index) for index in taken]
 
     async def settle(
@@ -191,8 +223,9 @@ class RollingCounters:
     ) -> bool:
         """Take back what the event counted at ``position`` (the store refused it), once: its
         marker is marked settled, so a replay neither counts it nor takes it back again."""
+        shards = await self.shard_counts(now_ms, writing=False)
         found = keys.marker(event_id)
-        hashes = keys.seen_hashes(found.shard, now_ms)
+        hashes, _ = marker_keys([found], shards)
         args: list[bytes | str | int] = [len(hashes), found.field, position, SETTLED + position]
         return bool(await self._settle(keys=hashes + list(decrements),
                                        args=args + bucket_args(decrements)))  # fmt: skip

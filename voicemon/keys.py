@@ -29,38 +29,63 @@ COUNTERS_EPOCH = f"{PREFIX}:counters_epoch"  # outside them: says the counters e
 
 # Seen-markers (CONTRACT §3.1): the position that first counted an event id, kept about an
 # hour and a half after arrival, compactly. A marker is a field of a hash: the hash is one of
-# SEEN_SHARDS for the generation (SEEN_GENERATION_MS of arrival time) it was set in, the field
+# the shards of the generation (SEEN_GENERATION_MS of arrival time) it was set in, the field
 # a 12-byte digest of the event id. Lookups read the current generation and the ones before
-# it, so a marker is found for 80 to 100 minutes; small hashes stay in Redis's compact
-# listpack encoding (about 30 bytes a marker, against ~146 for a key of its own).
+# it, so a marker is found for 80 to 100 minutes. Each generation has as many shards as the
+# previous one's marker count needs for about SEEN_PER_SHARD markers a hash, so that hashes
+# stay in Redis's compact listpack encoding (up to 128 entries by default) at any event rate:
+# about 35 bytes a marker, against ~146 for a key of its own.
 SEEN_GENERATION_MS = 20 * 60_000
 SEEN_GENERATIONS = 5
-SEEN_SHARDS = 16_384
+SEEN_PER_SHARD = 64
+SEEN_MIN_SHARDS = 1_024
+SEEN_MAX_SHARDS = 1 << 22
 # A marker outlives its event's arrival by at least this (a generation is lost at most).
 SEEN_FOR_MS = (SEEN_GENERATIONS - 1) * SEEN_GENERATION_MS
 
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """Where the seen-marker of one event id lives: its shard and its field."""
+    """An event id's seen-marker: the slot that picks its shard, and its field."""
 
-    shard: int
+    slot: int
     field: bytes
 
 
 def marker(event_id: str) -> Marker:
-    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=14).digest()
-    return Marker(int.from_bytes(digest[:2], "big") % SEEN_SHARDS, digest[2:])
+    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return Marker(int.from_bytes(digest[:4], "big"), digest[4:])
 
 
 def seen_generation(now_ms: int) -> int:
     return now_ms // SEEN_GENERATION_MS
 
 
-def seen_hashes(shard: int, now_ms: int) -> list[str]:
-    """The hashes a marker of ``shard`` may be in at ``now_ms``, the current one first."""
+def seen_generations(now_ms: int) -> list[int]:
+    """The generations a marker may be in at ``now_ms``, the current one first."""
     current = seen_generation(now_ms)
-    return [f"{PREFIX}:seen:{current - age}:{shard}" for age in range(SEEN_GENERATIONS)]
+    return [current - age for age in range(SEEN_GENERATIONS)]
+
+
+def seen_hash(generation: int, shards: int, found: Marker) -> str:
+    return f"{PREFIX}:seen:{generation}:{found.slot % shards}"
+
+
+def seen_shards(generation: int) -> str:
+    """How many shards the generation has (set once, by its first writer)."""
+    return f"{PREFIX}:seen:{generation}:shards"
+
+
+def seen_count(generation: int) -> str:
+    """How many markers the generation received."""
+    return f"{PREFIX}:seen:{generation}:count"
+
+
+def shards_for(previous_count: int) -> int:
+    """Shards of a generation after one that received ``previous_count`` markers: a power of
+    two giving about SEEN_PER_SHARD markers a hash at the same rate (pure)."""
+    wanted = max(SEEN_MIN_SHARDS, -(-previous_count // SEEN_PER_SHARD))
+    return min(SEEN_MAX_SHARDS, 1 << (wanted - 1).bit_length())
 
 
 def seen_expire_at_ms(now_ms: int) -> int:

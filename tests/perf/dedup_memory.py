@@ -5,8 +5,9 @@ to GB per 1,000 events/s sustained.
 
 For each sustained rate R, one generation of markers (R x 20 minutes of events) is written
 through ``RollingCounters.count_once`` — the Lua script ingest runs, with the batch's
-rolling-counter increments — at the density of R (markers per shard hash = R x 20 min /
-16,384 shards), into a sample of the shards so that high rates stay quick to measure.
+rolling-counter increments — after a previous generation of the same size, so the shard
+count is the one ingest picks at R, and at the density of R (markers per shard hash), into a
+sample of the shards so that high rates stay quick to measure.
 ``used_memory`` before and after gives bytes per marker; at steady state Redis holds at most
 five generations (100 minutes) of them, so GB per 1,000 events/s = bytes per marker x 1,000
 x 6,000 s / 1e9. The previous design (one key per event with its own TTL, kept until
@@ -33,14 +34,14 @@ OLD_SCHEME_SECONDS = 48 * 3600 + 600  # one key per event until occurred_at + 48
 STEADY_SECONDS = keys.SEEN_GENERATIONS * keys.SEEN_GENERATION_MS / 1000
 
 
-def event_ids(count: int, shards: int, prefix: str) -> list[str]:
-    """``count`` event ids whose markers fall into the first ``shards`` shards."""
+def event_ids(count: int, sample: int, shards: int, prefix: str) -> list[str]:
+    """``count`` event ids whose markers fall into the first ``sample`` of ``shards`` shards."""
     found: list[str] = []
     serial = 0
     while len(found) < count:
         serial += 1
         event_id = f"{prefix}-{serial:012d}"
-        if keys.marker(event_id).shard < shards:
+        if keys.marker(event_id).slot % shards < sample:
             found.append(event_id)
     return found
 
@@ -49,15 +50,17 @@ async def used_memory(redis: Redis) -> int:
     return int((await redis.info("memory"))["used_memory"])
 
 
-async def compact(redis: Redis, rate: int, shards: int) -> tuple[int, float]:
-    """Markers of one generation at ``rate`` written into ``shards`` shards: (markers,
-    bytes per marker)."""
-    per_shard = rate * keys.SEEN_GENERATION_MS / 1000 / keys.SEEN_SHARDS
-    count = round(per_shard * shards)
-    ids = event_ids(count, shards, f"r{rate}")
+async def compact(redis: Redis, rate: int, sample: int) -> tuple[int, int, float]:
+    """Markers of one generation at ``rate`` written into ``sample`` shards at the density
+    the generation's shard count gives: (shards, markers, bytes per marker)."""
+    per_generation = rate * keys.SEEN_GENERATION_MS // 1000
+    shards = keys.shards_for(per_generation)  # as the previous generation at the same rate
+    count = round(per_generation / shards * sample)
+    ids = event_ids(count, sample, shards, f"r{rate}")
     counters = RollingCounters(redis)
     start = (int(time.time() * 1000) // keys.SEEN_GENERATION_MS) * keys.SEEN_GENERATION_MS
     await redis.flushdb()
+    await redis.set(keys.seen_count(keys.seen_generation(start) - 1), per_generation)
     before = await used_memory(redis)
     for first in range(0, count, BATCH):
         chunk = ids[first : first + BATCH]
@@ -68,7 +71,7 @@ async def compact(redis: Redis, rate: int, shards: int) -> tuple[int, float]:
         new = [(e.event_id, f"{first % 4}:{1_000_000 + first}:{n}") for n, e in enumerate(events)]
         taken = await counters.count_once(new, rolling.increments(events, now_ms), now_ms)
         assert not taken
-    return count, (await used_memory(redis) - before) / count
+    return shards, count, (await used_memory(redis) - before) / count
 
 
 async def per_event_keys(redis: Redis, count: int) -> float:
@@ -98,11 +101,12 @@ async def main(rates: list[int], sample_shards: int) -> None:
             "gb_per_1000_events_per_s": round(gb_per_thousand(old, OLD_SCHEME_SECONDS), 2),
         }
         for rate in rates:
-            count, per_marker = await compact(redis, rate, sample_shards)
-            encoding = await redis.object(
-                "encoding", keys.seen_hashes(0, int(time.time() * 1000))[0]
-            )
+            shards, count, per_marker = await compact(redis, rate, sample_shards)
+            generation = keys.seen_generation(int(time.time() * 1000))
+            first_hash = keys.seen_hash(generation, shards, keys.Marker(0, b""))
+            encoding = await redis.object("encoding", first_hash)
             report[f"compact markers at {rate:,} events/s"] = {
+                "shards_per_generation": shards,
                 "markers_measured": count,
                 "markers_per_hash": round(count / sample_shards, 1),
                 "hash_encoding": encoding.decode() if isinstance(encoding, bytes) else encoding,

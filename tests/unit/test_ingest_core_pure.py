@@ -8,7 +8,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 
 from consumers.ingest import Message, beyond_markers, unstorable_letter
 from consumers.raw_writer import Position, RawRow, refused_for_content
-from consumers.rolling_counters import marker_groups
+from consumers.rolling_counters import marker_keys
 from voicemon import keys, rolling
 from voicemon.event import EventType, PipelineEvent, RejectReason, decision_time_ms
 
@@ -16,33 +16,42 @@ NOW = 1_795_000_000_000  # 2026-11-18T09:46:40Z
 MINUTE = 60_000
 
 
-def test_a_marker_is_a_shard_and_a_12_byte_field_derived_from_the_id_alone() -> None:
+def test_a_marker_is_a_slot_and_a_12_byte_field_derived_from_the_id_alone() -> None:
     one, again, other = keys.marker("e-1"), keys.marker("e-1"), keys.marker("e-2")
     assert one == again and one != other
-    assert len(one.field) == 12 and 0 <= one.shard < keys.SEEN_SHARDS
-    shards = {keys.marker(f"e-{i}").shard for i in range(20_000)}
-    assert len(shards) > keys.SEEN_SHARDS * 0.6  # spread over the shards
+    assert len(one.field) == 12 and 0 <= one.slot < 2**32
+    shards = {keys.marker(f"e-{i}").slot % 1024 for i in range(20_000)}
+    assert len(shards) == 1024  # spread over the shards
 
 
 def test_markers_are_read_from_the_current_generation_and_the_four_before() -> None:
-    hashes = keys.seen_hashes(7, NOW)
     generation = NOW // keys.SEEN_GENERATION_MS
-    assert hashes == [f"vm:seen:{generation - age}:7" for age in range(5)]
-    expiry = keys.seen_expire_at_ms(NOW)
-    assert expiry == (generation + 5) * keys.SEEN_GENERATION_MS + MINUTE
-    # A marker set at the very end of a generation is still found 80 minutes later...
+    assert keys.seen_generations(NOW) == [generation - age for age in range(5)]
+    assert keys.seen_expire_at_ms(NOW) == (generation + 5) * keys.SEEN_GENERATION_MS + MINUTE
+    # A marker set at the very end of a generation is still read 80 minutes later...
     set_at = (generation + 1) * keys.SEEN_GENERATION_MS - 1
-    assert keys.seen_hashes(7, set_at)[0] in keys.seen_hashes(7, set_at + 80 * MINUTE)
+    assert keys.seen_generation(set_at) in keys.seen_generations(set_at + 80 * MINUTE)
     # ...and none is read 100 minutes after its generation began.
-    assert keys.seen_hashes(7, set_at)[0] not in keys.seen_hashes(7, set_at + 101 * MINUTE)
+    assert keys.seen_generation(set_at) not in keys.seen_generations(set_at + 101 * MINUTE)
     assert keys.SEEN_FOR_MS == 80 * MINUTE
 
 
-def test_marker_groups_list_each_shard_once_and_index_every_marker() -> None:
-    markers = [keys.Marker(3, b"a"), keys.Marker(9, b"b"), keys.Marker(3, b"c")]
-    hashes, groups = marker_groups(markers, NOW)
-    assert hashes == keys.seen_hashes(3, NOW) + keys.seen_hashes(9, NOW)
-    assert groups == [0, 1, 0]
+@pytest.mark.parametrize(
+    ("previous", "shards"),
+    [(0, 1024), (64 * 1024, 1024), (64 * 1024 + 1, 2048), (1_200_000, 32_768),
+     (72_000_000, 2**21), (10**12, 2**22)],
+)  # fmt: skip
+def test_a_generation_has_shards_for_about_64_markers_a_hash(previous: int, shards: int) -> None:
+    assert keys.shards_for(previous) == shards
+    assert shards & (shards - 1) == 0  # a power of two
+
+
+def test_marker_keys_list_each_hash_once_and_index_every_marker() -> None:
+    markers = [keys.Marker(3, b"a"), keys.Marker(1027, b"b"), keys.Marker(5, b"c")]
+    hashes, indexes = marker_keys(markers, {10: 1024, 9: 2048})
+    assert hashes == ["vm:seen:10:3", "vm:seen:9:3", "vm:seen:9:1027", "vm:seen:10:5",
+                      "vm:seen:9:5"]  # fmt: skip
+    assert indexes == [[1, 2], [1, 3], [4, 5]]  # 1027 % 1024 == 3: the same hash in gen 10
 
 
 @pytest.mark.parametrize(

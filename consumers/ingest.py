@@ -17,57 +17,31 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
-import orjson
-
+from consumers.batch import (
+    BatchOutcome,
+    Classified,
+    Message,
+    beyond_markers,
+    classify,
+    unstorable_letter,
+    written_windows,
+)
 from consumers.dead_letters import DeadLetter
-from consumers.decode import AcceptedEvent, RejectedPayload, decode_message
+from consumers.decode import AcceptedEvent, decode_message
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import Position, RawRow, RawWriter
 from consumers.rolling_counters import RollingCounters
-from voicemon import keys, rolling, telemetry
+from voicemon import rolling, telemetry
 from voicemon.event import (
-    FUTURE_TOLERANCE_MS,
     EventType,
     PipelineEvent,
-    Rejection,
-    RejectReason,
     decision_time_ms,
 )
 from voicemon.window_state import WindowState
-from voicemon.windows import hour_start
 
 FOLLOW_POLL_S = 0.2
 FOLLOW_DEADLINE_S = 30.0  # a store-only worker waits this long for the counters' markers
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """The parts of a consumed Kafka record that ingest needs."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int | None = None  # the record's timestamp: the "now" of its time rules
-    log_append: bool = False  # the timestamp is the broker's log-append time
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    counted: int
-    recovered: int
-    duplicates: int
-    rejected: int
-    unstorable: int = 0
-
-
-@dataclass(slots=True)
-class _Classified:
-    new: list[RawRow]
-    replayed: list[RawRow]
-    duplicates: int
 
 
 class Ingest:
@@ -111,7 +85,7 @@ class Ingest:
                             len(letters), len(refused))  # fmt: skip
 
     async def _store(
-        self, raw_writer: RawWriter, classified: _Classified, now_ms: int
+        self, raw_writer: RawWriter, classified: Classified, now_ms: int
     ) -> tuple[list[RawRow], list[RawRow]]:
         """Write the new rows and the replayed ones the store lacks; raise the watermarks.
         Returns the replayed rows that were missing, and the rows the store refused."""
@@ -139,7 +113,7 @@ class Ingest:
             decrements = rolling.negated(rolling.increments([row.event], now_ms))
             await self._counters.settle(row.event.event_id, str(row.position), decrements, now_ms)
 
-    async def _follow_counters(self, rows: list[RawRow], now_ms: int) -> _Classified:
+    async def _follow_counters(self, rows: list[RawRow], now_ms: int) -> Classified:
         """For a store-only worker: keep the events the counting workers counted at their own
         position. It waits (at most FOLLOW_DEADLINE_S) for their markers of recent events, and
         decides by the store alone what is older than the markers or not marked in time."""
@@ -192,7 +166,7 @@ class Ingest:
                     letters.append(DeadLetter(item, message.key, message.partition, message.offset))
         return rows, letters
 
-    async def _count_once(self, rows: list[RawRow], now_ms: int) -> _Classified:
+    async def _count_once(self, rows: list[RawRow], now_ms: int) -> Classified:
         while True:
             classified = classify(rows, await self._owners(rows, now_ms))
             new_events = [(row.event.event_id, str(row.position)) for row in classified.new]
@@ -204,61 +178,12 @@ class Ingest:
             # Another worker counted some of these ids in the meantime: look again.
 
 
-def unstorable_letter(row: RawRow, message: Message) -> DeadLetter:
-    """The DLQ record of a refused row: its message's bytes, or its batch element alone."""
-    payload = message.value or b""
-    batch_index: int | None = None
-    if payload.lstrip().startswith(b"["):
-        batch_index = row.position.batch_index
-        payload = orjson.dumps(orjson.loads(payload)[batch_index])
-    detail = "the store refused the event as it is; see the worker's log"
-    rejected = RejectedPayload(Rejection(RejectReason.UNSTORABLE, detail), payload, batch_index)
-    return DeadLetter(rejected, message.key, message.partition, message.offset)
-
-
-def beyond_markers(row: RawRow, now_ms: int) -> bool:
-    """Whether an earlier copy of the event may have arrived so long ago that its seen-marker
-    is gone: copies arrive at most 5 minutes before ``occurred_at`` (CONTRACT §3.2), and a
-    marker lives ``keys.SEEN_FOR_MS`` after arrival."""
-    return row.event.occurred_at_ms + FUTURE_TOLERANCE_MS < now_ms - keys.SEEN_FOR_MS
-
-
 def _missing_rows(raw_writer: RawWriter, replayed: list[RawRow]) -> list[RawRow]:
     """The counted rows of a replayed batch that the store does not hold yet."""
     if not replayed:
         return []
     written = raw_writer.already_written([row.position for row in replayed])
     return [row for row in replayed if row.position not in written]
-
-
-def classify(rows: Sequence[RawRow], owners: Sequence[str | None]) -> _Classified:
-    """Split a batch by the position that first counted each event id (pure).
-
-    No owner: new (the first occurrence in the batch only). Owner is this very position:
-    counted before a crash, a replay. Any other owner: a duplicate."""
-    classified = _Classified([], [], 0)
-    claimed: set[str] = set()
-    for row, owner in zip(rows, owners, strict=True):
-        if owner is None and row.event.event_id not in claimed:
-            claimed.add(row.event.event_id)
-            classified.new.append(row)
-        elif owner == str(row.position):
-            classified.replayed.append(row)
-        else:
-            classified.duplicates += 1
-    return classified
-
-
-def written_windows(rows: Sequence[RawRow]) -> tuple[dict[int, int], dict[int, int]]:
-    """Newest event time per input partition, and event count per hour, of written rows."""
-    newest: dict[int, int] = {}
-    per_hour: dict[int, int] = {}
-    for row in rows:
-        partition, at = row.position.partition, row.event.occurred_at_ms
-        newest[partition] = max(newest.get(partition, at), at)
-        hour = hour_start(at)
-        per_hour[hour] = per_hour.get(hour, 0) + 1
-    return newest, per_hour
 
 
 def _observe(events: Iterable[PipelineEvent]) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers.app import WorkerApp
-from consumers.ingest import Ingest, Message
+from consumers.batch import Message
+from consumers.ingest import Ingest
 from voicemon import telemetry
 from voicemon.health import Outage, until_done
 from voicemon.settings import Settings

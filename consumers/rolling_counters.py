@@ -129,22 +129,6 @@ def bucket_args(buckets: Mapping[str, BucketIncrement]) -> list[bytes | str | in
     return args
 
 
-def marker_keys(
-    markers: Sequence[keys.Marker], shards: Mapping[int, int]
-) -> tuple[list[str], list[list[int]]]:
-    """The distinct hash keys of the markers in the generations ``shards`` lists (generation
-    -> shard count, current first), and each marker's 1-based key indexes (pure)."""
-    index: dict[str, int] = {}
-    per_marker: list[list[int]] = []
-    for found in markers:
-        indexes = []
-        for generation, count in shards.items():
-            key = keys.seen_hash(generation, count, found)
-            indexes.append(index.setdefault(key, len(index) + 1))
-        per_marker.append(indexes)
-    return list(index), per_marker
-
-
 class RollingCounters:
     """The Redis side of ingest: seen-marker lookups and the atomic count-once write."""
 
@@ -184,7 +168,7 @@ class RollingCounters:
         if not event_ids or not shards:
             return [None] * len(event_ids)
         markers = [keys.marker(event_id) for event_id in event_ids]
-        hashes, indexes = marker_keys(markers, shards)
+        hashes, indexes = keys.seen_hash_keys(markers, shards)
         args: list[bytes | int] = [len(shards)]
         for found, where in zip(markers, indexes, strict=True):
             args += [found.field, *where]
@@ -204,7 +188,7 @@ class RollingCounters:
             return []
         shards = await self.shard_counts(now_ms, writing=True)
         markers = [keys.marker(event_id) for event_id, _ in new_events]
-        hashes, indexes = marker_keys(markers, shards)
+        hashes, indexes = keys.seen_hash_keys(markers, shards)
         count_key = keys.seen_count(keys.seen_generation(now_ms))
         args: list[bytes | str | int] = [
             len(shards),
@@ -225,7 +209,7 @@ class RollingCounters:
         marker is marked settled, so a replay neither counts it nor takes it back again."""
         shards = await self.shard_counts(now_ms, writing=False)
         found = keys.marker(event_id)
-        hashes, _ = marker_keys([found], shards)
+        hashes, _ = keys.seen_hash_keys([found], shards)
         args: list[bytes | str | int] = [len(hashes), found.field, position, SETTLED + position]
         return bool(await self._settle(keys=hashes + list(decrements),
                                        args=args + bucket_args(decrements)))  # fmt: skip

@@ -7,6 +7,7 @@ organization), so one real-time read touches one Redis Cluster slot.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 PREFIX = "vm"
@@ -69,6 +70,22 @@ def seen_generations(now_ms: int) -> list[int]:
 
 def seen_hash(generation: int, shards: int, found: Marker) -> str:
     return f"{PREFIX}:seen:{generation}:{found.slot % shards}"
+
+
+def seen_hash_keys(
+    markers: Sequence[Marker], shards: Mapping[int, int]
+) -> tuple[list[str], list[list[int]]]:
+    """The distinct hash keys of the markers in the generations ``shards`` lists (generation
+    -> shard count, current first), and each marker's 1-based key indexes (pure)."""
+    index: dict[str, int] = {}
+    per_marker: list[list[int]] = []
+    for found in markers:
+        indexes = []
+        for generation, count in shards.items():
+            key = seen_hash(generation, count, found)
+            indexes.append(index.setdefault(key, len(index) + 1))
+        per_marker.append(indexes)
+    return list(index), per_marker
 
 
 def seen_shards(generation: int) -> str:

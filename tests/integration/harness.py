@@ -24,8 +24,9 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from aggregators.realtime import read_realtime
+from consumers.batch import BatchOutcome, Message
 from consumers.dead_letters import DeadLetters
-from consumers.ingest import BatchOutcome, Ingest, Message
+from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters

@@ -14,8 +14,9 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from redis.asyncio import Redis as AsyncRedis
 
+from consumers.batch import Message
 from consumers.dead_letters import DeadLetters
-from consumers.ingest import Ingest, Message
+from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import COLUMNS, Position, RawRow, RawWriter
 from consumers.rolling_counters import RollingCounters

@@ -64,7 +64,9 @@ def test_hours_close_in_the_worker_and_late_events_re_emit(pipeline: Pipeline) -
     late_total = re.search(rb"^voicemon_events_late_total (\S+)$", metrics, re.MULTILINE)
     assert late_total and float(late_total.group(1)) >= 1
     assert b'voicemon_snapshots_emitted_total{period_type="hourly"}' in metrics
+    assert pipeline.redis.exists("vm:{closer}:lease")
     pipeline.stop_workers()
+    assert not pipeline.redis.exists("vm:{closer}:lease")  # handed on at once, not expired
 
     rows = pipeline.sql(
         "SELECT organization_id, artifacts_completed, version FROM voicemon.snapshots_latest "

@@ -107,7 +107,7 @@ def instrument() -> list[str]:
 
 
 def messages(events: int, batch_size: int, seed: int, stages: Sequence[str]) -> list[Any]:
-    from consumers.ingest import Message
+    from consumers.batch import Message
 
     mix = LoadMix(seed=seed, organizations=100, stages=stages)
     clock = (int(time.time() * 1000) for _ in itertools.count())

@@ -6,9 +6,8 @@ import orjson
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from consumers.ingest import Message, beyond_markers, unstorable_letter
+from consumers.batch import Message, beyond_markers, unstorable_letter
 from consumers.raw_writer import Position, RawRow, refused_for_content
-from consumers.rolling_counters import marker_keys
 from voicemon import keys, rolling
 from voicemon.event import EventType, PipelineEvent, RejectReason, decision_time_ms
 
@@ -48,7 +47,7 @@ def test_a_generation_has_shards_for_about_64_markers_a_hash(previous: int, shar
 
 def test_marker_keys_list_each_hash_once_and_index_every_marker() -> None:
     markers = [keys.Marker(3, b"a"), keys.Marker(1027, b"b"), keys.Marker(5, b"c")]
-    hashes, indexes = marker_keys(markers, {10: 1024, 9: 2048})
+    hashes, indexes = keys.seen_hash_keys(markers, {10: 1024, 9: 2048})
     assert hashes == ["vm:seen:10:3", "vm:seen:9:3", "vm:seen:9:1027", "vm:seen:10:5",
                       "vm:seen:9:5"]  # fmt: skip
     assert indexes == [[1, 2], [1, 3], [4, 5]]  # 1027 % 1024 == 3: the same hash in gen 10

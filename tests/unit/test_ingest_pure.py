@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.ingest import classify, written_windows
+from consumers.batch import classify, written_windows
 from consumers.ingest_agent import chunks
 from consumers.raw_writer import Position, RawRow
 from voicemon.event import EventType, PipelineEvent

@@ -28,6 +28,7 @@ from consumers.dead_letters import DeadLetter, DeadLetters
 from voicemon import keys
 
 FOLLOW_POLL_S = 0.2
+WAIT_FOR_OTHERS_S = 60.0  # claims are abandoned after DLQ_ABANDONED_MS; this bounds the wait
 
 DLQ_ABANDONED_MS = 10_000  # a claim this old, not marked sent, may be taken over
 DLQ_MARKER_TTL_MS = 2 * 3_600_000  # a replay after a crash or rebalance comes well within
@@ -103,7 +104,10 @@ class OncePublisher:
         letter another worker is publishing is waited for until it is published or its claim
         is abandoned (``DLQ_ABANDONED_MS`` by this worker's clock, read on every round)."""
         pending = {_marker(letter): letter for letter in letters}
+        deadline = time.monotonic() + WAIT_FOR_OTHERS_S
         while pending:
+            if time.monotonic() > deadline:  # an outage, not a claim: retried with backoff
+                raise TimeoutError(f"{len(pending)} rejection(s) still claimed by other workers")
             now_ms = int(self._clock() * 1000)
             claims = await asyncio.to_thread(self._claims, pending, now_ms)
             verdicts = await self._verdicts(claims, now_ms)

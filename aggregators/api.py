@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, Field, create_model
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -82,7 +82,7 @@ def _model(model_name: str, row_type: type[Any], **extra: Any) -> Any:
     shown: dict[str, Any] = {
         f.name: (hints[f.name], ...) for f in fields(row_type) if f.name not in SKETCHES
     }
-    return create_model(model_name, **shown, **extra)
+    return create_model(model_name, **(shown | extra))
 
 
 def _list_of(model: Any) -> Any:
@@ -90,9 +90,10 @@ def _list_of(model: Any) -> Any:
 
 
 ArtifactSummary = _model("ArtifactMetrics", snapshot_rows.ArtifactMetrics)
-SnapshotRow = _model("SnapshotRow", snapshot_rows.Snapshot)
+PlatformIsNull = (str | None, Field(description="null for the platform-wide row"))
+SnapshotRow = _model("SnapshotRow", snapshot_rows.Snapshot, organization_id=PlatformIsNull)
 StageSummary = _model("StageMetrics", snapshot_rows.StageMetrics)
-StageRow = _model("StageRow", snapshot_rows.StageSnapshot)
+StageRow = _model("StageRow", snapshot_rows.StageSnapshot, organization_id=PlatformIsNull)
 OrganizationRow = _model(
     "OrganizationRow", snapshot_rows.ArtifactMetrics, organization_id=(str, ...), name=(str, ...)
 )

@@ -8,6 +8,7 @@ merged sketches. The range is ``period_start`` in [start, end], to the milliseco
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aggregators import organizations as directory
@@ -118,9 +119,11 @@ def _rows(
     client: Client, view: str, columns: tuple[str, ...], order: str, period: str,
     start_ms: int, end_ms: int, org: str,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The newest rows of ``view`` in the range, as the query surface shows them."""
+    """The newest rows of ``view`` in the range, as the query surface shows them (CONTRACT
+    §7): times are UTC (RFC 3339 with ``Z`` once serialized), a platform row's
+    ``organization_id`` is null."""
     shown = ", ".join(column for column in columns if not column.endswith("_sketch"))
-    return rows_of(
+    rows = rows_of(
         client,
         f"SELECT {shown} FROM voicemon.{view} "
         "WHERE period_type = {period:String} AND organization_id = {org:String} "
@@ -129,6 +132,12 @@ def _rows(
         f"ORDER BY {order}",
         {"period": period, "org": org, "start": start_ms, "end": end_ms},
     )
+    for row in rows:
+        row["organization_id"] = row["organization_id"] or None
+        for name, value in row.items():
+            if isinstance(value, datetime) and value.tzinfo is None:
+                row[name] = value.replace(tzinfo=UTC)
+    return rows
 
 
 def _envelope(period: str, start_ms: int, end_ms: int, org: str | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import jwt
@@ -281,3 +282,24 @@ def test_range_bounds_hold_to_the_millisecond_for_rows_and_summaries(
     just_before = {**params, "end": str(hours[0] - 1)}  # a millisecond before the newest hour
     body = api.get("/v1/metrics/history", headers=token(**STAFF), params=just_before).json()
     assert len(body["rows"]) == 1 and body["summary"]["artifacts_received"] == 3
+
+
+def test_every_timestamp_is_rfc3339_utc_with_z_and_platform_rows_have_no_organization(
+    api: TestClient, clean_store: Client
+) -> None:
+    hours = last_hours(2)
+    seed_hours(clean_store, hours, ["org-a"])
+    params = {"period": "hourly", "start": iso(hours[-1]), "end": iso(hours[0])}
+    for path in ("/v1/metrics/history", "/v1/metrics/stages", "/v1/metrics/organizations"):
+        body = api.get(path, headers=token(**STAFF), params=params).json()
+        stamps = [body["start"], body["end"]]
+        for row in body.get("rows", []):
+            stamps += [row["period_start"], row["period_end"], row["computed_at"]]
+            assert row["organization_id"] is None  # the platform's rows
+        assert stamps and all(s.endswith("Z") and "+" not in s for s in stamps), (path, stamps)
+        datetime.fromisoformat(body["start"])  # RFC 3339
+    org = api.get("/v1/metrics/history", headers=token(**STAFF),
+                  params={**params, "organization_id": "org-a"}).json()  # fmt: skip
+    assert {row["organization_id"] for row in org["rows"]} == {"org-a"}
+    realtime = api.get("/v1/metrics/realtime", headers=token(**STAFF)).json()
+    assert all(realtime[k].endswith("Z") for k in ("window_start", "window_end", "as_of"))

@@ -8,6 +8,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash
+PLACEHOLDER_SECRETS = frozenset({"replace_me", "changeme", "change-me", "secret", "password",
+                                 "jwt-secret", "example", "xxx", "todo"})  # fmt: skip
 DEFAULT_STAGES = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
 
 
@@ -72,6 +75,18 @@ class Settings(BaseSettings):
     def _stages_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("VOICEMON_STAGES must name at least one stage")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        secret = value.get_secret_value()
+        if secret.strip().lower() in PLACEHOLDER_SECRETS or "replace_me" in secret.lower():
+            raise ValueError("is a placeholder; set a random secret of at least 32 bytes")
+        if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_JWT_SECRET_BYTES} bytes long")
         return value
 
     @property

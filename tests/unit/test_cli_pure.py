@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from runtime.cli.api import ttl_seconds
+from voicemon.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -39,3 +41,15 @@ def test_ttl_seconds(text: str, seconds: int | None) -> None:
 def test_ttl_seconds_property(n: int, unit: str) -> None:
     factor = {"": 1, "s": 1, "m": 60, "h": 60 * 60, "d": 24 * 60 * 60}[unit]
     assert ttl_seconds(f"{n}{unit}") == n * factor
+
+
+@pytest.mark.parametrize(
+    "secret", ["REPLACE_ME", "changeme", "short", "x" * 31, "REPLACE_ME-with-padding-to-40-bytes!!"]
+)
+def test_a_weak_or_placeholder_jwt_secret_is_refused(secret: str) -> None:
+    with pytest.raises(ValidationError, match="jwt_secret"):
+        Settings(jwt_secret=secret)
+
+
+def test_a_strong_jwt_secret_is_accepted() -> None:
+    assert Settings(jwt_secret="k" * 32).jwt_secret is not None

@@ -84,6 +84,7 @@ class WindowCloser:
         self._config = config
         self._clock = clock
         self.owner = owner or f"closer-{uuid.uuid4().hex[:12]}"
+        self._first_closes: set[str] = set()  # hours this closer queued for their first close
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -91,7 +92,9 @@ class WindowCloser:
     async def tick(self) -> TickReport:
         now = self._now_ms()
         if not await self._state.hold_lease(self.owner, self._config.lease_ttl_ms):
+            telemetry.CLOSER.lost_lease()
             return TickReport(leader=False)
+        telemetry.CLOSER.leader = True
         report = TickReport(leader=True)
         report.queued = await self._queue_due(now)
         ready = now - self._config.debounce_ms
@@ -104,6 +107,9 @@ class WindowCloser:
             else:
                 await self.emit(window.period_type, window.start_ms, now)
                 report.emitted.append(window.member)
+                if window.member in self._first_closes:
+                    self._first_closes.discard(window.member)
+                    telemetry.CLOSER.close_delay_s = (now - window.start_ms - HOUR_MS) / 1000
             await self._state.done(window)
         return report
 
@@ -123,7 +129,7 @@ class WindowCloser:
             await self._state.watermarks(), self._config.partitions
         )
         if watermark is not None:
-            telemetry.WATERMARK_LAG.set(max(0, now - watermark) / 1000)
+            telemetry.CLOSER.watermark_lag_s = max(0, now - watermark) / 1000
         pointers = await self._state.pointers()
         if pointers is None:
             pointers = initial_pointers(now)
@@ -137,6 +143,7 @@ class WindowCloser:
             next_hour = hours[-1] + HOUR_MS
             if not await self._state.queue(self.owner, keys.NEXT_HOUR, next_hour, members, score):
                 return []
+            self._first_closes.update(members)
         days = windows.due_days(next_day, now, next_hour)
         day_members = [window_member(DAILY, day) for day in days]
         if days and await self._state.queue(
@@ -174,6 +181,7 @@ class WindowCloser:
 
     async def release(self) -> None:
         await self._state.release_lease(self.owner)
+        telemetry.CLOSER.lost_lease()
 
 
 def build_closer(

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
+from voicemon import telemetry
 from voicemon.store import Client
 
 log = logging.getLogger("voicemon.health")
@@ -24,12 +25,25 @@ READINESS_TIMEOUT_S = 2.0
 T = TypeVar("T")
 
 
+def dependency_of(error: BaseException | None) -> str:
+    """Which dependency an error came from, by the library that raised it."""
+    module = type(error).__module__
+    for library, dependency in (("redis", "redis"), ("clickhouse", "clickhouse"),
+                                ("chdb", "clickhouse"), ("kafka", "kafka"),
+                                ("cimpl", "kafka")):  # fmt: skip
+        if library in module:
+            return dependency
+    return "kafka" if "DeliveryError" in type(error).__name__ else "other"
+
+
 @dataclass(slots=True)
 class Outage:
-    """The outage state of one retrying loop; logs once when it begins and once when it ends."""
+    """The outage state of one retrying loop; logs once when it begins and once when it ends,
+    and sets ``voicemon_ingest_paused{dependency}`` meanwhile."""
 
     name: str
     reason: str | None = None
+    dependency: str | None = None
 
     @property
     def active(self) -> bool:
@@ -39,12 +53,19 @@ class Outage:
         reason = f"{type(error).__name__}: {error}"[:300]
         if self.reason is None:
             log.error("%s paused, retrying: %s", self.name, reason)
-        self.reason = reason
+        dependency = dependency_of(error)
+        if dependency != self.dependency and self.dependency is not None:
+            telemetry.INGEST_PAUSED.labels(self.dependency).set(0)
+        telemetry.INGEST_PAUSED.labels(dependency).set(1)
+        self.reason, self.dependency = reason, dependency
 
     def end(self) -> None:
         if self.reason is not None:
             log.warning("%s resumed", self.name)
             self.reason = None
+        if self.dependency is not None:
+            telemetry.INGEST_PAUSED.labels(self.dependency).set(0)
+            self.dependency = None
 
 
 async def until_done(outage: Outage, work: Callable[[], Awaitable[T]]) -> T:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -37,9 +41,10 @@ CLICKHOUSE_INSERT = Histogram(
 SNAPSHOTS_EMITTED = Counter(
     "voicemon_snapshots_emitted", "Snapshot rows written and published", ["period_type"]
 )
-WATERMARK_LAG = Gauge(
-    "voicemon_watermark_lag_seconds", "Wall clock minus the global event-time watermark"
-)
+INGEST_PAUSED = Gauge(
+    "voicemon_ingest_paused", "1 while an outage of this dependency pauses consumption",
+    ["dependency"],
+)  # fmt: skip
 CONSUMER_LAG = Gauge(
     "voicemon_consumer_lag_messages", "Messages behind the partition's end", ["partition"]
 )
@@ -60,3 +65,43 @@ API_SECONDS = Histogram(
 ORGANIZATIONS_UPDATED = Counter(
     "voicemon_organizations_updated", "Directory records applied from voice.organizations"
 )
+
+
+class CloserGauges(Collector):
+    """The window closer's gauges, exported by the process holding the closer lease alone
+    (CONTRACT §8): a worker that loses the lease stops exporting them instead of exporting
+    its last values forever. ``voicemon_closer_leader`` is exported by every process."""
+
+    def __init__(self) -> None:
+        self.leader = False
+        self.watermark_lag_s: float | None = None
+        self.close_delay_s: float | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "voicemon_closer_leader", "1 on the one process closing windows",
+            value=1.0 if self.leader else 0.0,
+        )  # fmt: skip
+        if not self.leader:
+            return
+        if self.watermark_lag_s is not None:
+            yield GaugeMetricFamily(
+                "voicemon_watermark_lag_seconds",
+                "Wall clock minus the global event-time watermark (closer leader only)",
+                value=self.watermark_lag_s,
+            )
+        if self.close_delay_s is not None:
+            yield GaugeMetricFamily(
+                "voicemon_window_close_delay_seconds",
+                "Wall time from the end of the last hour closed to its first snapshot "
+                "(closer leader only)",
+                value=self.close_delay_s,
+            )
+
+    def lost_lease(self) -> None:
+        self.leader = False
+        self.watermark_lag_s = self.close_delay_s = None
+
+
+CLOSER = CloserGauges()
+REGISTRY.register(CLOSER)

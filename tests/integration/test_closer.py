@@ -294,3 +294,33 @@ def test_retention_ttls_are_declared(clean_store: Client) -> None:
         assert "TTL period_start + toIntervalDay(if(period_type = 'hourly', 7, 90))" in ddl[table]
         assert "PARTITION BY (period_type, toYYYYMMDD(period_start))" in ddl[table]
         assert "ttl_only_drop_parts = 1" in ddl[table]
+
+
+def test_closer_gauges_are_exported_by_the_lease_holder_alone(
+    clean_store: Client, redis_url: str, now_ms: int
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name)
+
+    clock = Clock(now_ms)
+
+    async def scenario(state: WindowState) -> list[tuple[Any, ...]]:
+        leader = closer(state, clean_store, clock, max_windows_per_tick=100)
+        other = closer(state, clean_store, clock, max_windows_per_tick=100)
+        await state.record_written({p: now_ms - 60_000 for p in range(PARTITIONS)}, {}, now_ms)
+        seen = []
+        await leader.tick()  # takes the lease, closes its first hours
+        seen.append((sample("voicemon_closer_leader"), sample("voicemon_watermark_lag_seconds"),
+                     sample("voicemon_window_close_delay_seconds")))  # fmt: skip
+        await other.tick()  # this process now speaks for a closer without the lease
+        seen.append((sample("voicemon_closer_leader"), sample("voicemon_watermark_lag_seconds"),
+                     sample("voicemon_window_close_delay_seconds")))  # fmt: skip
+        await leader.release()
+        return seen
+
+    as_leader, as_follower = run(redis_url, scenario)
+    assert as_leader[0] == 1 and as_leader[1] == 60.0
+    assert as_leader[2] is not None and as_leader[2] > 0  # an hour's end to its snapshot
+    assert as_follower == (0, None, None)

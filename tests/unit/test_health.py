@@ -142,3 +142,27 @@ def test_until_done_one_loop_recovering_does_not_clear_another() -> None:
         assert not ingest.active
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+
+
+def _paused(dependency: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("voicemon_ingest_paused", {"dependency": dependency})
+
+
+def test_an_outage_sets_ingest_paused_for_its_dependency_until_it_ends() -> None:
+    from clickhouse_connect.driver.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from voicemon.health import dependency_of
+
+    assert dependency_of(RedisConnectionError("down")) == "redis"
+    assert dependency_of(OperationalError("refused")) == "clickhouse"
+    assert dependency_of(ValueError("x")) == "other"
+    outage = Outage("ingest-gauge-test")
+    outage.begin(RedisConnectionError("down"))
+    assert _paused("redis") == 1
+    outage.begin(OperationalError("refused"))  # the outage moved on to the store
+    assert (_paused("redis"), _paused("clickhouse")) == (0, 1)
+    outage.end()
+    assert (_paused("redis"), _paused("clickhouse")) == (0, 0)

@@ -61,10 +61,10 @@ end
 return owners
 """
 
-# Called by RollingCounters.count_once. KEYS: marker hashes, the generation's count key, then
-# counter buckets. ARGV: m, n, expiry of the current generation, index of the count key, per
-# event (field, position, m key indexes), then the bucket increments. Returns the indexes of
-# events marked meanwhile (then nothing is written).
+# Called by RollingCounters.count_once. KEYS: marker hashes, the generation's count key, the
+# counters' epoch and sentinel, then counter buckets. ARGV: m, n, expiry of the current
+# generation, index of the count key, per event (field, position, m key indexes), then the
+# bucket increments. Returns the indexes of events marked meanwhile (nothing is written).
 _COUNT_ONCE = (
     _APPLY_BUCKETS
     + """
@@ -94,7 +94,13 @@ for key in pairs(expiring) do redis.call('PEXPIREAT', key, ARGV[3]) end
 local count_key = KEYS[tonumber(ARGV[4])]
 redis.call('INCRBY', count_key, n)
 redis.call('PEXPIREAT', count_key, ARGV[3])
-apply_buckets(tonumber(ARGV[4]) + 1, a)
+-- The first counting ever also creates the counters' epoch and sentinel, so that a flush of
+-- the counter keys is told from a first start however soon it comes (RollingCounters.lost).
+if redis.call('EXISTS', KEYS[tonumber(ARGV[4]) + 1]) == 0 then
+  redis.call('SET', KEYS[tonumber(ARGV[4]) + 1], '1')
+  redis.call('SET', KEYS[tonumber(ARGV[4]) + 2], '1')
+end
+apply_buckets(tonumber(ARGV[4]) + 3, a)
 return taken
 """
 )
@@ -198,7 +204,7 @@ class RollingCounters:
         ]
         for found, (_, position), where in zip(markers, new_events, indexes, strict=True):
             args += [found.field, position, *where]
-        all_keys = [*hashes, count_key, *buckets]
+        all_keys = [*hashes, count_key, keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL, *buckets]
         taken = await self._count_once(keys=all_keys, args=args + bucket_args(buckets))
         return [int(index) for index in taken]
 

@@ -53,3 +53,5 @@ model_config  # unused variable (voicemon/settings.py:17)
 _._split_stages  # unused method (voicemon/settings.py:63)
 _._stages_not_empty  # unused method (voicemon/settings.py:70)
 unstorable  # unused variable (consumers/ingest.py:63)
+_.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
+_._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator

@@ -640,7 +640,7 @@ class Bench:
             [
                 sys.executable,
                 "-m",
-                "voicemon",
+                "runtime",
                 "sql",
                 "SELECT count() AS n FROM voicemon.pipeline_events",
             ],

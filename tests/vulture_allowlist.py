@@ -55,3 +55,4 @@ _._stages_not_empty  # unused method (voicemon/settings.py:70)
 unstorable  # unused variable (consumers/ingest.py:63)
 _.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
 _._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator
+topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     snapshots_topic: str = "voice.pipeline.snapshots"
     organizations_topic: str = "voice.organizations"
     topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)  # for topics that voicemon creates
     consumer_group: str = "voicemon"
     # The consumer group's timing: a crashed worker's partitions move to the others after the
     # session timeout (the broker's group.min.session.timeout.ms, 6 s by default, is the floor).

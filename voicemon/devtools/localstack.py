@@ -18,8 +18,9 @@ from pathlib import Path
 from string import Template
 from urllib.parse import urlsplit
 
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
+from voicemon import topics
 from voicemon.settings import Settings
 
 KAFKA_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka"
@@ -181,32 +182,20 @@ class LocalStack:
         return f"{lib}/*"
 
     def ensure_topics(self, timeout_s: float = 60) -> None:
-        """Create the topics of CONTRACT §2 that do not exist yet."""
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
-        partitions = self.settings.topic_partitions
-        wanted = [
-            NewTopic(self.settings.events_topic, partitions, 1),
-            NewTopic(self.settings.dlq_topic, partitions, 1),
-            NewTopic(self.settings.snapshots_topic, partitions, 1),
-            NewTopic(self.settings.organizations_topic, 1, 1, config={"cleanup.policy": "compact"}),
-        ]
+        """Create the topics of CONTRACT §2 that do not exist yet (``voicemon topics
+        ensure``), and return once the broker leads all their partitions."""
         deadline = time.monotonic() + timeout_s
+        specs = topics.topic_specs(self.settings)
         while True:
             try:
-                existing = set(admin.list_topics(timeout=10).topics)
+                topics.ensure(self.settings.kafka_bootstrap, specs)
                 break
-            except Exception as error:
+            except topics.TopicsError as error:
                 if time.monotonic() > deadline:
-                    raise StackError(f"Kafka metadata unavailable: {error}") from None
+                    raise StackError(str(error)) from None
                 time.sleep(0.5)
-        missing = [topic for topic in wanted if topic.topic not in existing]
-        for topic, future in admin.create_topics(missing).items() if missing else []:
-            try:
-                future.result(timeout=30)
-            except Exception as error:
-                if "TOPIC_ALREADY_EXISTS" not in str(error):
-                    raise StackError(f"cannot create topic {topic}: {error}") from None
-        _wait_led(admin, {t.topic: t.num_partitions for t in wanted}, deadline)
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+        _wait_led(admin, {spec.name: spec.partitions for spec in specs}, deadline)
 
 
 def _wait_led(admin: AdminClient, partitions: dict[str, int], deadline: float) -> None:

@@ -22,6 +22,9 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from voicemon.settings import Settings
+from voicemon.topics import topic_specs
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 CACHE_DIR = REPO / "var" / "cache" / "compose-spec"
@@ -177,12 +180,15 @@ def test_voicemon_services_get_their_connection_settings(
     assert not missing, f"{service} lacks {missing}"
 
 
-def test_kafka_init_creates_every_contract_topic(compose: dict[str, Any]) -> None:
-    command = compose["services"]["kafka-init"]["command"]
-    script = command if isinstance(command, str) else " ".join(command)
-    for topic in TOPICS:
-        assert f"--topic {topic} " in script, f"kafka-init does not create {topic}"
-    assert "--if-not-exists" in script
+def test_kafka_init_ensures_every_contract_topic(compose: dict[str, Any]) -> None:
+    """kafka-init runs `voicemon topics ensure` (tests/integration/test_topics.py proves what
+    it creates) with the settings that name the topics and the broker."""
+    init = compose["services"]["kafka-init"]
+    assert init["command"] == ["topics", "ensure"] and init["image"].startswith("voicemon")
+    env = _env(init)
+    assert env.get("VOICEMON_KAFKA_BOOTSTRAP") == "kafka:9092"
+    assert not any(key.endswith("_TOPIC") for key in env)  # the contract's names, defaults
+    assert {spec.name for spec in topic_specs(Settings())} == set(TOPICS)
 
 
 def test_prometheus_scrapes_compose_services(compose: dict[str, Any]) -> None:

@@ -222,3 +222,15 @@ def test_services_and_budgets_select_the_pods_they_name() -> None:
 def test_every_object_follows_the_kubernetes_schema() -> None:
     for manifest in _manifests():
         kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_a_job_ensures_the_topics_with_the_shared_settings() -> None:
+    job = _one("Job", "voicemon-topics")
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] + container["args"] == ["voicemon", "topics", "ensure"]
+    sources = {ref.get("configMapRef", ref.get("secretRef", {})).get("name")
+               for ref in container["envFrom"]}  # fmt: skip
+    assert sources == {"voicemon-config", "voicemon-secrets"}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["restartPolicy"] == "OnFailure"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -54,9 +54,9 @@ class Outage:
         if self.reason is None:
             log.error("%s paused, retrying: %s", self.name, reason)
         dependency = dependency_of(error)
-        if dependency != self.dependency and self.dependency is not None:
-            telemetry.INGEST_PAUSED.labels(self.dependency).set(0)
-        telemetry.INGEST_PAUSED.labels(dependency).set(1)
+        if self.dependency is not None:
+            _paused(self.dependency, self.name, False)
+        _paused(dependency, self.name, True)
         self.reason, self.dependency = reason, dependency
 
     def end(self) -> None:
@@ -64,8 +64,22 @@ class Outage:
             log.warning("%s resumed", self.name)
             self.reason = None
         if self.dependency is not None:
-            telemetry.INGEST_PAUSED.labels(self.dependency).set(0)
+            _paused(self.dependency, self.name, False)
             self.dependency = None
+
+
+# Which loops each dependency pauses: the gauge is 1 while any of them is paused by it, so one
+# loop's recovery never clears another's outage of the same dependency.
+_PAUSED_LOOPS: dict[str, set[str]] = {}
+
+
+def _paused(dependency: str, loop: str, paused: bool) -> None:
+    loops = _PAUSED_LOOPS.setdefault(dependency, set())
+    if paused:
+        loops.add(loop)
+    else:
+        loops.discard(loop)
+    telemetry.INGEST_PAUSED.labels(dependency).set(1 if loops else 0)
 
 
 async def until_done(outage: Outage, work: Callable[[], Awaitable[T]]) -> T:

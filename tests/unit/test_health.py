@@ -166,3 +166,15 @@ def test_an_outage_sets_ingest_paused_for_its_dependency_until_it_ends() -> None
     assert (_paused("redis"), _paused("clickhouse")) == (0, 1)
     outage.end()
     assert (_paused("redis"), _paused("clickhouse")) == (0, 0)
+
+
+def test_ingest_paused_stays_set_while_any_loop_is_paused_by_the_dependency() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    ingest, directory = Outage("ingest-shared-test"), Outage("directory-shared-test")
+    ingest.begin(RedisConnectionError("down"))
+    directory.begin(RedisConnectionError("down"))
+    directory.end()  # the directory recovered; ingest is still paused by Redis
+    assert _paused("redis") == 1
+    ingest.end()
+    assert _paused("redis") == 0

@@ -2,12 +2,21 @@
 
 Pure: no I/O, never raises. A message is one event object or a batch (a JSON array of
 1..1000 objects); each batch element is judged on its own.
+
+Two paths reach the same verdicts. The fast one decodes and type-checks the whole message in
+one msgspec call into ``_Fields`` structs; it takes only messages whose every event is
+accepted and holds nothing but the contract's fields, with bounds tight enough that every
+value it accepts is one the reference path accepts alike. Anything else — a bad element,
+an unknown field, an odd number, a string over its bound — goes the reference path
+(orjson, then ``voicemon.event.validate_event``), which decides and explains.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
+import msgspec
 import orjson
 
 from voicemon.event import (
@@ -17,6 +26,7 @@ from voicemon.event import (
     PipelineEvent,
     Rejection,
     RejectReason,
+    check_rules,
     validate_event,
 )
 
@@ -41,8 +51,71 @@ class RejectedPayload:
 Decoded = AcceptedEvent | RejectedPayload
 
 
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+# The bounds the reference path has, plus ones it does not (a bound string, an integer in
+# orjson's integer range): values past them go the reference path, which judges them.
+_Short = Annotated[str, msgspec.Meta(max_length=64)]
+_OrgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+\Z")]
+_EpochMs = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_EventTypeName = Literal[
+    "artifact_received",
+    "artifact_completed",
+    "artifact_failed",
+    "stage_started",
+    "stage_completed",
+    "stage_failed",
+]
+
+
+class _Fields(msgspec.Struct, forbid_unknown_fields=True):
+    """One event as the fast path takes it (``voicemon.event.EventFields``)."""
+
+    event_id: _Id
+    event_type: _EventTypeName
+    occurred_at: _Short | _EpochMs
+    artifact_id: _Id
+    organization_id: _OrgId | None = None
+    stage: _Short | None = None
+    duration_ms: Annotated[float, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    ai_cost_usd: Annotated[float, msgspec.Meta(ge=0, le=10_000)] | None = None
+    error_code: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    schema_version: Annotated[int, msgspec.Meta(ge=1, le=65_535)] = 1
+
+
+_FAST = msgspec.json.Decoder(_Fields | list[_Fields])
+
+
+def _decode_fast(raw: bytes, now_ms: int, stages: frozenset[str]) -> list[Decoded] | None:
+    """Every event of ``raw`` accepted, or None: the reference path decides."""
+    try:
+        value = _FAST.decode(raw)
+    except Exception:  # invalid UTF-8, deep nesting, ...: the reference path judges
+        return None
+    if isinstance(value, _Fields):
+        if len(raw) > MAX_EVENT_BYTES:  # whitespace can make a small event a large message
+            return None
+        value = [value]
+    elif not value or len(value) > MAX_BATCH_EVENTS:
+        return None
+    accepted: list[Decoded] = []
+    for index, fields in enumerate(value):
+        verdict = check_rules(fields, now_ms=now_ms, stages=stages)
+        if isinstance(verdict, Rejection):
+            return None
+        accepted.append(AcceptedEvent(verdict, index))
+    return accepted
+
+
 def decode_message(raw: bytes | None, *, now_ms: int, stages: frozenset[str]) -> list[Decoded]:
     """Split ``raw`` into accepted events and rejections, in batch order."""
+    if raw and len(raw) <= MAX_MESSAGE_BYTES:
+        fast = _decode_fast(raw, now_ms, stages)
+        if fast is not None:
+            return fast
+    return _decode_reference(raw, now_ms=now_ms, stages=stages)
+
+
+def _decode_reference(raw: bytes | None, *, now_ms: int, stages: frozenset[str]) -> list[Decoded]:
     if not raw:
         detail = "record has no value" if raw is None else "record value is empty"
         return [RejectedPayload(Rejection(RejectReason.INVALID_JSON, detail), raw, None)]

@@ -118,33 +118,21 @@ class Ingest:
         position. It waits (at most FOLLOW_DEADLINE_S) for their markers of recent events, and
         decides by the store alone what is older than the markers or not marked in time."""
         deadline = time.monotonic() + FOLLOW_DEADLINE_S
+        stored = await self._owners_of_old(rows, now_ms)
+        old = [beyond_markers(row, now_ms) for row in rows]
         while True:
-            owners = await self._owners(rows, now_ms, markers_of_old=False)
-            waiting = [i for i, owner in enumerate(owners) if owner is None
-                       and not beyond_markers(rows[i], now_ms)]  # fmt: skip
+            marked = await self._counters.owners([row.event.event_id for row in rows], now_ms)
+            owners = [s if o else m for s, o, m in zip(stored, old, marked, strict=True)]
+            waiting = [i for i, owner in enumerate(owners) if owner is None and not old[i]]
             if not waiting:
                 return classify(rows, owners)
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(FOLLOW_POLL_S)
-        stored = await self._stored_owners([rows[i] for i in waiting])
+        late = await self._stored_owners([rows[i] for i in waiting])
         for i in waiting:
-            owners[i] = stored.get(rows[i].event.event_id)
+            owners[i] = late.get(rows[i].event.event_id)
         return classify(rows, owners)
-
-    async def _owners(
-        self, rows: Sequence[RawRow], now_ms: int, *, markers_of_old: bool = True
-    ) -> list[str | None]:
-        """The position that counted each event: its seen-marker (Redis holds about an hour
-        and a half of them) or, for an event older than that, the row the store holds of it.
-        Without ``markers_of_old``, the store alone decides for old events."""
-        owners = await self._counters.owners([row.event.event_id for row in rows], now_ms)
-        old = [i for i, row in enumerate(rows) if beyond_markers(row, now_ms)
-               and (owners[i] is None or not markers_of_old)]  # fmt: skip
-        stored = await self._stored_owners([rows[i] for i in old])
-        for i in old:
-            owners[i] = stored.get(rows[i].event.event_id)
-        return owners
 
     async def _stored_owners(self, rows: Sequence[RawRow]) -> dict[str, str]:
         if not rows or self._raw_writer is None:
@@ -167,15 +155,33 @@ class Ingest:
         return rows, letters
 
     async def _count_once(self, rows: list[RawRow], now_ms: int) -> Classified:
+        """Count the batch's new events once: optimistically all of its first occurrences
+        (one script call in the common case); the script refuses if any was counted already
+        and says by whom, and the batch is sorted again with what it said."""
+        owners = await self._owners_of_old(rows, now_ms)
         while True:
-            classified = classify(rows, await self._owners(rows, now_ms))
+            classified = classify(rows, owners)
             new_events = [(row.event.event_id, str(row.position)) for row in classified.new]
             buckets = rolling.increments((row.event for row in classified.new), now_ms)
-            if not await self._counters.count_once(new_events, buckets, now_ms):
+            taken = await self._counters.count_once(new_events, buckets, now_ms)
+            if taken is None:
                 _observe(row.event for row in classified.new)
                 telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
                 return classified
-            # Another worker counted some of these ids in the meantime: look again.
+            counted_by = {event_id: owner for (event_id, _), owner
+                          in zip(new_events, taken, strict=True) if owner is not None}  # fmt: skip
+            owners = [owner if owner is not None else counted_by.get(row.event.event_id)
+                      for row, owner in zip(rows, owners, strict=True)]  # fmt: skip
+
+    async def _owners_of_old(self, rows: Sequence[RawRow], now_ms: int) -> list[str | None]:
+        """What the store says counted the events so old that a marker of an earlier copy may
+        be gone (rare); None for the others, whose markers the count-once script reads."""
+        owners: list[str | None] = [None] * len(rows)
+        old = [i for i, row in enumerate(rows) if beyond_markers(row, now_ms)]
+        stored = await self._stored_owners([rows[i] for i in old])
+        for i in old:
+            owners[i] = stored.get(rows[i].event.event_id)
+        return owners
 
 
 def _missing_rows(raw_writer: RawWriter, replayed: list[RawRow]) -> list[RawRow]:

@@ -13,109 +13,121 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import msgspec
 from redis.asyncio import Redis
 
 from voicemon import keys
 from voicemon.rolling import BucketIncrement
 
-# Seen-markers (voicemon.keys): each event is looked up in the hash of its shard in each of
-# the m generations that exist; ARGV carries, per event, its digest field and the indexes in
-# KEYS of its m hashes, the current generation's first.
-
-# Adds the bucket increments of ARGV from index a to the buckets KEYS[first..].
-_APPLY_BUCKETS = """
-local function apply_buckets(first, a)
-  for k = first, #KEYS do
-    local expire_at = ARGV[a]
-    local count = tonumber(ARGV[a + 1])
-    a = a + 2
-    for _ = 1, count do
-      local field = ARGV[a]
-      if string.sub(field, -4) == '_sum' then
-        redis.call('HINCRBYFLOAT', KEYS[k], field, ARGV[a + 1])
-      else
-        redis.call('HINCRBY', KEYS[k], field, ARGV[a + 1])
-      end
-      a = a + 2
+# Seen-markers (voicemon.keys). Scripts that read or write many of them take two packed
+# arguments (``_packed``): the generations that exist, the current one first, with their shard
+# counts (MessagePack), and the events' 16-byte digests end to end. The script names a
+# marker's hash as ``voicemon.keys.seen_hash`` does (a test holds them together): the hashes
+# of one batch span any number of cluster slots, so ingest needs a standalone Redis (or one
+# primary) for its markers, as it always has for its counters.
+_MARKERS = """
+local generations, digests = cmsgpack.unpack(ARGV[1]), ARGV[2]
+local prefixes = {}
+for g = 1, #generations do
+  prefixes[g] = 'PREFIX:seen:' .. generations[g][1] .. ':'
+end
+-- Per event, the position that counted it in any generation, or ''; whether any did; and
+-- each event's field and hash in the current generation.
+local function owners_of(n)
+  local owners, fields, current, any = {}, {}, {}, false
+  for i = 1, n do
+    local at = (i - 1) * 16
+    local b1, b2, b3, b4 = string.byte(digests, at + 1, at + 4)
+    local slot = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    local field = string.sub(digests, at + 5, at + 16)
+    local found = ''
+    for g = 1, #generations do
+      local key = prefixes[g] .. (slot % generations[g][2])
+      if g == 1 then current[i] = key end
+      local position = redis.call('HGET', key, field)
+      if position then found = position; any = true; break end
     end
-    redis.call('PEXPIREAT', KEYS[k], expire_at)
+    owners[i], fields[i] = found, field
   end
+  return owners, any, fields, current
 end
-"""
+""".replace("PREFIX", keys.PREFIX)
 
-# Called by RollingCounters.owners. ARGV: m, then per event (field, m key indexes).
-# Returns per event the position that counted it, or ''.
-_OWNERS = """
-local m = tonumber(ARGV[1])
-local owners = {}
-local a = 2
-while a <= #ARGV do
-  local found = ''
-  for k = 1, m do
-    local position = redis.call('HGET', KEYS[tonumber(ARGV[a + k])], ARGV[a])
-    if position then found = position; break end
-  end
-  owners[#owners + 1] = found
-  a = a + 1 + m
-end
-return owners
-"""
-
-# Called by RollingCounters.count_once. KEYS: marker hashes, the generation's count key, the
-# counters' epoch and sentinel, then counter buckets. ARGV: m, n, expiry of the current
-# generation, index of the count key, per event (field, position, m key indexes), then the
-# bucket increments. Returns the indexes of events marked meanwhile (nothing is written).
-_COUNT_ONCE = (
-    _APPLY_BUCKETS
+# Called by RollingCounters.owners. ARGV: the packed generations, the digests. Returns per
+# event the position that counted it, or ''.
+_OWNERS = (
+    _MARKERS
     + """
-local m = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local taken = {}
-local a = 5
-for i = 1, n do
-  for k = 1, m do
-    if redis.call('HEXISTS', KEYS[tonumber(ARGV[a + 1 + k])], ARGV[a]) == 1 then
-      taken[#taken + 1] = i - 1
-      break
-    end
-  end
-  a = a + 2 + m
-end
-if #taken > 0 then return taken end
-local expiring = {}
-a = 5
-for i = 1, n do
-  local key = KEYS[tonumber(ARGV[a + 2])]
-  redis.call('HSET', key, ARGV[a], ARGV[a + 1])
-  expiring[key] = true
-  a = a + 2 + m
-end
-for key in pairs(expiring) do redis.call('PEXPIREAT', key, ARGV[3]) end
-local count_key = KEYS[tonumber(ARGV[4])]
-redis.call('INCRBY', count_key, n)
-redis.call('PEXPIREAT', count_key, ARGV[3])
--- The first counting ever also creates the counters' epoch and sentinel, so that a flush of
--- the counter keys is told from a first start however soon it comes (RollingCounters.lost).
-if redis.call('EXISTS', KEYS[tonumber(ARGV[4]) + 1]) == 0 then
-  redis.call('SET', KEYS[tonumber(ARGV[4]) + 1], '1')
-  redis.call('SET', KEYS[tonumber(ARGV[4]) + 2], '1')
-end
-apply_buckets(tonumber(ARGV[4]) + 3, a)
-return taken
+local owners = owners_of(#digests / 16)
+return owners
 """
 )
 
-# Called by RollingCounters.settle. KEYS: one marker's m hashes, then buckets. ARGV: m,
-# field, position, settled value, then the bucket increments. Only if the marker still holds
-# the position: mark it settled and apply the increments.
+# Adds the packed bucket increments (per bucket: its KEYS index, expiry, then field, value
+# pairs) to the counter buckets.
+_APPLY_BUCKETS = """
+local function apply_buckets(buckets)
+  for _, bucket in ipairs(buckets) do
+    local key = KEYS[bucket[1]]
+    local fields = bucket[3]
+    for f = 1, #fields, 2 do
+      if string.sub(fields[f], -4) == '_sum' then
+        redis.call('HINCRBYFLOAT', key, fields[f], fields[f + 1])
+      else
+        redis.call('HINCRBY', key, fields[f], fields[f + 1])
+      end
+    end
+    redis.call('PEXPIREAT', key, bucket[2])
+  end
+end
+"""
+
+# Called by RollingCounters.count_once. KEYS: the current generation's count key, the
+# counters' epoch and sentinel, then the counter buckets. ARGV: the packed generations, the
+# digests, the packed positions, expiry of the current generation's hashes, the packed bucket
+# increments. If no event is marked yet, marks each with its position and applies the
+# increments, and returns nothing; otherwise writes nothing and returns every event's owner.
+_COUNT_ONCE = (
+    _MARKERS
+    + _APPLY_BUCKETS
+    + """
+local positions = cmsgpack.unpack(ARGV[3])
+local n = #positions
+if n > 0 then
+  local owners, any, fields, current = owners_of(n)
+  if any then return owners end
+  local expiring = {}
+  for i = 1, n do
+    redis.call('HSET', current[i], fields[i], positions[i])
+    expiring[current[i]] = true
+  end
+  for key in pairs(expiring) do redis.call('PEXPIREAT', key, ARGV[4]) end
+  redis.call('INCRBY', KEYS[1], n)
+  redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+end
+-- The first counting ever also creates the counters' epoch and sentinel, so that a flush of
+-- the counter keys is told from a first start however soon it comes (RollingCounters.lost).
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], '1')
+  redis.call('SET', KEYS[3], '1')
+end
+apply_buckets(cmsgpack.unpack(ARGV[5]))
+return {}
+"""
+)
+
+# Called by RollingCounters.settle. KEYS: one marker's hashes, then buckets. ARGV: field,
+# position, settled value, the packed bucket increments (KEYS indexes after the hashes).
+# Only if the marker still holds the position: mark it settled and apply the increments.
 _SETTLE = (
     _APPLY_BUCKETS
     + """
-local m = tonumber(ARGV[1])
+local buckets = cmsgpack.unpack(ARGV[4])
+local m = #KEYS - #buckets
 for k = 1, m do
-  if redis.call('HGET', KEYS[k], ARGV[2]) == ARGV[3] then
-    redis.call('HSET', KEYS[k], ARGV[2], ARGV[4])
-    apply_buckets(m + 1, 5)
+  if redis.call('HGET', KEYS[k], ARGV[1]) == ARGV[2] then
+    redis.call('HSET', KEYS[k], ARGV[1], ARGV[3])
+    apply_buckets(buckets)
     return 1
   end
 end
@@ -125,14 +137,23 @@ return 0
 SETTLED = "unstorable@"  # a settled marker's value: this prefix and the position
 
 
-def bucket_args(buckets: Mapping[str, BucketIncrement]) -> list[bytes | str | int]:
-    """The ARGV tail of ``_APPLY_BUCKETS`` for ``buckets`` (pure)."""
-    args: list[bytes | str | int] = []
-    for bucket in buckets.values():
-        args += [bucket.expire_at_ms, len(bucket.fields)]
+def packed_buckets(buckets: Mapping[str, BucketIncrement], first_key: int) -> bytes:
+    """``_APPLY_BUCKETS``'s argument for ``buckets``, whose keys are KEYS from index
+    ``first_key`` in order (pure). Float sums travel as their shortest exact text."""
+    packed = []
+    for index, bucket in enumerate(buckets.values(), start=first_key):
+        fields: list[str | int] = []
         for field, value in bucket.fields.items():
-            args += [field, repr(value) if field.endswith("_sum") else int(value)]
-    return args
+            fields += [field, repr(value) if field.endswith("_sum") else int(value)]
+        packed.append((index, bucket.expire_at_ms, fields))
+    return msgspec.msgpack.encode(packed)
+
+
+def _packed(shards: Mapping[int, int], event_ids: Sequence[str]) -> list[bytes]:
+    """The generations (current first) with their shard counts, and the events' digests
+    (Redis's MessagePack has no binary type, so they travel apart)."""
+    digests = b"".join(keys.digest(event_id) for event_id in event_ids)
+    return [msgspec.msgpack.encode(list(shards.items())), digests]
 
 
 class RollingCounters:
@@ -173,12 +194,7 @@ class RollingCounters:
         shards = await self.shard_counts(now_ms, writing=False)
         if not event_ids or not shards:
             return [None] * len(event_ids)
-        markers = [keys.marker(event_id) for event_id in event_ids]
-        hashes, indexes = keys.seen_hash_keys(markers, shards)
-        args: list[bytes | int] = [len(shards)]
-        for found, where in zip(markers, indexes, strict=True):
-            args += [found.field, *where]
-        owners = await self._owners(keys=hashes, args=args)
+        owners = await self._owners(keys=[], args=_packed(shards, event_ids))
         return [value.decode() if value else None for value in owners]
 
     async def count_once(
@@ -186,27 +202,29 @@ class RollingCounters:
         new_events: Sequence[tuple[str, str]],
         buckets: Mapping[str, BucketIncrement],
         now_ms: int,
-    ) -> list[int]:
-        """Mark ``new_events`` (event id, position) seen and apply ``buckets`` atomically;
-        return the indexes of events another worker marked meanwhile (then nothing was
-        written and the caller must reclassify and retry)."""
+    ) -> list[str | None] | None:
+        """Mark ``new_events`` (event id, position) seen and apply ``buckets``, atomically, if
+        none of them is marked yet, and return None. Otherwise write nothing and return the
+        position that counted each of them (None: not marked); the caller reclassifies and
+        tries again."""
         if not new_events and not buckets:
-            return []
+            return None
         shards = await self.shard_counts(now_ms, writing=True)
-        markers = [keys.marker(event_id) for event_id, _ in new_events]
-        hashes, indexes = keys.seen_hash_keys(markers, shards)
         count_key = keys.seen_count(keys.seen_generation(now_ms))
-        args: list[bytes | str | int] = [
-            len(shards),
-            len(new_events),
-            keys.seen_expire_at_ms(now_ms),
-            len(hashes) + 1,
-        ]
-        for found, (_, position), where in zip(markers, new_events, indexes, strict=True):
-            args += [found.field, position, *where]
-        all_keys = [*hashes, count_key, keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL, *buckets]
-        taken = await self._count_once(keys=all_keys, args=args + bucket_args(buckets))
-        return [int(index) for index in taken]
+        ids = [event_id for event_id, _ in new_events]
+        positions = [position for _, position in new_events]
+        taken = await self._count_once(
+            keys=[count_key, keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL, *buckets],
+            args=[
+                *_packed(shards, ids),
+                msgspec.msgpack.encode(positions),
+                keys.seen_expire_at_ms(now_ms),
+                packed_buckets(buckets, first_key=4),
+            ],
+        )
+        if not taken:
+            return None
+        return [value.decode() if value else None for value in taken]
 
     async def settle(
         self, event_id: str, position: str, decrements: Mapping[str, BucketIncrement], now_ms: int
@@ -215,10 +233,10 @@ class RollingCounters:
         marker is marked settled, so a replay neither counts it nor takes it back again."""
         shards = await self.shard_counts(now_ms, writing=False)
         found = keys.marker(event_id)
-        hashes, _ = keys.seen_hash_keys([found], shards)
-        args: list[bytes | str | int] = [len(hashes), found.field, position, SETTLED + position]
-        return bool(await self._settle(keys=hashes + list(decrements),
-                                       args=args + bucket_args(decrements)))  # fmt: skip
+        hashes = [keys.seen_hash(generation, count, found) for generation, count in shards.items()]
+        buckets = packed_buckets(decrements, first_key=len(hashes) + 1)
+        args: list[bytes | str] = [found.field, position, SETTLED + position, buckets]
+        return bool(await self._settle(keys=hashes + list(decrements), args=args))
 
     async def lost(self) -> bool:
         """True when the rolling-counter keys were flushed: their sentinel is gone but the

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, ValidationError
 
@@ -168,12 +168,29 @@ def validate_event(
         fields = _EventFields.model_validate(value)
     except ValidationError as error:
         return _first_error(error)
-    return _check_rules(fields, now_ms=now_ms, stages=stages)
+    return check_rules(fields, now_ms=now_ms, stages=stages)
 
 
-def _check_rules(
-    fields: _EventFields, *, now_ms: int, stages: frozenset[str]
+class EventFields(Protocol):
+    """The typed fields of one event, whoever checked their types (pydantic here, or the
+    worker's msgspec fast path): what ``check_rules`` reads."""
+
+    event_id: str
+    event_type: str
+    occurred_at: str | int
+    artifact_id: str
+    organization_id: str | None
+    stage: str | None
+    duration_ms: float | None
+    ai_cost_usd: float | None
+    error_code: str | None
+    schema_version: int
+
+
+def check_rules(
+    fields: EventFields, *, now_ms: int, stages: frozenset[str]
 ) -> PipelineEvent | Rejection:
+    """The rules of CONTRACT §3 beyond field types: stage, timestamp, time window."""
     event_type = _EVENT_TYPE_BY_NAME[fields.event_type]
     if event_type in STAGE_EVENT_TYPES:
         if fields.stage is None:

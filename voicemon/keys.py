@@ -7,7 +7,6 @@ organization), so one real-time read touches one Redis Cluster slot.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 PREFIX = "vm"
@@ -53,9 +52,14 @@ class Marker:
     field: bytes
 
 
+def digest(event_id: str) -> bytes:
+    """16 bytes of an event id: the first 4 pick its shard (big-endian), the rest its field."""
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def marker(event_id: str) -> Marker:
-    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return Marker(int.from_bytes(digest[:4], "big"), digest[4:])
+    found = digest(event_id)
+    return Marker(int.from_bytes(found[:4], "big"), found[4:])
 
 
 def seen_generation(now_ms: int) -> int:
@@ -70,22 +74,6 @@ def seen_generations(now_ms: int) -> list[int]:
 
 def seen_hash(generation: int, shards: int, found: Marker) -> str:
     return f"{PREFIX}:seen:{generation}:{found.slot % shards}"
-
-
-def seen_hash_keys(
-    markers: Sequence[Marker], shards: Mapping[int, int]
-) -> tuple[list[str], list[list[int]]]:
-    """The distinct hash keys of the markers in the generations ``shards`` lists (generation
-    -> shard count, current first), and each marker's 1-based key indexes (pure)."""
-    index: dict[str, int] = {}
-    per_marker: list[list[int]] = []
-    for found in markers:
-        indexes = []
-        for generation, count in shards.items():
-            key = seen_hash(generation, count, found)
-            indexes.append(index.setdefault(key, len(index) + 1))
-        per_marker.append(indexes)
-    return list(index), per_marker
 
 
 def seen_shards(generation: int) -> str:

@@ -21,6 +21,7 @@ from consumers.publish_once import OncePublisher
 from consumers.raw_writer import COLUMNS, Position, RawRow, RawWriter
 from consumers.rolling_counters import RollingCounters
 from tests.integration.harness import Pipeline
+from voicemon import keys, rolling
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.producer import KafkaPublisher
 from voicemon.store import Client
@@ -220,3 +221,45 @@ def test_duplicates_older_than_the_markers_are_caught_by_the_store(
     assert (later.counted, later.duplicates) == (0, 1)
     assert stored_ids(clean_store) == ["twice"]
     assert set(pipeline.redis.keys("vm:seen:*")) == set()  # nothing new was marked
+
+
+def test_the_scripts_markers_live_where_voicemon_keys_names_them(pipeline: Pipeline) -> None:
+    """The count-once script names marker hashes itself; they are where ``voicemon.keys``
+    (and the settle script, which takes them from there) looks, in every generation."""
+    at = now_ms()
+    generation = keys.seen_generation(at)
+    pipeline.redis.set(keys.seen_shards(generation - 1), 2048)  # an older generation exists
+
+    async def count() -> tuple[list[str | None] | None, list[str | None] | None]:
+        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
+        try:
+            counters = RollingCounters(redis)
+            new = [(f"e-{i}", f"0:{i}:0") for i in range(50)]
+            first = await counters.count_once(new, {}, at)
+            again = await counters.count_once([*new[:2], ("e-new", "0:99:0")], {}, at)
+            return first, again
+        finally:
+            await redis.aclose()
+
+    first, again = asyncio.run(count())
+    assert first is None
+    assert again == ["0:0:0", "0:1:0", None]  # refused, and says who counted what
+    shards = int(pipeline.redis.get(keys.seen_shards(generation)) or 0)
+    for i in range(50):
+        found = keys.marker(f"e-{i}")
+        assert pipeline.redis.hget(keys.seen_hash(generation, shards, found), found.field) == (
+            f"0:{i}:0".encode()
+        )
+    # A marker found in the older generation (its own shard count) stops a count as well.
+    older = keys.marker("e-old")
+    pipeline.redis.hset(keys.seen_hash(generation - 1, 2048, older), older.field, "3:3:3")
+
+    async def count_old() -> list[str | None] | None:
+        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
+        try:
+            increments = rolling.increments([], at)
+            return await RollingCounters(redis).count_once([("e-old", "0:7:0")], increments, at)
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(count_old()) == ["3:3:3"]

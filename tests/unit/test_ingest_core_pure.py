@@ -45,12 +45,11 @@ def test_a_generation_has_shards_for_about_64_markers_a_hash(previous: int, shar
     assert shards & (shards - 1) == 0  # a power of two
 
 
-def test_marker_keys_list_each_hash_once_and_index_every_marker() -> None:
-    markers = [keys.Marker(3, b"a"), keys.Marker(1027, b"b"), keys.Marker(5, b"c")]
-    hashes, indexes = keys.seen_hash_keys(markers, {10: 1024, 9: 2048})
-    assert hashes == ["vm:seen:10:3", "vm:seen:9:3", "vm:seen:9:1027", "vm:seen:10:5",
-                      "vm:seen:9:5"]  # fmt: skip
-    assert indexes == [[1, 2], [1, 3], [4, 5]]  # 1027 % 1024 == 3: the same hash in gen 10
+def test_a_marker_is_its_digest_split_into_slot_and_field() -> None:
+    digest = keys.digest("e-1")
+    assert len(digest) == 16
+    assert keys.marker("e-1") == keys.Marker(int.from_bytes(digest[:4], "big"), digest[4:])
+    assert keys.seen_hash(10, 1024, keys.Marker(1027, b"b")) == "vm:seen:10:3"
 
 
 @pytest.mark.parametrize(

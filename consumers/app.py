@@ -7,6 +7,7 @@ from typing import Any
 
 import faust
 
+from voicemon.kafka_client import faust_brokers, faust_credentials
 from voicemon.settings import Settings
 
 
@@ -22,7 +23,8 @@ class WorkerApp:
 def build_app(settings: Settings) -> WorkerApp:
     app = faust.App(
         settings.worker_group,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=faust_brokers(settings),
+        broker_credentials=faust_credentials(settings),  # TLS and SASL (VOICEMON_KAFKA_*)
         autodiscover=False,
         datadir=settings.worker_data_dir,
         topic_partitions=settings.topic_partitions,

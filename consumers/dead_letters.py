@@ -7,7 +7,7 @@ over an abandoned rejection can read that one partition to learn whether it was 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +54,20 @@ def _source(headers: Any) -> tuple[int, int, int | None]:
 
 
 class DeadLetters:
-    def __init__(self, publisher: KafkaPublisher, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self,
+        publisher: KafkaPublisher,
+        bootstrap: str,
+        topic: str,
+        security: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``security``: the librdkafka security properties of the DLQ reader
+        (``voicemon.kafka_client.confluent_security``)."""
         self._publisher = publisher
         self._topic = topic
         self._reader = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": "voicemon-dlq-check",
-             "enable.auto.commit": False, "enable.partition.eof": True}
+             "enable.auto.commit": False, "enable.partition.eof": True, **(security or {})}
         )  # fmt: skip
         self._partitions = 0
 

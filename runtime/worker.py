@@ -24,6 +24,7 @@ from consumers.rolling_counters import RollingCounters
 from runtime import timers
 from voicemon import health, store
 from voicemon.health import Outage
+from voicemon.kafka_client import confluent_security
 from voicemon.resources import Resources, open_resources
 from voicemon.settings import Settings
 from voicemon.window_state import WindowState
@@ -66,7 +67,8 @@ class WorkerParts:
         closer = None
         if resources.store is not None:
             closer = build_closer(settings, window_state, resources.store, resources.publisher)
-        dlq = DeadLetters(resources.publisher, settings.kafka_bootstrap, settings.dlq_topic)
+        dlq = DeadLetters(resources.publisher, settings.kafka_bootstrap, settings.dlq_topic,
+                          security=confluent_security(settings))  # fmt: skip
         raw_writer = None if resources.store is None else RawWriter(resources.store)
         ingest = Ingest(
             RollingCounters(resources.redis),

@@ -56,3 +56,7 @@ unstorable  # unused variable (consumers/ingest.py:63)
 _.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
 _._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator
 topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command
+_kafka_security_consistent  # pydantic model validator (voicemon/settings.py)
+make_tls_files  # used by tests (voicemon/devtools/secure_broker.py)
+SecureBroker  # used by tests (voicemon/devtools/secure_broker.py)
+_.client_env  # used by tests (voicemon/devtools/secure_broker.py)

@@ -89,8 +89,11 @@ class EventProducer:
         max_bytes: int = 512 * 1024,
         linger_s: float = 0.05,
         batch: bool = True,
+        **config: Any,
     ) -> None:
-        self._publisher = KafkaPublisher(bootstrap)
+        """``config``: more librdkafka properties, e.g. the security of
+        ``voicemon.kafka_client.confluent_security(settings)``."""
+        self._publisher = KafkaPublisher(bootstrap, **config)
         self._topic = topic
         self._max_events = max_events if batch else 1
         self._max_bytes = max_bytes

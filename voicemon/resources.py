@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from voicemon import store
+from voicemon.kafka_client import confluent_security
 from voicemon.producer import KafkaPublisher
 from voicemon.settings import Settings
 
@@ -44,5 +45,5 @@ def open_resources(settings: Settings, *, with_store: bool = True) -> Resources:
             socket_connect_timeout=REDIS_TIMEOUT_S,
         ),
         store=open_store(settings) if with_store else None,
-        publisher=KafkaPublisher(settings.kafka_bootstrap),
+        publisher=KafkaPublisher(settings.kafka_bootstrap, **confluent_security(settings)),
     )

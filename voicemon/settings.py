@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash
@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     kafka_session_timeout_seconds: float = Field(default=30.0, ge=6)
     kafka_heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
     kafka_commit_interval_seconds: float = Field(default=2.8, gt=0)
+    # Kafka client security, for every client voicemon opens (voicemon/kafka_client.py).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: FilePath | None = None  # PEM; unset: the system's trusted CAs
+    kafka_ssl_cert_file: FilePath | None = None  # PEM client certificate (mutual TLS)
+    kafka_ssl_key_file: FilePath | None = None  # PEM private key of that certificate
+    kafka_ssl_key_password: SecretStr | None = None  # if that key is encrypted
 
     stages: Annotated[tuple[str, ...], NoDecode] = DEFAULT_STAGES
 
@@ -90,6 +99,13 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_JWT_SECRET_BYTES} bytes long")
         return value
 
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        problem = kafka_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @property
     def counts(self) -> bool:
         return self.worker_role != "store"
@@ -103,3 +119,29 @@ class Settings(BaseSettings):
         """The Faust app id and consumer group: a store worker reads the input on its own."""
         suffix = "-store" if self.worker_role == "store" else ""
         return self.consumer_group + suffix
+
+
+def kafka_security_problem(settings: Settings) -> str:
+    """What contradicts in the Kafka security settings, as one sentence ('' if nothing)."""
+    protocol = settings.kafka_security_protocol
+    sasl = (settings.kafka_sasl_mechanism, settings.kafka_sasl_username,
+            settings.kafka_sasl_password)  # fmt: skip
+    tls_files = (settings.kafka_ssl_ca_file, settings.kafka_ssl_cert_file,
+                 settings.kafka_ssl_key_file, settings.kafka_ssl_key_password)  # fmt: skip
+    if protocol.startswith("SASL_"):
+        if None in sasl:
+            return (f"VOICEMON_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                    "VOICEMON_KAFKA_SASL_MECHANISM, VOICEMON_KAFKA_SASL_USERNAME and "
+                    "VOICEMON_KAFKA_SASL_PASSWORD")  # fmt: skip
+    elif any(value is not None for value in sasl):
+        return (f"VOICEMON_KAFKA_SASL_* is set but VOICEMON_KAFKA_SECURITY_PROTOCOL={protocol} "
+                "does not use SASL: set it to SASL_SSL (or SASL_PLAINTEXT)")  # fmt: skip
+    if not protocol.endswith("SSL") and any(value is not None for value in tls_files):
+        return (f"VOICEMON_KAFKA_SSL_* is set but VOICEMON_KAFKA_SECURITY_PROTOCOL={protocol} "
+                "does not use TLS: set it to SSL or SASL_SSL")  # fmt: skip
+    if (settings.kafka_ssl_cert_file is None) != (settings.kafka_ssl_key_file is None):
+        return ("VOICEMON_KAFKA_SSL_CERT_FILE and VOICEMON_KAFKA_SSL_KEY_FILE go together: "
+                "a client certificate needs its private key")  # fmt: skip
+    if settings.kafka_ssl_key_password is not None and settings.kafka_ssl_key_file is None:
+        return "VOICEMON_KAFKA_SSL_KEY_PASSWORD is set without VOICEMON_KAFKA_SSL_KEY_FILE"
+    return ""

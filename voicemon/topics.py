@@ -8,8 +8,9 @@ operator decides what to do with a topic that holds data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -68,9 +69,12 @@ def drift(spec: TopicSpec, partitions: int, replication: int, config: dict[str, 
     return "; ".join(problems)
 
 
-def ensure(bootstrap: str, specs: list[TopicSpec]) -> list[TopicReport]:
-    """Create the missing topics and verify the others; never changes an existing topic."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def ensure(
+    bootstrap: str, specs: list[TopicSpec], security: Mapping[str, Any] | None = None
+) -> list[TopicReport]:
+    """Create the missing topics and verify the others; never changes an existing topic.
+    ``security``: librdkafka security properties (``kafka_client.confluent_security``)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or {})})
     try:
         existing = admin.list_topics(timeout=TIMEOUT_S).topics
         missing = [s for s in specs if s.name not in existing]
@@ -115,9 +119,11 @@ def _configs(admin: AdminClient, names: list[str]) -> dict[str, dict[str, str]]:
     return found
 
 
-def message_count(bootstrap: str, topic: str) -> int:
+def message_count(bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> int:
     """Messages currently held by ``topic`` (high minus low watermark, summed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "voicemon-readout"})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "voicemon-readout", **(security or {})}
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         total = 0

@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from voicemon import resources
+from voicemon import kafka_access, resources
 from voicemon.settings import Settings
 from voicemon.store import Client, StoreError
 
@@ -33,8 +33,19 @@ def settings() -> Settings:
         return Settings()
     except ValidationError as error:
         problem = error.errors(include_url=False)[0]
+        if not problem["loc"]:  # a rule across settings: its message names them
+            fail(problem["msg"].removeprefix("Value error, "))
         name = "VOICEMON_" + "_".join(str(part) for part in problem["loc"]).upper()
         fail(f"{name}: {problem['msg']}")
+
+
+def check_kafka(config: Settings) -> None:
+    """End the command in seconds, with one sentence, if Kafka refuses the settings' login or
+    TLS handshake, or does not answer."""
+    try:
+        kafka_access.check(config)
+    except (kafka_access.KafkaAccessError, kafka_access.KafkaUnreachable) as error:
+        fail(str(error))
 
 
 def open_store() -> Client:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import orjson
 import typer
 
-from runtime.cli.common import AsJson, settings
+from runtime.cli.common import AsJson, check_kafka, settings
+from voicemon.kafka_client import confluent_security
 from voicemon.topics import message_count
 
 
 def dlq_count(as_json: AsJson = False) -> None:
     """Messages in the DLQ topic."""
-    count = message_count(settings().kafka_bootstrap, settings().dlq_topic)
+    config = settings()
+    check_kafka(config)
+    count = message_count(config.kafka_bootstrap, config.dlq_topic, confluent_security(config))
     print(orjson.dumps({"dlq_messages": count}).decode() if as_json else f"DLQ messages: {count:,}")
 
 

@@ -12,13 +12,14 @@ import orjson
 import typer
 from rich.progress import Progress
 
-from runtime.cli.common import AsJson, Home, console, fail, settings
+from runtime.cli.common import AsJson, Home, check_kafka, console, fail, settings
 from runtime.cli.dlq import dlq_count
 from runtime.cli.metrics import metrics_realtime
 from runtime.cli.store import raw_count
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.devtools.loadgen import produce as produce_load
 from voicemon.devtools.localstack import LocalStack, StackError
+from voicemon.kafka_client import confluent_security
 from voicemon.producer import EventProducer
 
 stack_app = typer.Typer(no_args_is_help=True, help="The local stack without Docker.")
@@ -62,7 +63,9 @@ def produce(
 ) -> None:
     """Publish realistic synthetic pipeline events."""
     config = settings()
-    producer = EventProducer(config.kafka_bootstrap, config.events_topic, batch=not single)
+    check_kafka(config)
+    producer = EventProducer(config.kafka_bootstrap, config.events_topic, batch=not single,
+                             **confluent_security(config))  # fmt: skip
     mix = LoadMix(seed, orgs, config.stages, duplicates, malformed)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("producing", total=duration)

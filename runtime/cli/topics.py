@@ -6,8 +6,9 @@ import orjson
 import typer
 from rich.table import Table
 
-from runtime.cli.common import AsJson, console, fail, settings
+from runtime.cli.common import AsJson, check_kafka, console, fail, settings
 from voicemon import topics
+from voicemon.kafka_client import confluent_security
 
 topics_app = typer.Typer(no_args_is_help=True, help="The Kafka topics of voicemon.")
 
@@ -17,8 +18,11 @@ def topics_ensure(as_json: AsJson = False) -> None:
     """Create the missing topics (partitions, replication, compaction of the directory) and
     report drift on existing ones without changing them; exit 1 on drift."""
     config = settings()
+    check_kafka(config)
     try:
-        reports = topics.ensure(config.kafka_bootstrap, topics.topic_specs(config))
+        reports = topics.ensure(
+            config.kafka_bootstrap, topics.topic_specs(config), confluent_security(config)
+        )
     except topics.TopicsError as error:
         fail(str(error))
     if as_json:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from confluent_kafka.admin import AdminClient
 
 from voicemon import topics
+from voicemon.kafka_client import confluent_config, confluent_security
 from voicemon.settings import Settings
 
 KAFKA_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka"
@@ -188,13 +189,14 @@ class LocalStack:
         specs = topics.topic_specs(self.settings)
         while True:
             try:
-                topics.ensure(self.settings.kafka_bootstrap, specs)
+                topics.ensure(self.settings.kafka_bootstrap, specs,
+                              confluent_security(self.settings))  # fmt: skip
                 break
             except topics.TopicsError as error:
                 if time.monotonic() > deadline:
                     raise StackError(str(error)) from None
                 time.sleep(0.5)
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap})
+        admin = AdminClient(confluent_config(self.settings))
         _wait_led(admin, {spec.name: spec.partitions for spec in specs}, deadline)
 
 

@@ -10,13 +10,14 @@ worker of a group reports the same numbers, so dashboards and rules take ``max b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-Config = dict[str, str | int | float | bool]
+Config = Mapping[str, str | int | float | bool]
 
 
 class LagUnavailable(Exception):
@@ -72,7 +73,7 @@ class BrokerLag:
 
     def _measure(self) -> list[PartitionOffsets]:
         if self._admin is None:
-            self._admin = AdminClient(self.config)
+            self._admin = AdminClient(dict(self.config))
         admin = self._admin
         metadata = admin.list_topics(self.topic, timeout=self.timeout_s).topics[self.topic]
         if metadata.error is not None:

@@ -83,6 +83,8 @@ def build_worker(settings: Settings) -> WorkerApp:
     """The Faust app with every agent, timer, task and page of the worker registered."""
     worker = build_app(settings)
     telemetry.WORKER_INFO.labels(settings.worker_role, settings.worker_group).set(1)
+    for dependency in health.DEPENDENCIES:  # 0 from the start, not absent until an outage
+        telemetry.INGEST_PAUSED.labels(dependency).set(0)
     parts = WorkerParts(settings)
     progress = IngestProgress()
     directory_outage = Outage("directory")

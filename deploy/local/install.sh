@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what voicemon needs on a fresh Debian machine with Python 3.11, Java 17 and Maven:
 # Debian's redis-server (and prometheus, promtool and amtool for the alert and dashboard
-# tests), the Python package with its dev extras, and the Apache Kafka broker jars from Maven Central. Idempotent.
+# tests), the Python package with its dev extras, and the Apache Kafka broker jars from
+# Maven Central. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -31,7 +31,6 @@ class IngestProgress:
     """What the agent shares with the worker's timers and probes."""
 
     outage: Outage = field(default_factory=lambda: Outage("ingest"))
-    last_offsets: dict[int, int] = field(default_factory=dict)  # partition -> last acked
     batch_started: float | None = None  # monotonic start of the batch in progress
     ingesting: asyncio.Lock = field(default_factory=asyncio.Lock)  # batches and rebuilds
 
@@ -59,8 +58,6 @@ def add_ingest_agent(
                 await _make_durable(ingest, messages, progress)
                 for event in chunk:
                     event.ack()
-                for message in messages:
-                    progress.last_offsets[message.partition] = message.offset
 
     worker.app.agent(worker.events_topic, name="voicemon.ingest")(ingest_events)
 

@@ -13,8 +13,9 @@ from aggregators import retention
 from consumers.app import WorkerApp
 from consumers.counter_rebuild import rebuild_if_lost
 from consumers.ingest_agent import IngestProgress
-from consumers.lag import report_lag
+from consumers.lag import BrokerLag, LagUnavailable
 from consumers.rolling_counters import RollingCounters
+from voicemon import telemetry
 from voicemon.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voicemon.worker")
 REBUILD_CHECK_SECONDS = 5.0
-LAG_SECONDS = 5.0
+LAG_SECONDS = 10.0
 
 
 def add_timers(
@@ -89,13 +90,30 @@ def add_timers(
             log.warning("rolling counters were missing; rebuilt %d bucket(s) from raw events",
                         rebuilt)  # fmt: skip
 
+    broker_lag = BrokerLag(
+        {"bootstrap.servers": settings.kafka_bootstrap},
+        settings.worker_group,
+        settings.events_topic,
+    )
+    lag_unavailable = False
+
     async def report_consumer_lag() -> None:
-        report_lag(
-            app.consumer.assignment(),
-            worker.events_topic.get_topic_name(),
-            progress.last_offsets,
-            app.consumer.highwater,
-        )
+        """The group's lag as the broker sees it, measured by every worker: it needs neither
+        Redis nor the store, nor any partition held (see consumers/lag.py)."""
+        nonlocal lag_unavailable
+        try:
+            offsets = await asyncio.to_thread(broker_lag.measure)
+        except LagUnavailable as error:
+            if not lag_unavailable:
+                log.error("consumer lag not measured: %s", str(error)[:300])
+            lag_unavailable = True
+            telemetry.BROKER_OFFSETS.clear()
+            return
+        if lag_unavailable:
+            log.warning("consumer lag measured again")
+            lag_unavailable = False
+        rows = [(o.partition, o.end, o.committed, o.lag) for o in offsets]
+        telemetry.BROKER_OFFSETS.update(settings.worker_group, rows)
 
     app.timer(settings.closer_interval_seconds)(close_windows)
     app.on_before_shutdown.connect(release_lease)

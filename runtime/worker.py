@@ -22,7 +22,7 @@ from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from runtime import timers
-from voicemon import health, store
+from voicemon import health, store, telemetry
 from voicemon.health import Outage
 from voicemon.kafka_client import confluent_security
 from voicemon.resources import Resources, open_resources
@@ -84,6 +84,9 @@ class WorkerParts:
 def build_worker(settings: Settings) -> WorkerApp:
     """The Faust app with every agent, timer, task and page of the worker registered."""
     worker = build_app(settings)
+    telemetry.WORKER_INFO.labels(settings.worker_role, settings.worker_group).set(1)
+    for dependency in health.DEPENDENCIES:  # 0 from the start, not absent until an outage
+        telemetry.INGEST_PAUSED.labels(dependency).set(0)
     parts = WorkerParts(settings)
     progress = IngestProgress()
     directory_outage = Outage("directory")

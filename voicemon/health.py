@@ -25,6 +25,9 @@ READINESS_TIMEOUT_S = 2.0
 T = TypeVar("T")
 
 
+DEPENDENCIES = ("redis", "clickhouse", "kafka")  # what dependency_of names, besides "other"
+
+
 def dependency_of(error: BaseException | None) -> str:
     """Which dependency an error came from, by the library that raised it."""
     module = type(error).__module__

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -45,8 +46,11 @@ INGEST_PAUSED = Gauge(
     "voicemon_ingest_paused", "1 while an outage of this dependency pauses consumption",
     ["dependency"],
 )  # fmt: skip
-CONSUMER_LAG = Gauge(
-    "voicemon_consumer_lag_messages", "Messages behind the partition's end", ["partition"]
+WORKER_INFO = Gauge(
+    "voicemon_worker_info",
+    "1 on every worker process, by role and consumer group: the series dashboards and alert "
+    "rules find workers by, whatever the scrape job is called",
+    ["role", "consumer_group"],
 )
 BATCH_SECONDS = Histogram(
     "voicemon_batch_seconds",
@@ -105,3 +109,52 @@ class CloserGauges(Collector):
 
 CLOSER = CloserGauges()
 REGISTRY.register(CLOSER)
+
+
+class BrokerOffsets(Collector):
+    """The events topic and the consumer group as the broker sees them, from the last
+    measurement (consumers/lag.py): exported by every worker, also while ingest is paused.
+    Nothing is exported when the last measurement failed or is older than ``max_age_s``, so a
+    worker that cannot reach the broker never exports stale numbers."""
+
+    def __init__(self, max_age_s: float = 60.0) -> None:
+        self.max_age_s = max_age_s
+        self._group = ""
+        self._rows: list[tuple[int, int, int | None, int]] = []
+        self._measured_at = float("-inf")
+
+    def update(self, group: str, rows: list[tuple[int, int, int | None, int]]) -> None:
+        """``rows``: (partition, end offset, committed offset or None, lag) per partition."""
+        self._group, self._rows, self._measured_at = group, rows, time.monotonic()
+
+    def clear(self) -> None:
+        self._rows = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        fresh = time.monotonic() - self._measured_at <= self.max_age_s
+        rows = self._rows if fresh else []
+        lag = GaugeMetricFamily(
+            "voicemon_consumer_lag_messages",
+            "Messages of the partition the consumer group has not committed yet (broker view)",
+            labels=["consumer_group", "partition"],
+        )
+        end = CounterMetricFamily(
+            "voicemon_input_messages",
+            "Messages ever appended to the events topic's partition: its end offset",
+            labels=["partition"],
+        )
+        committed = CounterMetricFamily(
+            "voicemon_consumer_committed_messages",
+            "The consumer group's committed offset in the partition (broker view)",
+            labels=["consumer_group", "partition"],
+        )
+        for partition, end_offset, committed_offset, messages in rows:
+            lag.add_metric([self._group, str(partition)], messages)
+            end.add_metric([str(partition)], end_offset)
+            if committed_offset is not None:
+                committed.add_metric([self._group, str(partition)], committed_offset)
+        yield from (lag, end, committed)
+
+
+BROKER_OFFSETS = BrokerOffsets()
+REGISTRY.register(BROKER_OFFSETS)

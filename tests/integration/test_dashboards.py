@@ -1,9 +1,11 @@
 """The Grafana dashboards and the Prometheus alert rules run against the real thing: every
-PromQL expression through a real Prometheus scraping a live worker, every history SQL query
-on the snapshots that worker wrote."""
+PromQL expression through a real Prometheus scraping a live worker (under a scrape job name
+no deployment uses, with a Kubernetes-like namespace label), every history SQL query on the
+hourly snapshots that worker wrote and on the daily snapshots of a closed day."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -20,11 +22,18 @@ from typing import Any
 
 import pytest
 import yaml
+from redis.asyncio import Redis as AsyncRedis
 
+from aggregators.auth import mint
+from aggregators.closer import build_closer
+from consumers.raw_writer import Position, RawRow, RawWriter
 from tests.integration.harness import Pipeline, free_port
 from voicemon.devtools.loadgen import LoadMix
-from voicemon.settings import DEFAULT_STAGES
-from voicemon.windows import HOUR_MS
+from voicemon.event import EventType, PipelineEvent
+from voicemon.settings import DEFAULT_STAGES, Settings
+from voicemon.store import Client
+from voicemon.window_state import WindowState
+from voicemon.windows import DAY_MS, HOUR_MS
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE_DASHBOARD = ROOT / "deploy/grafana/dashboards/voicemon-live.json"
@@ -33,19 +42,32 @@ ALERT_RULES = ROOT / "deploy/prometheus/rules/voicemon.yml"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 FAST_CLOSER = {"VOICEMON_CLOSER_INTERVAL_SECONDS": "1", "VOICEMON_LATE_DEBOUNCE_SECONDS": "1"}
 
-# Grafana's variables, as a dashboard over the last hour would expand them.
+# Grafana's variables, as a dashboard over the last hour would expand them ("All" for the
+# namespace and instance variables).
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__interval": "15s",
     "$__range": "1h",
     "$__range_s": "3600",
+    "$namespace": ".*",
+    "$instance": ".*",
 }
-# The panels an operator opens first: each must show data while events flow.
+SCRAPE_JOB = "kubernetes-pods"  # a job name no rule or panel may depend on
+# The panels that must show data while events flow and the API is used (the others need a
+# duplicate, a late event, an outage, ... to draw anything; their queries must still run).
 CORE_LIVE_PANELS = (
+    "Workers up",
     "Throughput by event type",
     "DLQ by reason",
     "End-to-end latency quantiles",
     "Consumer lag by partition",
+    "Messages appended per partition",
+    "Committed per partition",
+    "Ingest paused by dependency",
+    "Closer leader",
+    "API requests by route",
+    "API errors by status",
+    "API latency",
 )
 
 needs_prometheus = pytest.mark.skipif(
@@ -88,30 +110,74 @@ def expand_promql(expr: str) -> str:
     return expr
 
 
-def expand_sql(sql: str) -> str:
-    """The ClickHouse plugin's macros over a 7-day dashboard range, as plain ClickHouse SQL."""
+def expand_sql(sql: str, period: str = "hourly") -> str:
+    """The ClickHouse plugin's macros over a 7-day dashboard range (90 days for daily rows),
+    as plain ClickHouse SQL, with the dashboard's period variable set to ``period``."""
+    days = 7 if period == "hourly" else 90
+    sql = sql.replace("${period}", period)
     sql = re.sub(
         r"\$__timeFilter\(([^)]+)\)",
-        r"(\1 >= now() - INTERVAL 7 DAY AND \1 <= now())",
+        rf"(\1 >= now() - INTERVAL {days} DAY AND \1 <= now())",
         sql,
     )
-    sql = sql.replace("$__fromTime", "(now() - INTERVAL 7 DAY)").replace("$__toTime", "now()")
+    sql = sql.replace("$__fromTime", f"(now() - INTERVAL {days} DAY)").replace("$__toTime", "now()")
     assert "$" not in sql, f"unexpanded Grafana macro in {sql!r}"
     return sql
 
 
-def test_dashboards_use_the_provisioned_datasources() -> None:
+def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard["templating"]["list"]}
+
+
+@pytest.mark.parametrize(
+    ("path", "plugin"),
+    [(LIVE_DASHBOARD, "prometheus"), (HISTORY_DASHBOARD, "grafana-clickhouse-datasource")],
+)
+def test_dashboards_choose_their_datasource_by_variable(path: Path, plugin: str) -> None:
+    """No hard-coded datasource uid: every panel and query takes ``${datasource}``, a
+    variable listing the datasources of the right plugin (so the dashboards work under a
+    Grafana provisioned by anyone, e.g. a kube-prometheus-stack sidecar)."""
+    dashboard = json.loads(path.read_text())
+    wanted = {"type": plugin, "uid": "${datasource}"}
+    assert all(t["datasource"] == wanted for _, t in panel_targets(dashboard))
+    panels = [p for top in dashboard["panels"] for p in [top, *top.get("panels", [])]]
+    assert all(p["datasource"] == wanted for p in panels if p["type"] != "row")
+    variable = variables(dashboard)["datasource"]
+    assert (variable["type"], variable["query"]) == ("datasource", plugin)
+    uids = re.findall(r'"uid":\s*"([^"]*)"', path.read_text())
+    assert set(uids) <= {"${datasource}", "-- Grafana --", dashboard["uid"]}
+
+
+def test_live_panels_filter_by_namespace_and_instance_and_never_by_job() -> None:
     live = json.loads(LIVE_DASHBOARD.read_text())
+    for name in ("namespace", "instance"):
+        variable = variables(live)[name]
+        assert variable["includeAll"] and variable["allValue"] == ".*", name
+    for title, expr in dashboard_promql():
+        selectors = re.findall(r"voicemon_\w+\{([^}]*)\}", expr)
+        assert selectors and len(selectors) == len(re.findall(r"voicemon_\w+", expr)), title
+        assert all('namespace=~"$namespace"' in s and 'instance=~"$instance"' in s
+                   for s in selectors), title  # fmt: skip
+    for name, expr in dashboard_promql() + rules_promql():
+        assert "job=" not in expr.replace(" ", ""), name
+    assert len(dashboard_promql()) >= 30 and len(history_sql()) >= 10
+
+
+def test_workers_up_is_red_at_zero() -> None:
+    live = json.loads(LIVE_DASHBOARD.read_text())
+    (panel,) = [p for p in live["panels"] if p["title"] == "Workers up"]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0] == {"color": "red", "value": None}
+    assert [s["value"] for s in steps[1:]] == [1] and steps[1]["color"] == "green"
+    assert panel["targets"][0]["expr"].endswith("or vector(0)")  # 0, not "No data"
+
+
+def test_history_shows_hourly_or_daily_rows() -> None:
     history = json.loads(HISTORY_DASHBOARD.read_text())
-    assert {json.dumps(t["datasource"]) for _, t in panel_targets(live)} == {
-        json.dumps({"type": "prometheus", "uid": "prometheus"})
-    }
-    assert {json.dumps(t["datasource"]) for _, t in panel_targets(history)} == {
-        json.dumps({"type": "grafana-clickhouse-datasource", "uid": "clickhouse"})
-    }
-    provisioned = (ROOT / "deploy/grafana/provisioning/datasources/datasources.yml").read_text()
-    assert {"uid: prometheus", "uid: clickhouse"} <= set(re.findall(r"uid: \w+", provisioned))
-    assert len(dashboard_promql()) >= 20 and len(history_sql()) >= 10
+    period = variables(history)["period"]
+    assert [o["value"] for o in period["options"]] == ["hourly", "daily"]
+    for title, sql in history_sql():
+        assert "period_type = '${period}'" in sql and "'hourly'" not in sql, title
 
 
 # -- a real Prometheus ---------------------------------------------------------------------
@@ -125,9 +191,14 @@ def prometheus(workdir: Path, worker_port: int) -> Iterator[str]:
         "rule_files": [str(ALERT_RULES)],
         "scrape_configs": [
             {
-                "job_name": "voicemon-worker",
+                "job_name": SCRAPE_JOB,
                 "metrics_path": "/metrics",
-                "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{worker_port}"],
+                        "labels": {"namespace": "voicemon", "pod": "voicemon-worker-0"},
+                    }
+                ],
             }
         ],
     }
@@ -205,15 +276,53 @@ def publish_mix(pipeline: Pipeline, mix: LoadMix, starts_ms: list[int], keys: in
         pipeline.publish(messages, key)
 
 
+JWT_SECRET = "dashboards-test-secret-of-at-least-32-bytes"
+
+
+def use_the_api(port: int, settings: Settings) -> None:
+    """A few query API requests on the worker's embedded API: answered ones and a 401."""
+    token = mint(JWT_SECRET, "dashboards", staff=True, organization_id=None, ttl_s=600)
+    now = int(time.time() * 1000)
+    paths = [
+        "/v1/metrics/realtime",
+        f"/v1/metrics/history?period=hourly&start={now - 6 * HOUR_MS}&end={now}",
+        f"/v1/metrics/stages?period=hourly&start={now - 6 * HOUR_MS}&end={now}",
+    ]
+    base = f"http://{settings.api_bind}:{port}"
+    deadline = time.monotonic() + 60
+    for path in paths:
+        while True:
+            headers = {"Authorization": f"Bearer {token}"}
+            request = urllib.request.Request(base + path, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    assert response.status == 200
+                    break
+            except OSError:  # the API starts with the worker's first agent
+                assert time.monotonic() < deadline, f"{path} not answered"
+                time.sleep(0.5)
+    try:
+        urllib.request.urlopen(base + paths[0], timeout=10)
+        raise AssertionError("a request without a token was answered")
+    except urllib.error.HTTPError as error:
+        assert error.code == 401
+
+
 @needs_prometheus
 def test_every_live_panel_and_alert_rule_evaluates_on_a_real_prometheus(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    worker = pipeline.start_worker(**FAST_CLOSER)
+    api_port = free_port()
+    worker = pipeline.start_worker(
+        **FAST_CLOSER,
+        VOICEMON_API_ENABLED="true",
+        VOICEMON_API_PORT=str(api_port),
+        VOICEMON_JWT_SECRET=JWT_SECRET,
+    )
     with prometheus(tmp_path, worker.web_port) as url:  # type: ignore[attr-defined]
 
         def worker_scraped() -> bool:
-            return bool(instant(url, 'up{job="voicemon-worker"} == 1')["data"]["result"])
+            return bool(instant(url, "voicemon_worker_info == 1")["data"]["result"])
 
         wait_until("worker scraped by prometheus", worker_scraped, 60)
         mix = LoadMix(
@@ -226,14 +335,22 @@ def test_every_live_panel_and_alert_rule_evaluates_on_a_real_prometheus(
             time.sleep(1)
         pipeline.wait_consumed(60)
         assert all(end > 0 for end in pipeline.end_offsets(pipeline.settings.events_topic).values())
+        use_the_api(api_port, pipeline.settings)
 
-        core = [(t, e) for t, e in dashboard_promql() if t in CORE_LIVE_PANELS]
-        assert {t for t, _ in core} == set(CORE_LIVE_PANELS)
+        core: dict[str, list[str]] = {}
+        for title, expr in dashboard_promql():
+            if title in CORE_LIVE_PANELS:
+                core.setdefault(title, []).append(expr)
+        assert set(core) == set(CORE_LIVE_PANELS)
 
-        def core_panels_have_data() -> bool:
-            return all(instant(url, expr)["data"]["result"] for _, expr in core)
+        def panels_without_data() -> set[str]:
+            return {
+                title
+                for title, exprs in core.items()
+                if not any(instant(url, expr)["data"]["result"] for expr in exprs)
+            }
 
-        wait_until("data on every core panel", core_panels_have_data, 40)
+        wait_until("data on every core panel", lambda: not panels_without_data(), 40)
 
         expressions = dashboard_promql() + rules_promql()
         failures = {}
@@ -243,10 +360,10 @@ def test_every_live_panel_and_alert_rule_evaluates_on_a_real_prometheus(
                 failures[name] = (expr, answer.get("error"))
         assert not failures, failures
 
-        throughput = instant(url, dict(core)["Throughput by event type"])
+        throughput = instant(url, core["Throughput by event type"][0])
         event_types = {s["metric"]["event_type"] for s in throughput["data"]["result"]}
         assert {"artifact_received", "stage_completed", "artifact_completed"} <= event_types
-        quantiles = [e for t, e in core if t == "End-to-end latency quantiles"]
+        quantiles = core["End-to-end latency quantiles"]
         p95 = instant(url, next(e for e in quantiles if "0.95" in e))["data"]["result"]
         assert any(math.isfinite(float(sample["value"][1])) for sample in p95)
 
@@ -283,7 +400,12 @@ def test_alert_rules_pass_promtool() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-WORKER = 'job="voicemon-worker",instance="w:6066"'
+WORKER = f'job="{SCRAPE_JOB}",instance="w:6066"'
+INFO = f'voicemon_worker_info{{{WORKER},role="all",consumer_group="voicemon"}}'
+LAG = 'voicemon_consumer_lag_messages{consumer_group="voicemon",partition="0"}'
+COMMITTED = 'voicemon_consumer_committed_messages_total{consumer_group="voicemon",partition="0"}'
+API = 'voicemon_api_requests_total{route="/v1/metrics/history"'
+API_BUCKET = 'voicemon_api_request_seconds_bucket{route="/v1/metrics/history"'
 COMPLETED = 'voicemon_events_total{event_type="artifact_completed",stage=""}'
 FAILED = 'voicemon_events_total{event_type="artifact_failed",stage=""}'
 BUCKET = "voicemon_end_to_end_latency_seconds_bucket"
@@ -312,14 +434,12 @@ ALERT_CASES: list[tuple[str, dict[str, str], list[tuple[str, float]]]] = [
      {'voicemon_consumer_lag_messages{partition="0"}': "20000x200",
       'voicemon_consumer_lag_messages{partition="1"}': "10x200"},
      [('{partition="0"}', 20000)]),
-    ("VoicemonIngestStalled",
-     {'voicemon_consumer_lag_messages{partition="0"}': "500x200",
-      "voicemon_batch_seconds_count": "100x200"},
-     [("{}", 500)]),
-    ("VoicemonIngestStalled",
-     {'voicemon_consumer_lag_messages{partition="0"}': "500x200",
-      "voicemon_batch_seconds_count": "0+10x200"},
-     []),
+    ("VoicemonIngestStalled", {LAG: "500x200", COMMITTED: "100x200"},
+     [('{consumer_group="voicemon",partition="0"}', 500)]),
+    ("VoicemonIngestStalled", {LAG: "500x200"},  # never committed
+     [('{consumer_group="voicemon",partition="0"}', 500)]),
+    ("VoicemonIngestStalled", {LAG: "500x200", COMMITTED: "0+10x200"}, []),
+    ("VoicemonIngestStalled", {LAG: "0x200", COMMITTED: "100x200"}, []),
     ("VoicemonClickHouseInsertSlow",
      {f'{INSERT}{{le="{le}"}}': "0x200" for le in ("0.5", "1", "2.5")}
      | {f'{INSERT}{{le="{le}"}}': "0+4x200" for le in ("5", "10", "+Inf")},
@@ -329,17 +449,54 @@ ALERT_CASES: list[tuple[str, dict[str, str], list[tuple[str, float]]]] = [
     ("VoicemonWatermarkLagHigh", {"voicemon_watermark_lag_seconds": "6000x200"}, [("{}", 6000)]),
     ("VoicemonWatermarkLagHigh", {"voicemon_watermark_lag_seconds": "600x200"}, []),
     ("VoicemonHourlySnapshotsStalled",
-     {f"process_start_time_seconds{{{WORKER}}}": "0x200", HOURLY: "48x200"}, [("{}", 0)]),
-    ("VoicemonHourlySnapshotsStalled", {f"process_start_time_seconds{{{WORKER}}}": "0x200"},
+     {f"process_start_time_seconds{{{WORKER}}}": "0x200", INFO: "1x200", HOURLY: "48x200"},
      [("{}", 0)]),
     ("VoicemonHourlySnapshotsStalled",
-     {f"process_start_time_seconds{{{WORKER}}}": "0x200", HOURLY: "0+1x200"}, []),
+     {f"process_start_time_seconds{{{WORKER}}}": "0x200", INFO: "1x200"}, [("{}", 0)]),
     ("VoicemonHourlySnapshotsStalled",
-     {f"process_start_time_seconds{{{WORKER}}}": "9000x200", HOURLY: "48x200"}, []),
-    ("VoicemonWorkerDown", {f"up{{{WORKER}}}": "0x200"}, [(f"up{{{WORKER}}}", 0)]),
-    ("VoicemonWorkerDown", {f"up{{{WORKER}}}": "1x200"}, []),
-    ("VoicemonNoWorkerUp", {f"up{{{WORKER}}}": "0x200"}, [("{}", 1)]),
-    ("VoicemonNoWorkerUp", {f"up{{{WORKER}}}": "1x200"}, []),
+     {f"process_start_time_seconds{{{WORKER}}}": "0x200", INFO: "1x200", HOURLY: "0+1x200"},
+     []),
+    ("VoicemonHourlySnapshotsStalled",
+     {f"process_start_time_seconds{{{WORKER}}}": "9000x200", INFO: "1x200", HOURLY: "48x200"},
+     []),
+    ("VoicemonHourlySnapshotsStalled",  # no worker: the API's uptime does not count
+     {'process_start_time_seconds{job="x",instance="api:8000"}': "0x200", HOURLY: "48x200"},
+     []),
+    ("VoicemonWorkerDown", {f"up{{{WORKER}}}": "0x200", INFO: "1x10 _x190"},
+     [(f"up{{{WORKER}}}", 0)]),
+    ("VoicemonWorkerDown", {f"up{{{WORKER}}}": "1x200", INFO: "1x200"}, []),
+    ("VoicemonWorkerDown", {'up{job="x",instance="api:8000"}': "0x200"}, []),  # not a worker
+    ("VoicemonNoWorkerUp", {f"up{{{WORKER}}}": "0x200", INFO: "1x10 _x190"}, [("{}", 1)]),
+    ("VoicemonNoWorkerUp", {f"up{{{WORKER}}}": "1x200", INFO: "1x200"}, []),
+    ("VoicemonNoEventsReceived", {'voicemon_input_messages_total{partition="0"}': "500x200"},
+     [("{}", 0)]),
+    ("VoicemonNoEventsReceived", {INFO: "1x200"}, [("{}", 0)]),  # the broker cannot tell
+    ("VoicemonNoEventsReceived",
+     {'voicemon_input_messages_total{partition="0"}': "500x200",
+      'voicemon_input_messages_total{partition="1"}': "0+1x200"}, []),
+    ("VoicemonIngestPaused",
+     {'voicemon_ingest_paused{dependency="redis"}': "1x200",
+      'voicemon_ingest_paused{dependency="clickhouse"}': "0x200"},
+     [('{dependency="redis"}', 1)]),
+    ("VoicemonIngestPaused", {'voicemon_ingest_paused{dependency="redis"}': "0x200"}, []),
+    ("VoicemonNoCloserLeader",
+     {'voicemon_closer_leader{instance="a"}': "0x200",
+      'voicemon_closer_leader{instance="b"}': "0x200"}, [("{}", 0)]),
+    ("VoicemonNoCloserLeader",
+     {'voicemon_closer_leader{instance="a"}': "0x200",
+      'voicemon_closer_leader{instance="b"}': "1x200"}, []),
+    ("VoicemonApiErrorRateHigh",
+     {f'{API},status="200"}}': "0+90x200", f'{API},status="503"}}': "0+10x200"}, [("{}", 0.1)]),
+    ("VoicemonApiErrorRateHigh",
+     {f'{API},status="200"}}': "0+99x200", f'{API},status="503"}}': "0+1x200",
+      'voicemon_api_requests_total{route="/readyz",status="503"}': "0+50x200"}, []),
+    ("VoicemonApiLatencyP95High",
+     {f'{API_BUCKET},le="1"}}': "0x200", f'{API_BUCKET},le="2.5"}}': "0+10x200",
+      f'{API_BUCKET},le="+Inf"}}': "0+10x200"},
+     [("{}", 2.425)]),
+    ("VoicemonApiLatencyP95High",
+     {f'{API_BUCKET},le="0.1"}}': "0+10x200", f'{API_BUCKET},le="1"}}': "0+10x200",
+      f'{API_BUCKET},le="+Inf"}}': "0+10x200"}, []),
 ]  # fmt: skip
 
 
@@ -402,7 +559,53 @@ def test_every_history_query_returns_rows_from_worker_snapshots(pipeline: Pipeli
     queries = history_sql()
     empty = {}
     for title, sql in queries:
-        rows = pipeline.sql(expand_sql(sql))
+        rows = pipeline.sql(expand_sql(sql, "hourly"))
         if not rows:
             empty[title] = sql
     assert not empty, f"no rows from: {sorted(empty)}"
+
+
+def day_of_events(day: int) -> list[RawRow]:
+    """Raw events of two hours of ``day``: three organizations, every stage, latencies, cost."""
+    events: list[PipelineEvent] = []
+    for hour in (day + 20 * HOUR_MS, day + 22 * HOUR_MS):
+        for n, org in enumerate(("org-a", "org-b", "org-c")):
+            at, art = hour + n * 60_000, f"art-{hour}-{n}"
+            events.append(PipelineEvent(f"{art}-r", EventType.ARTIFACT_RECEIVED, at, art, org))
+            for stage in DEFAULT_STAGES:
+                events.append(PipelineEvent(f"{art}-{stage}", EventType.STAGE_COMPLETED, at + 1,
+                                            art, org, stage, duration_ms=1_000.0 + n))  # fmt: skip
+            failed = n == 2
+            kind = EventType.ARTIFACT_FAILED if failed else EventType.ARTIFACT_COMPLETED
+            events.append(PipelineEvent(f"{art}-done", kind, at + 2, art, org,
+                                        duration_ms=None if failed else 9_000.0,
+                                        ai_cost_usd=0.25))  # fmt: skip
+    return [RawRow(event, Position(0, offset, 0)) for offset, event in enumerate(events)]
+
+
+def test_every_history_query_returns_daily_rows_of_a_closed_day(
+    pipeline: Pipeline, clean_store: Client, now_ms: int
+) -> None:
+    """The daily view: yesterday's snapshots, closed by the worker's own closer (built as the
+    worker builds it, its clock at ``now_ms``) from that day's raw events."""
+    day = now_ms - now_ms % DAY_MS - DAY_MS
+    RawWriter(clean_store).write(day_of_events(day))
+
+    async def close_everything_due() -> list[str]:
+        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
+        try:
+            closer = build_closer(pipeline.settings, WindowState(redis), clean_store,
+                                  pipeline.publisher, clock=lambda: now_ms / 1000)  # fmt: skip
+            emitted: list[str] = []
+            while report := (await closer.tick()).emitted:
+                emitted += report
+            return emitted
+        finally:
+            await redis.aclose()
+
+    assert f"daily:{day}" in asyncio.run(close_everything_due())
+    empty = {}
+    for title, sql in history_sql():
+        if not clean_store.query(expand_sql(sql, "daily")).result_rows:
+            empty[title] = sql
+    assert not empty, f"no daily rows from: {sorted(empty)}"

@@ -199,3 +199,16 @@ def test_prometheus_scrapes_compose_services(compose: dict[str, Any]) -> None:
         for static in job.get("static_configs", []):
             for target in static["targets"]:
                 assert target.split(":")[0] in compose["services"], f"unknown target {target}"
+
+
+def test_prometheus_sends_alerts_to_the_compose_alertmanager(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    (manager,) = config["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    service = compose["services"]["alertmanager"]
+    image, tag = service["image"].split(":")
+    assert image == "prom/alertmanager" and tag.startswith("v") and tag != "latest"
+    mount = "./deploy/alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro"
+    assert mount in service["volumes"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in service["command"]
+    assert service["healthcheck"]["test"]

@@ -10,6 +10,7 @@ kustomize`` must build the kustomization offline.
 from __future__ import annotations
 
 import shlex
+import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ def _config() -> dict[str, str]:
     return data
 
 
+def _version() -> str:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return str(project["version"])
+
+
 def _default(field: str) -> Any:
     return Settings.model_fields[field].default
 
@@ -126,7 +132,7 @@ def test_every_pod_runs_hardened_with_resources() -> None:
         assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
         for part in ("requests", "limits"):
             assert {"cpu", "memory"} <= container["resources"][part].keys()
-        assert container["image"] == "voicemon:latest"
+        assert container["image"] == f"voicemon:{_version()}"
 
 
 def test_every_env_name_is_a_setting() -> None:
@@ -234,3 +240,26 @@ def test_a_job_ensures_the_topics_with_the_shared_settings() -> None:
     assert sources == {"voicemon-config", "voicemon-secrets"}
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["restartPolicy"] == "OnFailure"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_every_image_is_pinned_to_the_project_version() -> None:
+    """Never `latest`: with imagePullPolicy IfNotPresent a node would keep the first `latest`
+    it pulled. The kustomization's tag is the same pinned version."""
+    pods = [d["spec"]["template"]["spec"] for d in _of_kind("Deployment")]
+    pods += [j["spec"]["template"]["spec"] for j in _of_kind("Job")]
+    images = {c["image"] for pod in pods for c in pod["containers"]}
+    assert images == {f"voicemon:{_version()}"}
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert kustomization["images"] == [{"name": "voicemon", "newTag": _version()}]
+    assert ":latest" not in "".join(p.read_text() for p in FOLDER.rglob("*.yaml"))
+
+
+def test_budgets_never_block_a_drain_during_an_outage() -> None:
+    """A dependency outage makes every pod unready; budgets must still let them be evicted."""
+    for budget in _of_kind("PodDisruptionBudget"):
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_workers_are_scraped_while_not_ready() -> None:
+    service = _one("Service", "voicemon-worker-metrics")
+    assert service["spec"]["publishNotReadyAddresses"] is True

@@ -15,7 +15,7 @@ from consumers.counter_rebuild import rebuild_if_lost
 from consumers.ingest_agent import IngestProgress
 from consumers.lag import BrokerLag, LagUnavailable
 from consumers.rolling_counters import RollingCounters
-from voicemon import telemetry
+from voicemon import kafka_client, telemetry
 from voicemon.settings import Settings
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def add_timers(
                         rebuilt)  # fmt: skip
 
     broker_lag = BrokerLag(
-        {"bootstrap.servers": settings.kafka_bootstrap},
+        kafka_client.confluent_config(settings),
         settings.worker_group,
         settings.events_topic,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 
 from consumers.dead_letters import DeadLetter
@@ -16,8 +17,7 @@ from voicemon.event import FUTURE_TOLERANCE_MS, Rejection, RejectReason
 from voicemon.windows import hour_start
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True, gc=False):
     """The parts of a consumed Kafka record that ingest needs."""
 
     partition: int

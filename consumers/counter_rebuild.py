@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from consumers.rolling_counters import RollingCounters
@@ -80,14 +81,17 @@ def rebuilt_buckets(store: Client, now_ms: int) -> dict[str, BucketIncrement]:
 
 
 async def rebuild_if_lost(
-    counters: RollingCounters, store: Client, ingesting: asyncio.Lock, now_ms: int
+    counters: RollingCounters,
+    store: Client,
+    paused: Callable[[], AbstractAsyncContextManager[None]],
+    now_ms: int,
 ) -> int | None:
     """If the rolling-counter keys were flushed, rebuild the window from raw events with
-    ingest paused (holding ``ingesting``), so the rebuilt numbers are exact. Returns the
-    number of buckets rebuilt, or None when nothing was lost."""
+    ingest ``paused`` (nothing counted and not yet stored), so the rebuilt numbers are exact.
+    Returns the number of buckets rebuilt, or None when nothing was lost."""
     if not await counters.lost():
         return None
-    async with ingesting:
+    async with paused():
         buckets = await asyncio.to_thread(rebuilt_buckets, store, now_ms)
         await counters.replace(buckets)
     return len(buckets)

@@ -13,7 +13,6 @@ an unknown field, an odd number, a string over its bound — goes the reference 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import msgspec
@@ -31,16 +30,14 @@ from voicemon.event import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedEvent:
+class AcceptedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event that passed validation; ``batch_index`` is 0 for a single-event message."""
 
     event: PipelineEvent
     batch_index: int
 
 
-@dataclass(frozen=True, slots=True)
-class RejectedPayload:
+class RejectedPayload(msgspec.Struct, frozen=True, gc=False):
     """What goes to the DLQ: the original bytes, or one batch element as compact JSON."""
 
     rejection: Rejection

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from consumers.batch import (
     BatchOutcome,
@@ -44,6 +45,16 @@ FOLLOW_POLL_S = 0.2
 FOLLOW_DEADLINE_S = 30.0  # a store-only worker waits this long for the counters' markers
 
 
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A batch counted but not yet stored."""
+
+    messages: Sequence[Message]
+    classified: Classified
+    rejected: int
+    now_ms: int
+
+
 class Ingest:
     """One batch made durable. ``counts``: this worker counts (DLQ, dedup, rolling counters);
     ``raw_writer`` set: it writes raw rows. A worker of role ``all`` does both; role
@@ -69,6 +80,12 @@ class Ingest:
         self._clock = clock
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
+        """Make one batch durable: count it, then store it."""
+        return await self.store(await self.count(messages))
+
+    async def count(self, messages: Sequence[Message]) -> Counted:
+        """Steps 1-3: decode, rejections to the DLQ, count once (or, for a store-only worker,
+        learn what the counting workers counted). Retrying it is safe."""
         now_ms = int(self._clock() * 1000)
         rows, letters = self._decode(messages, now_ms)
         if self._counts:
@@ -76,13 +93,19 @@ class Ingest:
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms)
+        return Counted(messages, classified, len(letters), now_ms)
+
+    async def store(self, counted: Counted) -> BatchOutcome:
+        """Step 4: the raw rows. If it fails, retry the batch with ``process``: its events
+        are then replayed ones, and only the rows the store lacks are written."""
+        classified, now_ms = counted.classified, counted.now_ms
         recovered: list[RawRow] = []
         refused: list[RawRow] = []
         if self._raw_writer is not None:
             recovered, refused = await self._store(self._raw_writer, classified, now_ms)
-            await self._take_back(refused, messages, now_ms)
+            await self._take_back(refused, counted.messages, now_ms)
         return BatchOutcome(len(classified.new), len(recovered), classified.duplicates,
-                            len(letters), len(refused))  # fmt: skip
+                            counted.rejected, len(refused))  # fmt: skip
 
     async def _store(
         self, raw_writer: RawWriter, classified: Classified, now_ms: int
@@ -193,19 +216,24 @@ def _missing_rows(raw_writer: RawWriter, replayed: list[RawRow]) -> list[RawRow]
 
 
 def _observe(events: Iterable[PipelineEvent]) -> None:
-    """Prometheus updates for newly counted events: counters once per batch."""
+    """Prometheus updates for newly counted events, once per batch."""
     counts: Counter[tuple[str, str]] = Counter()
     cost = 0.0
+    latencies: list[float] = []
+    durations: dict[str, list[float]] = defaultdict(list)
     for event in events:
         counts[event.event_type.value, event.stage or ""] += 1
         cost += event.ai_cost_usd or 0.0
         if event.duration_ms is None:
             continue
         if event.event_type is EventType.ARTIFACT_COMPLETED:
-            telemetry.END_TO_END_LATENCY.observe(event.duration_ms / 1000)
+            latencies.append(event.duration_ms / 1000)
         elif event.event_type is EventType.STAGE_COMPLETED and event.stage is not None:
-            telemetry.STAGE_DURATION.labels(event.stage).observe(event.duration_ms / 1000)
+            durations[event.stage].append(event.duration_ms / 1000)
     for (event_type, stage), count in counts.items():
         telemetry.EVENTS.labels(event_type, stage).inc(count)
     if cost:
         telemetry.AI_COST.inc(cost)
+    telemetry.observe_many(telemetry.END_TO_END_LATENCY, latencies)
+    for stage, values in durations.items():
+        telemetry.observe_many(telemetry.STAGE_DURATION.labels(stage), values)

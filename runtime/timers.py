@@ -82,7 +82,7 @@ def add_timers(
         counters = RollingCounters(opened.resources.redis)
         now_ms = int(time.time() * 1000)
         try:
-            rebuilt = await rebuild_if_lost(counters, opened.store, progress.ingesting, now_ms)
+            rebuilt = await rebuild_if_lost(counters, opened.store, progress.paused, now_ms)
         except Exception as error:  # Redis or the store still down: the next tick retries
             log.debug("counter rebuild postponed: %s", type(error).__name__)
             return

@@ -7,11 +7,11 @@ Everything here is pure: ``validate_event`` turns one decoded JSON value into ei
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Protocol
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, ValidationError
 
 MAX_EVENT_BYTES = 64 * 1024
@@ -54,8 +54,7 @@ class RejectReason(StrEnum):
     UNSTORABLE = "unstorable"  # the store refused it for what it contains (a safety net)
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineEvent:
+class PipelineEvent(msgspec.Struct, frozen=True, gc=False):
     """One accepted event; ``occurred_at_ms`` is UTC epoch milliseconds."""
 
     event_id: str
@@ -70,8 +69,7 @@ class PipelineEvent:
     schema_version: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
+class Rejection(msgspec.Struct, frozen=True, gc=False):
     reason: RejectReason
     detail: str
 
@@ -99,6 +97,8 @@ class _EventFields(BaseModel):
     schema_version: Annotated[StrictInt, Field(ge=1, le=65_535)] = 1  # the store's UInt16
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 _RFC3339 = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -123,14 +123,17 @@ def parse_occurred_at(value: str | int) -> int | None:
     match = _RFC3339.match(value)
     if match is None:
         return None
-    date, time, fraction, offset = match.groups()
-    micros = (fraction or ".0")[1:7].ljust(6, "0")
-    offset = "+00:00" if offset in ("Z", "z") else offset
-    try:
-        parsed = datetime.fromisoformat(f"{date}T{time}.{micros}{offset}")
-    except ValueError:
-        return None
-    return int(parsed.replace(microsecond=0).timestamp()) * 1000 + parsed.microsecond // 1000
+    try:  # Python reads the common spellings itself (fractions past 6 digits truncated)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:  # 'z', 't', or a field out of range
+        date, time, fraction, offset = match.groups()
+        micros = (fraction or ".0")[1:7].ljust(6, "0")
+        offset = "+00:00" if offset in ("Z", "z") else offset
+        try:
+            parsed = datetime.fromisoformat(f"{date}T{time}.{micros}{offset}")
+        except ValueError:
+            return None
+    return (parsed - _EPOCH) // _MILLISECOND
 
 
 def _first_error(error: ValidationError) -> Rejection:

@@ -45,23 +45,69 @@ def first_minute(now_ms: int) -> int:
 
 
 def increments(events: Iterable[PipelineEvent], now_ms: int) -> dict[str, BucketIncrement]:
-    """Sum a batch of newly counted events into per-bucket increments (platform + org)."""
+    """Sum a batch of newly counted events into per-bucket increments (platform + org).
+
+    Events are first summed per (minute, organization, type, stage), a handful of groups per
+    batch, so the per-event work is one dictionary update."""
     oldest = first_minute(now_ms)
-    buckets: dict[str, BucketIncrement] = {}
+    groups: dict[tuple[int, str | None, EventType, str | None], _Group] = {}
     for event in events:
         minute = event.occurred_at_ms // MINUTE_MS
         if minute < oldest:
             continue
-        fields = _event_fields(event)
-        for organization_id in {None, event.organization_id}:
-            key = keys.rolling_counter(organization_id, minute)
-            bucket = buckets.get(key)
+        key = (minute, event.organization_id, event.event_type, event.stage)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group()
+        group.add(event)
+    buckets: dict[str, BucketIncrement] = {}
+    for (minute, organization_id, event_type, stage), group in groups.items():
+        fields = group.fields(event_type, stage)
+        for scope in {None, organization_id}:
+            name = keys.rolling_counter(scope, minute)
+            bucket = buckets.get(name)
             if bucket is None:
                 bucket = BucketIncrement(minute * MINUTE_MS + BUCKET_TTL_MS, defaultdict(float))
-                buckets[key] = bucket
-            for name, value in fields:
-                bucket.fields[name] += value
+                buckets[name] = bucket
+            for field, value in fields:
+                bucket.fields[field] += value
     return buckets
+
+
+@dataclass(slots=True)
+class _Group:
+    """What the events of one (minute, organization, type, stage) add up to."""
+
+    count: int = 0
+    duration_sum: float = 0.0
+    duration_n: int = 0
+    cost_sum: float = 0.0
+    cost_n: int = 0
+
+    def add(self, event: PipelineEvent) -> None:
+        self.count += 1
+        if event.duration_ms is not None:
+            self.duration_sum += event.duration_ms
+            self.duration_n += 1
+        if event.ai_cost_usd is not None:
+            self.cost_sum += event.ai_cost_usd
+            self.cost_n += 1
+
+    def fields(self, event_type: EventType, stage: str | None) -> list[tuple[str, float]]:
+        fields: list[tuple[str, float]] = []
+        if self.cost_n:
+            fields.append(("cost_sum", self.cost_sum))
+        if stage is None:
+            fields.append((_ARTIFACT_FIELDS[event_type], self.count))
+            if event_type is EventType.ARTIFACT_COMPLETED and self.duration_n:
+                fields += [("latency_sum", self.duration_sum), ("latency_n", self.duration_n)]
+            return fields
+        prefix = f"stage:{stage}:"
+        fields.append((prefix + _STAGE_FIELDS[event_type], self.count))
+        if event_type is EventType.STAGE_COMPLETED and self.duration_n:
+            fields += [(prefix + "duration_sum", self.duration_sum),
+                       (prefix + "duration_n", self.duration_n)]  # fmt: skip
+        return fields
 
 
 def negated(buckets: Mapping[str, BucketIncrement]) -> dict[str, BucketIncrement]:
@@ -70,22 +116,6 @@ def negated(buckets: Mapping[str, BucketIncrement]) -> dict[str, BucketIncrement
         key: BucketIncrement(bucket.expire_at_ms, {k: -v for k, v in bucket.fields.items()})
         for key, bucket in buckets.items()
     }
-
-
-def _event_fields(event: PipelineEvent) -> list[tuple[str, float]]:
-    fields: list[tuple[str, float]] = []
-    if event.ai_cost_usd is not None:
-        fields.append(("cost_sum", event.ai_cost_usd))
-    if event.stage is None:
-        fields.append((_ARTIFACT_FIELDS[event.event_type], 1))
-        if event.event_type is EventType.ARTIFACT_COMPLETED and event.duration_ms is not None:
-            fields += [("latency_sum", event.duration_ms), ("latency_n", 1)]
-        return fields
-    prefix = f"stage:{event.stage}:"
-    fields.append((prefix + _STAGE_FIELDS[event.event_type], 1))
-    if event.event_type is EventType.STAGE_COMPLETED and event.duration_ms is not None:
-        fields += [(prefix + "duration_sum", event.duration_ms), (prefix + "duration_n", 1)]
-    return fields
 
 
 def ratio(numerator: float, denominator: float) -> float:

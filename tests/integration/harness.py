@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
@@ -37,6 +43,15 @@ from voicemon.store import Client
 from voicemon.window_state import WindowState
 
 REDIS_TEST_DB = 9
+
+
+_COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
 
 
 def free_port() -> int:
@@ -209,12 +224,18 @@ class Pipeline:
         ends = self.end_offsets(self.settings.events_topic)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all(
-                self.committed(group).get(p, -1) >= end
-                for group in groups
-                for p, end in ends.items()
-                if end > 0
-            ):
+            try:
+                done = all(
+                    self.committed(group).get(p, -1) >= end
+                    for group in groups
+                    for p, end in ends.items()
+                    if end > 0
+                )
+            except KafkaException as error:  # a coordinator moving after a broker restart
+                if error.args[0].code() not in _COORDINATOR_MOVING:
+                    raise
+                done = False
+            if done:
                 return
             for process in self.workers:
                 assert process.poll() is None, f"worker exited with {process.returncode}"

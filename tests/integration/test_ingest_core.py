@@ -18,7 +18,7 @@ from consumers.batch import Message
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
-from consumers.raw_writer import COLUMNS, Position, RawRow, RawWriter
+from consumers.raw_writer import SCHEMA, Position, RawRow, RawWriter
 from consumers.rolling_counters import RollingCounters
 from tests.integration.harness import Pipeline
 from voicemon import keys, rolling
@@ -115,7 +115,7 @@ def test_every_raw_column_is_bounded_by_the_validator(clean_store: Client) -> No
     declared = {name for (name,) in clean_store.query(
         "SELECT name FROM system.columns WHERE database = 'voicemon' AND table = 'pipeline_events'"
     ).result_rows}  # fmt: skip
-    assert declared == set(EXTREMES) == set(COLUMNS)  # a new column needs its bounds here
+    assert declared == set(EXTREMES) == set(SCHEMA.names)  # a new column needs its bounds here
     now = now_ms()
     stages = frozenset({"transcription"})
     accepted: list[RawRow] = []

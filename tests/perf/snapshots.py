@@ -55,7 +55,7 @@ import orjson
 
 from aggregators import queries, snapshots
 from aggregators.snapshot_rows import DAILY, HOURLY, SnapshotSet
-from consumers.raw_writer import COLUMNS, TABLE
+from consumers.raw_writer import SCHEMA, TABLE
 from voicemon import windows
 from voicemon.settings import DEFAULT_STAGES
 from voicemon.store import Client, connect, migrate
@@ -124,7 +124,7 @@ def machine() -> str:
 
 @dataclass
 class RawHour:
-    """The generated hour: insert columns (``COLUMNS`` order) and what it must sum to."""
+    """The generated hour: insert columns (``SCHEMA`` order) and what it must sum to."""
 
     hour_ms: int
     columns: list[list[Any]]
@@ -175,7 +175,7 @@ def generate_hour(
     rng: random.Random, hour_ms: int, events: int, orgs: int, duplicates: float
 ) -> RawHour:
     """``events`` distinct events in [hour, hour + 1h), plus ``duplicates`` x events copies."""
-    hour = RawHour(hour_ms, [[] for _ in COLUMNS])
+    hour = RawHour(hour_ms, [[] for _ in SCHEMA.names])
     (event_id, event_type, occurred_at, artifact_id, organization_id, stage, duration_ms,
      ai_cost_usd, error_code, schema_version, partition, offset, batch_index,
      ingested_at) = hour.columns  # fmt: skip
@@ -218,7 +218,7 @@ def insert_raw(client: Client, hour: RawHour, chunk: int = 100_000) -> None:
         client.insert(
             TABLE,
             [column[start : start + chunk] for column in hour.columns],
-            column_names=COLUMNS,
+            column_names=SCHEMA.names,
             column_oriented=True,
         )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 
 import orjson
 import pytest
@@ -253,3 +255,31 @@ def test_deeply_nested_elements_never_raise(depth: int) -> None:
     raw = f'[{{"event_id": "x", "event_type": "nope", "deep": {nested}}}, {nested}]'.encode()
     _check_decoded(raw)
     _check_decoded(nested.encode())
+
+
+def _occurred_at_by_parts(value: str) -> int | None:
+    """The reference reading of an RFC 3339 time: its parts, normalised, read by Python."""
+    match = re.match(
+        r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", value
+    )
+    if match is None:
+        return None
+    date, time, fraction, offset = match.groups()
+    micros = (fraction or ".0")[1:7].ljust(6, "0")
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        parsed = datetime.fromisoformat(f"{date}T{time}.{micros}{offset}")
+    except ValueError:
+        return None
+    return int(parsed.replace(microsecond=0).timestamp()) * 1000 + parsed.microsecond // 1000
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.from_regex(
+        r"\A[0-9]{4}-[0-1][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\.[0-9]{1,12})?"
+        r"([Zz]|[+-][0-2][0-9]:[0-6][0-9])\Z"
+    )
+)
+def test_occurred_at_is_read_as_its_parts_say(value: str) -> None:
+    assert parse_occurred_at(value) == _occurred_at_by_parts(value)

@@ -6,7 +6,9 @@ import asyncio
 import logging
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from voicemon import telemetry
 from voicemon.health import Outage, until_done
 
 
@@ -178,3 +180,19 @@ def test_ingest_paused_stays_set_while_any_loop_is_paused_by_the_dependency() ->
     assert _paused("redis") == 1
     ingest.end()
     assert _paused("redis") == 0
+
+
+def test_observe_many_is_observe_for_every_value() -> None:
+    values = [0.0, 0.1, 0.1000001, 0.3, 1, 2.5, 7, 59.9, 3600, 3600.5, 1e9]
+    one, many = CollectorRegistry(), CollectorRegistry()
+    by_one = Histogram("h", "h", ["stage"], buckets=(0.1, 0.25, 1, 60, 3600), registry=one)
+    by_many = Histogram("h", "h", ["stage"], buckets=(0.1, 0.25, 1, 60, 3600), registry=many)
+    for value in values:
+        by_one.labels("x").observe(value)
+    telemetry.observe_many(by_many.labels("x"), values)
+    telemetry.observe_many(by_many.labels("x"), [])
+
+    def exposed(registry: CollectorRegistry) -> list[bytes]:
+        return [line for line in generate_latest(registry).splitlines() if b"_created" not in line]
+
+    assert exposed(one) == exposed(many)

@@ -1021,7 +1021,7 @@ def table(results: Sequence[Result]) -> str:
     machine: the figures are then noisy). ``CPU us/ev`` and ``redis us/ev``: the same CPU
     per event, in microseconds (the path's process, then redis-server)."""
     header = (
-        f"{'form':<6} {'path':<34} {'events/s':>10} {'msgs/s':>8} {'x conf':>6} {'x faust':>7}"
+        f"{'form':<6} {'path':<34} {'events/s':>10} {'msgs/s':>9} {'x conf':>6} {'x faust':>7}"
         f" {'x peer':>6} {'seconds':>7} {'durable':>7} {'CPU':>4} {'redis':>5} {'other':>5}"
         f" {'CPU us/ev':>9} {'redis us/ev':>11} {'peak RSS':>9}"
     )
@@ -1033,7 +1033,7 @@ def table(results: Sequence[Result]) -> str:
         rss = f"{result.peak_rss_kb / 1024:,.0f} MiB" if result.peak_rss_kb else "-"
         lines.append(
             f"{result.form:<6} {result.path:<34} {result.events_per_s:>10,.0f}"
-            f" {result.messages_per_s:>8,.0f} {_fmt(ratios['confluent']):>6}"
+            f" {result.messages_per_s:>9,.0f} {_fmt(ratios['confluent']):>6}"
             f" {_fmt(ratios['faust']):>7} {_fmt(ratios['peer']):>6}"
             f" {result.seconds:>7.1f} {_fmt(result.extra.get('durable_s'), '.1f'):>7}"
             f" {_fmt(result.cores, '.2f'):>4} {_fmt(cores.get('redis'), '.2f'):>5}"

@@ -56,3 +56,13 @@ unstorable  # unused variable (consumers/ingest.py:63)
 _.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
 _._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator
 topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command
+# The producer library's public API (voicemon/event_builders.py, producer.py, producer_async.py):
+# called by pipeline services, the README example and tests/integration/test_producer.py.
+_.artifact_received
+_.artifact_completed
+_.artifact_failed
+_.stage_started
+_.stage_completed
+_.stage_failed
+_.from_settings
+AsyncEventProducer

@@ -244,7 +244,7 @@ def publish(
     """Publish ``events`` valid, unique events; batches of ``batch_size`` unless it is 1."""
     batched = batch_size > 1
     producer = EventProducer(
-        bootstrap, topic, max_events=batch_size, linger_s=3600.0, batch=batched
+        bootstrap, topic, max_events=batch_size, linger_s=3600.0, batch=batched, validate=False
     )
     mix = LoadMix(seed=seed, organizations=100, stages=stages)
     clock = (int(time.time() * 1000) for _ in itertools.count())

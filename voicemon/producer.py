@@ -117,7 +117,7 @@ class Delivery:
     batch_index: int
 
 
-_Ticket = tuple["Future[Delivery]", str | None]
+_Ticket = tuple["Future[Delivery] | None", str | None]  # None: sent without a future
 _Report = tuple[list[_Ticket], str | None, int, int]  # tickets, failure, partition, offset
 
 
@@ -189,20 +189,28 @@ class EventProducer:
         """Queue one event; the future resolves once the broker has acknowledged it, or
         fails with ``DeliveryError``. Raises ``InvalidEvent`` (nothing sent) for an event the
         worker would reject, ``ProducerClosed`` after ``close``."""
-        encoded = self._encode(event)
-        event_id = event.get("event_id")
-        artifact_id = event.get("artifact_id")
-        key = artifact_id.encode() if isinstance(artifact_id, str) else None
         future = _running_future()
+        self._enqueue(event, future)
+        return future
+
+    def send(self, event: Mapping[str, Any]) -> None:
+        """``publish`` without a future (a few microseconds less per event, for bulk
+        callers): a failed delivery is raised by the next ``flush`` or ``close``."""
+        self._enqueue(event, None)
+
+    def _enqueue(self, event: Mapping[str, Any], future: Future[Delivery] | None) -> None:
+        encoded = self._encode(event)
+        event_id, artifact_id = event.get("event_id"), event.get("artifact_id")
+        ticket = (future, event_id if isinstance(event_id, str) else None)
+        key = artifact_id.encode() if isinstance(artifact_id, str) else None
         with self._send_lock:
             self._check_open()
             if not self._pending.fits(encoded):
                 self._send(self._pending.take())
-            self._pending.add(encoded, (future, event_id if isinstance(event_id, str) else None),
-                              key, time.monotonic())  # fmt: skip
-            if self._pending.ready(time.monotonic()):
+            now = time.monotonic()
+            self._pending.add(encoded, ticket, key, now)
+            if self._pending.ready(now):
                 self._send(self._pending.take())
-        return future
 
     def publish_raw(self, value: bytes, key: bytes | None = None) -> Future[Delivery]:
         """Send bytes as they are, as one message of their own, unchecked (the load
@@ -214,7 +222,7 @@ class EventProducer:
         return future
 
     def _encode(self, event: Mapping[str, Any]) -> bytes:
-        if not isinstance(event, Mapping):
+        if not isinstance(event, dict) and not isinstance(event, Mapping):
             detail = f"an event is a mapping (a JSON object), got {type(event).__name__}"
             raise InvalidEvent(None, RejectReason.NOT_AN_OBJECT, detail)
         if self._validate:
@@ -270,7 +278,9 @@ class EventProducer:
             try:
                 if cause is None:
                     for index, (future, event_id) in enumerate(tickets):
-                        future.set_result(Delivery(event_id, self.topic, partition, offset, index))
+                        if future is not None:
+                            delivery = Delivery(event_id, self.topic, partition, offset, index)
+                            future.set_result(delivery)
                 else:
                     failure = DeliveryError(
                         f"Kafka did not acknowledge the message carrying this event on "
@@ -278,7 +288,8 @@ class EventProducer:
                         "the event again"
                     )
                     for future, _ in tickets:
-                        future.set_exception(failure)
+                        if future is not None:
+                            future.set_exception(failure)
             finally:
                 with self._settled:
                     if cause is not None:
@@ -366,13 +377,14 @@ class EventProducer:
     def _raise_failures(self, unanswered: int, timeout_s: float) -> None:
         with self._settled:
             failures, self._failures = self._failures, []
+        problems = [f"{len(failures)} failed, first: {failures[0]}"] if failures else []
         if unanswered:
-            failures.append(f"{unanswered} message(s) unanswered after {timeout_s}s")
-        if failures:
+            problems.append(f"{unanswered} unanswered after {timeout_s}s")
+        if problems:
             raise DeliveryError(
                 f"Kafka did not acknowledge every message on {self.topic} "
-                f"({'; '.join(failures[:3])}); check the broker and the topic, then publish "
-                "the events whose futures failed again"
+                f"({'; '.join(problems)}); check the broker and the topic, then publish the "
+                "events whose futures failed again"
             )
 
 

@@ -271,7 +271,7 @@ def test_batches_respect_the_contract_caps_whatever_is_asked(stack: Settings) ->
     with EventProducer(stack.kafka_bootstrap, topic, max_events=2000, max_bytes=8 << 20,
                        linger_s=3600) as producer:  # fmt: skip
         for event in built_events(producer, 2500):
-            producer.publish(event)
+            producer.send(event)  # no future: a failure would be raised on leaving the block
         for event in built_events(producer, 40):  # ~60 KiB each, under the 64 KiB event limit
             producer.publish(event | {"note": secrets.token_hex(30_000)})
         too_big = producer.events.artifact_received("big") | {"note": "x" * 70_000}
@@ -309,8 +309,11 @@ def test_a_message_the_broker_refuses_fails_its_futures_and_close(stack: Setting
     assert isinstance(error, DeliveryError)
     assert re.search(f"did not acknowledge the message carrying this event on {topic} .*too large",
                      str(error), re.IGNORECASE)  # fmt: skip
-    with pytest.raises(DeliveryError, match="did not acknowledge every message"):
-        producer.close()
+    producer.send(producer.events.artifact_received("art-2") | {"note": secrets.token_hex(8000)})
+    with pytest.raises(DeliveryError, match=r"did not acknowledge every message .*2 failed"):
+        producer.flush()  # both failures, the one sent without a future too
+    producer.close()  # nothing failed since the flush
+    assert read_topic(stack.kafka_bootstrap, topic) == []
 
 
 def test_the_async_producer_delivers(stack: Settings) -> None:

@@ -250,7 +250,7 @@ def publish(
     clock = (int(time.time() * 1000) for _ in itertools.count())
     for body in itertools.islice(mix.stream(clock), events):
         assert isinstance(body, dict)  # no malformed share configured
-        producer.publish(body)
+        producer.send(body)
     producer.flush(timeout_s=120)
     return end_offsets(bootstrap, topic)
 

@@ -8,7 +8,7 @@ a background thread polls delivery reports and sends lingering batches, so the l
 never wait for the next publish. ``close()`` (also on leaving a ``with`` block, and at
 interpreter exit for a producer still open) sends everything and waits for it. Thread-safe.
 Imports neither faust, redis, chdb nor clickhouse_connect: a pipeline service needs only
-confluent-kafka, orjson and pydantic.
+confluent-kafka, orjson, pydantic and pydantic-settings.
 """
 
 from __future__ import annotations
@@ -166,7 +166,9 @@ class EventProducer:
         self._failures: list[str] = []
         self._closed = False
         self._stopping = threading.Event()
-        self._poll_s = min(max(linger_s, 0.005), 0.1)
+        # The thread wakes at least this often: a batch opened meanwhile overshoots its linger
+        # by at most this much (with no linger, batches never wait for the thread).
+        self._poll_s = min(max(linger_s, 0.005), 0.1) if linger_s else 0.1
         self._at_exit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._at_exit)  # weakly: a closed, dropped producer is not kept alive
         self._thread = threading.Thread(target=self._run, name="voicemon-producer", daemon=True)

@@ -24,8 +24,9 @@ from voicemon.event import (
     validate_event,
 )
 from voicemon.event_builders import EventBuilder, check_event, check_size, rfc3339_utc
+from voicemon.producer import EventProducer
 from voicemon.producer_batch import BatchLimits, PendingBatch
-from voicemon.producer_errors import InvalidEvent
+from voicemon.producer_errors import InvalidEvent, ProducerError
 from voicemon.settings import DEFAULT_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,14 @@ def test_limits_are_capped_to_the_contract() -> None:
 def test_limits_must_be_positive(events: int, size: int, linger: float) -> None:
     with pytest.raises(ValueError, match="batch limits must be positive"):
         BatchLimits.capped(events, size, linger)
+
+
+def test_a_setting_the_kafka_client_refuses_is_one_clear_error() -> None:
+    with pytest.raises(ProducerError) as caught:
+        EventProducer("127.0.0.1:1", **{"no.such.property": "1"})
+    message = str(caught.value)
+    assert "refused its settings" in message and "no.such.property" in message
+    assert message.endswith("fix that setting") and "\n" not in message
 
 
 # -- the pending batch --------------------------------------------------------------------

@@ -60,3 +60,13 @@ _kafka_security_consistent  # pydantic model validator (voicemon/settings.py)
 make_tls_files  # used by tests (voicemon/devtools/secure_broker.py)
 SecureBroker  # used by tests (voicemon/devtools/secure_broker.py)
 _.client_env  # used by tests (voicemon/devtools/secure_broker.py)
+# The producer library's public API (voicemon/event_builders.py, producer.py, producer_async.py):
+# called by pipeline services, the README example and tests/integration/test_producer.py.
+_.artifact_received
+_.artifact_completed
+_.artifact_failed
+_.stage_started
+_.stage_completed
+_.stage_failed
+_.from_settings
+AsyncEventProducer

@@ -311,13 +311,13 @@ def publish(
     """Publish ``events`` valid, unique events; batches of ``batch_size`` unless it is 1."""
     batched = batch_size > 1
     producer = EventProducer(
-        bootstrap, topic, max_events=batch_size, linger_s=3600.0, batch=batched
+        bootstrap, topic, max_events=batch_size, linger_s=3600.0, batch=batched, validate=False
     )
     mix = LoadMix(seed=seed, organizations=100, stages=stages)
     clock = (int(time.time() * 1000) for _ in itertools.count())
     for body in itertools.islice(mix.stream(clock), events):
         assert isinstance(body, dict)  # no malformed share configured
-        producer.publish(body)
+        producer.send(body)
     producer.flush(timeout_s=120)
     return end_offsets(bootstrap, topic)
 

@@ -147,7 +147,7 @@ def produce(
             producer.publish_raw(item)
             malformed += 1
         else:
-            producer.publish(item)
+            producer.send(item)
             events += 1
         elapsed = time.monotonic() - started
         if elapsed >= duration_s:

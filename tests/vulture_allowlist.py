@@ -56,3 +56,6 @@ unstorable  # unused variable (consumers/ingest.py:63)
 _.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
 _._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator
 topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command
+dlq_tail  # unused function (runtime/cli/dlq.py): a typer command
+dlq_inspect  # unused function (runtime/cli/dlq.py): a typer command
+dlq_replay  # unused function (runtime/cli/dlq.py): a typer command

@@ -49,30 +49,34 @@ def demo(
     ] = 120,
 ) -> None:
     """Start the stack, run a worker and the load generator, then reconcile the books."""
-    config = settings()
-    stack = LocalStack(config, home)
+    stack = LocalStack(settings(), home)
     try:
         started = stack.up()
     except StackError as error:
         fail(str(error))
-    seed = int(time.time())
+    try:
+        books = _demo(home, seconds, rate, catch_up)
+    finally:
+        for name in started:  # what was running before is left running
+            stack.stop(name)
+    console.print(reconciliation_table(books))
+    console.print(books.verdict(), style="green" if books.holds else "red", highlight=False)
+    if not books.holds:
+        raise typer.Exit(1)
+
+
+def _demo(home: Path, seconds: float, rate: float, catch_up_s: float) -> Reconciliation:
+    seed = int(time.time())  # this run's artifacts are art-<seed>-<n>
     dlq_before = _dlq_end()
     port = _free_port()
     worker = _start_worker(home, port)
     try:
-        sent, seen, caught_up = _run(worker, port, seed, seconds, rate, catch_up)
+        sent, seen, caught_up = _run(worker, home, port, seed, seconds, rate, catch_up_s)
         metrics_realtime(org=None, as_json=False, watch=False, every=None)
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-    books = Reconciliation(sent, _raw_rows(seed), _dlq_end() - dlq_before, seen, caught_up,
-                           catch_up)  # fmt: skip
-    console.print(reconciliation_table(books))
-    console.print(books.verdict(), style="green" if books.holds else "red", highlight=False)
-    for name in started:  # leave running what was running before
-        stack.stop(name)
-    if not books.holds:
-        raise typer.Exit(1)
+        _stop(worker)
+    rejected = _dlq_end() - dlq_before
+    return Reconciliation(sent, _raw_rows(seed), rejected, seen, caught_up, catch_up_s)
 
 
 def reconciliation_table(books: Reconciliation) -> Table:
@@ -87,7 +91,7 @@ def reconciliation_table(books: Reconciliation) -> Table:
 
 
 def _run(
-    worker: subprocess.Popen[bytes], port: int, seed: int, seconds: float, rate: float,
+    worker: subprocess.Popen[bytes], home: Path, port: int, seed: int, seconds: float, rate: float,
     catch_up_s: float,
 ) -> tuple[Published, WorkerCounts | None, bool]:  # fmt: skip
     """Publish, then wait for the worker to judge everything, with the progress line."""
@@ -103,7 +107,7 @@ def _run(
         try:
             sent = produce_load(producer, mix, rate, seconds, _on_published(progress, task))
             progress.update(task, phase="catching up")
-            caught_up = _wait_judged(worker, watcher, sent.total, catch_up_s)
+            caught_up = _wait_judged(worker, home, watcher, sent.total, catch_up_s)
             progress.update(task, phase="caught up" if caught_up else "timed out")
         finally:
             watcher.stop()
@@ -123,14 +127,15 @@ def _on_seen(progress: Progress, task: TaskID) -> Callable[[WorkerCounts], None]
 
 
 def _wait_judged(
-    worker: subprocess.Popen[bytes], watcher: _Watcher, published: int, timeout_s: float
-) -> bool:
+    worker: subprocess.Popen[bytes], home: Path, watcher: _Watcher, published: int,
+    timeout_s: float,
+) -> bool:  # fmt: skip
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if watcher.seen is not None and watcher.seen.consumed >= published:
             return True
         if worker.poll() is not None:
-            fail(f"the worker exited with code {worker.returncode}; see its log, var/log")
+            fail(f"the worker exited with code {worker.returncode}; see {_log(home)}")
         time.sleep(POLL_S)
     return False
 
@@ -159,13 +164,26 @@ class _Watcher(threading.Thread):
         self.join(timeout=5)
 
 
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
 def _start_worker(home: Path, port: int) -> subprocess.Popen[bytes]:
-    log_path = home / "log" / "worker.log"
+    log_path = _log(home)
     env = {**os.environ, "VOICEMON_WORKER_WEB_PORT": str(port)}
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "runtime", "worker"], stdout=log, stderr=log, env=env
         )
+
+
+def _log(home: Path) -> Path:
+    return home / "log" / "worker.log"
 
 
 def _free_port() -> int:

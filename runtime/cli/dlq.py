@@ -15,19 +15,15 @@ from rich.table import Table
 
 from runtime.cli import tables
 from runtime.cli.common import AsJson, console, fail, print_json, settings
+from runtime.cli.dlq_fixups import Fixup, ReplayStep, load_callable, load_patch, plan_step
 from runtime.cli.dlq_kafka import DlqKafkaError, DlqReader, Watermarks, publish_replay
 from runtime.cli.dlq_records import (
     DeadLetterRecord,
     DlqToolError,
-    Fixup,
     ReasonCount,
-    ReplayStep,
     Selection,
     count_by_reason,
     latest,
-    load_callable,
-    load_patch,
-    plan_step,
     read_span,
     rfc3339,
     selection,

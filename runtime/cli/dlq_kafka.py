@@ -1,6 +1,6 @@
 """The DLQ tools' Kafka I/O: the DLQ topic read up to its end as it is now (or followed), and
 replayed payloads published to the input topic. What is done with the records is pure, in
-``runtime.cli.dlq_records``."""
+``runtime.cli.dlq_records`` and ``runtime.cli.dlq_fixups``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from runtime.cli.dlq_records import DeadLetterRecord, ReplayStep, dead_letter, replay_headers
+from runtime.cli.dlq_fixups import ReplayStep, replay_headers
+from runtime.cli.dlq_records import DeadLetterRecord, dead_letter
 from voicemon.producer import DeliveryError, KafkaPublisher
 
 TIMEOUT_S = 10.0
@@ -36,7 +37,8 @@ class DlqReader:
         self._consumer = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": "voicemon-dlq-tools",
              "enable.auto.commit": False, "enable.partition.eof": True,
-             "allow.auto.create.topics": False}
+             "allow.auto.create.topics": False,
+             "log_level": 2}  # connection failures are raised as one sentence, not logged
         )  # fmt: skip
 
     def __enter__(self) -> DlqReader:

@@ -1,5 +1,5 @@
-"""The DLQ tools' pure core (runtime/cli/dlq_records.py): headers, selection, fix-ups,
-verdicts by the worker's own decoder, summaries."""
+"""The DLQ tools' pure core (runtime/cli/dlq_records.py, dlq_fixups.py): headers,
+selection, fix-ups, verdicts by the worker's own decoder, summaries."""
 
 from __future__ import annotations
 
@@ -9,27 +9,29 @@ from typing import Any
 import orjson
 import pytest
 
+from runtime.cli.dlq_fixups import (
+    Fixed,
+    Unfixable,
+    fix_up,
+    judge,
+    load_callable,
+    load_patch,
+    patch_fixup,
+    plan_step,
+    replay_headers,
+)
 from runtime.cli.dlq_records import (
     UNKNOWN_REASON,
     DeadLetterRecord,
     DlqToolError,
-    Fixed,
     OffsetRange,
     Selection,
-    Unfixable,
     count_by_reason,
     dead_letter,
-    fix_up,
-    judge,
     latest,
-    load_callable,
-    load_patch,
     parse_offsets,
     parse_time_arg,
-    patch_fixup,
-    plan_step,
     read_span,
-    replay_headers,
     rfc3339,
     selection,
     tail_line,

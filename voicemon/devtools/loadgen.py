@@ -166,6 +166,7 @@ def produce(
         ahead = events / rate - elapsed
         if ahead > 0:
             time.sleep(ahead)
+        if ahead > 0 or events % 1000 == 0:  # also when the rate cannot be kept up
             on_progress(min(elapsed, duration_s), Published(events, malformed, mix.duplicates))
     producer.flush()
     sent = Published(events, malformed, mix.duplicates)

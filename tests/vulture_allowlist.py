@@ -70,3 +70,6 @@ _.stage_completed
 _.stage_failed
 _.from_settings
 AsyncEventProducer
+dlq_tail  # unused function (runtime/cli/dlq.py): a typer command
+dlq_inspect  # unused function (runtime/cli/dlq.py): a typer command
+dlq_replay  # unused function (runtime/cli/dlq.py): a typer command

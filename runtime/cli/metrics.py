@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 import typer
 from redis import Redis
-from rich.table import Table
+from rich.console import Group
 
 from aggregators import queries
 from aggregators.realtime import read_realtime
-from runtime.cli.common import AsJson, console, fail, fmt, open_store, print_json, settings
+from runtime.cli import tables
+from runtime.cli.common import AsJson, console, fail, open_store, print_json, settings
+from runtime.cli.live import watch_in_place, watch_json_lines
 
 app = typer.Typer(no_args_is_help=True, help="Read pipeline metrics.")
 
@@ -18,39 +21,46 @@ Period = Annotated[str, typer.Option(help="hourly or daily.")]
 Start = Annotated[str, typer.Option(help="RFC 3339 time or epoch ms (inclusive).")]
 End = Annotated[str, typer.Option(help="RFC 3339 time or epoch ms (inclusive).")]
 Org = Annotated[str | None, typer.Option("--org", help="Organization id; platform if absent.")]
-REALTIME_ROWS = ("artifacts_received", "artifacts_completed", "artifacts_failed",
-                 "failure_rate", "avg_latency_ms", "ai_cost_usd")  # fmt: skip
-STAGE_COLUMNS = ("started", "completed", "failed", "failure_rate", "avg_duration_ms")
-
-
-def table(title: str, columns: tuple[str, ...], left: int = 1) -> Table:
-    """A table whose first ``left`` columns are names (left-aligned), the rest numbers."""
-    result = Table(title=title)
-    for index, column in enumerate(columns):
-        result.add_column(column, justify="left" if index < left else "right")
-    return result
+WATCH_EVERY_S = 2.0
+Watch = Annotated[
+    bool, typer.Option("--watch", help="Refresh in place until Ctrl-C: --watch [SECONDS].")
+]
+Every = Annotated[
+    float | None,
+    typer.Argument(min=0.1, metavar="SECONDS", show_default=False,
+                   help="With --watch: seconds between refreshes (default 2)."),
+]  # fmt: skip
 
 
 @app.command("realtime")
-def metrics_realtime(org: Org = None, as_json: AsJson = False) -> None:
-    """The rolling last-hour numbers, from Redis."""
+def metrics_realtime(
+    org: Org = None, as_json: AsJson = False, watch: Watch = False, every: Every = None
+) -> None:
+    """The rolling last-hour numbers, from Redis (``--watch``: refreshed in place)."""
+    if every is not None and not watch:
+        fail("SECONDS sets the refresh of --watch: give --watch SECONDS")
     config = settings()
     redis = Redis.from_url(config.redis_url.get_secret_value())
+
+    def read() -> dict[str, Any]:
+        return read_realtime(redis, org, config.stages)
+
     try:
-        view = read_realtime(redis, org, config.stages)
+        view = read()
     except Exception as error:
         fail(f"cannot read Redis: {type(error).__name__}")
-    if as_json:
+    if watch and as_json:
+        watch_json_lines(read, every or WATCH_EVERY_S, view)
+    elif watch:
+        watch_in_place(read, partial(_realtime_view, org=org), every or WATCH_EVERY_S, view)
+    elif as_json:
         print_json(view)
-        return
-    summary = table(f"last hour — {org or 'platform'} (as of {view['as_of']})", ("metric", "value"))
-    for name in REALTIME_ROWS:
-        summary.add_row(name, fmt(view[name]))
-    console.print(summary)
-    stages = table("stages", ("stage", *STAGE_COLUMNS))
-    for stage, row in view["stages"].items():
-        stages.add_row(stage, *(fmt(row[column]) for column in STAGE_COLUMNS))
-    console.print(stages)
+    else:
+        console.print(*tables.realtime_tables(view, org))
+
+
+def _realtime_view(view: dict[str, Any], org: str | None) -> Group:
+    return Group(*tables.realtime_tables(view, org))
 
 
 def _range(start: str, end: str) -> tuple[int, int]:
@@ -78,12 +88,7 @@ def metrics_history(
     if as_json:
         print_json(result)
         return
-    columns = ("period_start", "artifacts_received", "artifacts_completed", "artifacts_failed",
-               "failure_rate", "avg_latency_ms", "p95_latency_ms", "ai_cost_usd")  # fmt: skip
-    rows = table(f"{period} history — {org or 'platform'}", columns)
-    for row in [*result["rows"], {"period_start": "summary", **result["summary"]}]:
-        rows.add_row(*(fmt(row[column]) for column in columns))
-    console.print(rows)
+    console.print(tables.history_table(result, period, org))
 
 
 @app.command("stages")
@@ -96,12 +101,7 @@ def metrics_stages(
     if as_json:
         print_json(result)
         return
-    columns = ("started", "completed", "failed", "failure_rate", "avg_duration_ms",
-               "p95_duration_ms")  # fmt: skip
-    rows = table(f"stages, {period} — {org or 'platform'}", ("stage", *columns))
-    for stage, row in result["summary"].items():
-        rows.add_row(stage, *(fmt(row[column]) for column in columns))
-    console.print(rows)
+    console.print(tables.stages_table(result, period, org))
 
 
 @app.command("orgs")
@@ -119,9 +119,4 @@ def metrics_orgs(
     if as_json:
         print_json(result)
         return
-    columns = ("organization_id", "name", "artifacts_received", "artifacts_failed",
-               "failure_rate", "p95_latency_ms", "ai_cost_usd")  # fmt: skip
-    rows = table(f"organizations, {period}", columns, left=2)
-    for row in result["organizations"]:
-        rows.add_row(*(fmt(row[column]) for column in columns))
-    console.print(rows)
+    console.print(tables.organizations_table(result, period))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,9 +10,7 @@ import typer
 from rich.progress import Progress
 
 from runtime.cli.common import AsJson, Home, check_kafka, console, fail, settings
-from runtime.cli.dlq import dlq_count
-from runtime.cli.metrics import metrics_realtime
-from runtime.cli.store import raw_count
+from runtime.cli.demo import demo
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.devtools.loadgen import produce as produce_load
 from voicemon.devtools.localstack import LocalStack, StackError
@@ -70,30 +65,16 @@ def produce(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("producing", total=duration)
         sent = produce_load(
-            producer, mix, rate, duration, lambda elapsed: progress.update(task, completed=elapsed)
+            producer,
+            mix,
+            rate,
+            duration,
+            lambda elapsed, _: progress.update(task, completed=elapsed),
         )
-    console.print(f"published {sent.events} events and {sent.malformed} malformed messages")
-
-
-def demo(seconds: float = 60, rate: float = 2000, home: Home = Path("var")) -> None:
-    """The main job on the embedded stack: start it, run a worker and the producer, report."""
-    stack = LocalStack(settings(), home)
-    stack.up()
-    log = (home / "log" / "worker.log").open("ab")
-    worker_process = subprocess.Popen(
-        [sys.executable, "-m", "runtime", "worker"], stdout=log, stderr=log
+    console.print(
+        f"published {sent.events:,} events ({sent.duplicates:,} of them duplicates) "
+        f"and {sent.malformed:,} malformed messages"
     )
-    try:
-        produce(rate=rate, duration=seconds, orgs=20, seed=int(time.time()), duplicates=0.01,
-                malformed=0.001, single=False)  # fmt: skip
-        time.sleep(5)  # let the last batches become durable
-        metrics_realtime(org=None, as_json=False)
-    finally:
-        worker_process.terminate()
-        worker_process.wait(timeout=60)
-    raw_count(as_json=False)
-    dlq_count(as_json=False)
-    stack.down()
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from runtime.cli import tables
 from runtime.cli.common import AsJson, check_kafka, console, fail, settings
 from voicemon import topics
 from voicemon.kafka_client import confluent_security
@@ -29,14 +30,16 @@ def topics_ensure(as_json: AsJson = False) -> None:
         print(orjson.dumps([{"topic": r.name, "state": r.state, "detail": r.detail}
                             for r in reports]).decode())  # fmt: skip
     else:
-        table = Table(title="topics")
-        for column in ("topic", "state", "detail"):
-            table.add_column(column, overflow="fold")
-        for report in reports:
-            table.add_row(report.name, report.state, report.detail)
-        console.print(table)
+        console.print(topics_table(reports))
     if any(report.state == "drift" for report in reports):
         raise typer.Exit(1)
+
+
+def topics_table(reports: list[topics.TopicReport]) -> Table:
+    table = tables.table("topics", ("topic", "state", "detail"), numbers=())
+    for report in reports:
+        table.add_row(report.name, report.state, report.detail)
+    return table
 
 
 def register(app: typer.Typer) -> None:

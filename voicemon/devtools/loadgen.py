@@ -98,6 +98,7 @@ class LoadMix:
         self._rng = random.Random(self.seed)
         self._artifacts = 0
         self._recent: list[dict[str, Any]] = []
+        self.duplicates = 0  # copies of earlier events yielded so far (the worker counts none)
 
     def _organization(self) -> str | None:
         if self.organizations == 0 or self._rng.random() < 0.05:
@@ -115,6 +116,7 @@ class LoadMix:
                 yield body
                 self._remember(body)
                 if self._recent and self._rng.random() < self.duplicate_share:
+                    self.duplicates += 1
                     yield self._rng.choice(self._recent)
                 if self._rng.random() < self.malformed_share:
                     yield self._rng.choice(MALFORMED_SAMPLES)
@@ -127,8 +129,17 @@ class LoadMix:
 
 @dataclass(frozen=True, slots=True)
 class Published:
+    """What the generator published: ``events`` includes the ``duplicates`` it injected (copies
+    of earlier events, counted once by the worker); each malformed message is one DLQ entry."""
+
     events: int
     malformed: int
+    duplicates: int = 0
+
+    @property
+    def total(self) -> int:
+        """Everything the worker will judge: events (duplicates included) + malformed ones."""
+        return self.events + self.malformed
 
 
 def produce(
@@ -136,7 +147,7 @@ def produce(
     mix: LoadMix,
     rate: float,
     duration_s: float,
-    on_progress: Callable[[float], None] = lambda elapsed: None,
+    on_progress: Callable[[float, Published], None] = lambda elapsed, sent: None,
 ) -> Published:
     """Publish ``mix`` at ``rate`` events per second for ``duration_s`` seconds, then flush."""
     clock = (int(time.time() * 1000) for _ in itertools.count())
@@ -155,6 +166,9 @@ def produce(
         ahead = events / rate - elapsed
         if ahead > 0:
             time.sleep(ahead)
-            on_progress(min(elapsed, duration_s))
+        if ahead > 0 or events % 1000 == 0:  # also when the rate cannot be kept up
+            on_progress(min(elapsed, duration_s), Published(events, malformed, mix.duplicates))
     producer.flush()
-    return Published(events, malformed)
+    sent = Published(events, malformed, mix.duplicates)
+    on_progress(duration_s, sent)
+    return sent

@@ -56,3 +56,5 @@ unstorable  # unused variable (consumers/ingest.py:63)
 _.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
 _._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator
 topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command
+options  # unused function (runtime/cli/__init__.py): the typer callback that declares --debug
+_._store_dsn_scheme  # unused method (voicemon/settings.py): a pydantic field validator

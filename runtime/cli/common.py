@@ -8,12 +8,12 @@ from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
+from runtime.cli.errors import say
 from voicemon import resources
 from voicemon.settings import Settings
-from voicemon.store import Client, StoreError
+from voicemon.store import Client
 
 console = Console()
 
@@ -22,35 +22,25 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
+    """End the command with ``message``, one sentence on stderr (exit 1)."""
+    say(message)
     raise typer.Exit(1)
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    """The settings from the environment; a bad value ends the command with one sentence."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        problem = error.errors(include_url=False)[0]
-        name = "VOICEMON_" + "_".join(str(part) for part in problem["loc"]).upper()
-        fail(f"{name}: {problem['msg']}")
+    """The settings from the environment (a bad value raises; runtime/cli/errors.py says it)."""
+    return Settings()
 
 
 def open_store() -> Client:
-    """The configured store, as it is (no migration); a failure ends the command."""
-    try:
-        return resources.connect_store(settings())
-    except StoreError as error:
-        fail(str(error))
+    """The configured store, as it is (no migration)."""
+    return resources.connect_store(settings())
 
 
 def open_resources() -> resources.Resources:
     """Redis, the store (migrated) and a Kafka publisher, as the worker opens them."""
-    try:
-        return resources.open_resources(settings())
-    except StoreError as error:
-        fail(str(error))
+    return resources.open_resources(settings())
 
 
 def fmt(value: object) -> str:

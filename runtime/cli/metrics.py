@@ -1,26 +1,52 @@
-"""``voicemon metrics realtime|history|stages|orgs``: the four queries of CONTRACT §7."""
+"""``voicemon metrics realtime|history|stages|orgs``: the four queries of CONTRACT §7.
+
+Direct mode (operators) reads Redis and the store; with ``--api URL`` (or VOICEMON_API_URL)
+and a token the same commands ask the HTTP API and print the same tables and JSON.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 import typer
-from redis import Redis
 from rich.table import Table
 
-from aggregators import queries
-from aggregators.realtime import read_realtime
-from runtime.cli.common import AsJson, console, fail, fmt, open_store, print_json, settings
+from aggregators.queries import MAX_ORGANIZATIONS
+from runtime.cli.common import AsJson, console, fail, fmt, print_json
+from runtime.cli.metric_sources import Direct, MetricsSource, OverApi
 
 app = typer.Typer(no_args_is_help=True, help="Read pipeline metrics.")
 
-Period = Annotated[str, typer.Option(help="hourly or daily.")]
+Period = Annotated[Literal["hourly", "daily"], typer.Option(help="hourly or daily.")]
 Start = Annotated[str, typer.Option(help="RFC 3339 time or epoch ms (inclusive).")]
 End = Annotated[str, typer.Option(help="RFC 3339 time or epoch ms (inclusive).")]
 Org = Annotated[str | None, typer.Option("--org", help="Organization id; platform if absent.")]
+ApiUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        envvar="VOICEMON_API_URL",
+        help="Ask this voicemon API (e.g. http://127.0.0.1:8000) instead of Redis and ClickHouse.",
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="VOICEMON_TOKEN", show_default=False, help="Bearer token for --api."
+    ),
+]
 REALTIME_ROWS = ("artifacts_received", "artifacts_completed", "artifacts_failed",
                  "failure_rate", "avg_latency_ms", "ai_cost_usd")  # fmt: skip
 STAGE_COLUMNS = ("started", "completed", "failed", "failure_rate", "avg_duration_ms")
+
+
+def source(api: str | None, token: str | None) -> MetricsSource:
+    """The API when ``--api`` is given (it needs a token), else Redis and the store."""
+    if api is None:
+        return Direct()
+    if not token:
+        fail("--api needs a token: pass --token or set VOICEMON_TOKEN (voicemon token create)")
+    return OverApi(api, token)
 
 
 def table(title: str, columns: tuple[str, ...], left: int = 1) -> Table:
@@ -32,14 +58,11 @@ def table(title: str, columns: tuple[str, ...], left: int = 1) -> Table:
 
 
 @app.command("realtime")
-def metrics_realtime(org: Org = None, as_json: AsJson = False) -> None:
+def metrics_realtime(
+    org: Org = None, as_json: AsJson = False, api: ApiUrl = None, token: Token = None
+) -> None:
     """The rolling last-hour numbers, from Redis."""
-    config = settings()
-    redis = Redis.from_url(config.redis_url.get_secret_value())
-    try:
-        view = read_realtime(redis, org, config.stages)
-    except Exception as error:
-        fail(f"cannot read Redis: {type(error).__name__}")
+    view = source(api, token).realtime(org)
     if as_json:
         print_json(view)
         return
@@ -53,28 +76,13 @@ def metrics_realtime(org: Org = None, as_json: AsJson = False) -> None:
     console.print(stages)
 
 
-def _range(start: str, end: str) -> tuple[int, int]:
-    try:
-        return queries.parse_time(start, "start"), queries.parse_time(end, "end")
-    except queries.QueryError as error:
-        fail(str(error))
-
-
-def _query(name: str, period: str, start: str, end: str, org: str | None) -> Any:
-    start_ms, end_ms = _range(start, end)
-    try:
-        return getattr(queries, name)(open_store(), period, start_ms, end_ms, org)
-    except queries.QueryError as error:
-        fail(str(error))
-
-
 @app.command("history")
 def metrics_history(
-    period: Period = "hourly", start: Start = "", end: End = "", org: Org = None,
-    as_json: AsJson = False,
+    start: Start, end: End, period: Period = "hourly", org: Org = None,
+    as_json: AsJson = False, api: ApiUrl = None, token: Token = None,
 ) -> None:  # fmt: skip
     """Snapshots of a range and their merged summary (reads snapshots only)."""
-    result = _query("history", period, start, end, org)
+    result = source(api, token).history(period, start, end, org)
     if as_json:
         print_json(result)
         return
@@ -88,11 +96,11 @@ def metrics_history(
 
 @app.command("stages")
 def metrics_stages(
-    period: Period = "hourly", start: Start = "", end: End = "", org: Org = None,
-    as_json: AsJson = False,
+    start: Start, end: End, period: Period = "hourly", org: Org = None,
+    as_json: AsJson = False, api: ApiUrl = None, token: Token = None,
 ) -> None:  # fmt: skip
     """Per-stage numbers of a range, merged (reads stage snapshots only)."""
-    result = _query("stages", period, start, end, org)
+    result = source(api, token).stages(period, start, end, org)
     if as_json:
         print_json(result)
         return
@@ -106,16 +114,13 @@ def metrics_stages(
 
 @app.command("orgs")
 def metrics_orgs(
-    period: Period = "daily", start: Start = "", end: End = "",
-    limit: Annotated[int, typer.Option(help="At most this many organizations.")] = 20,
-    as_json: AsJson = False,
+    start: Start, end: End, period: Period = "daily",
+    limit: Annotated[int, typer.Option(help="At most this many organizations.",
+                                       min=1, max=MAX_ORGANIZATIONS)] = 20,
+    as_json: AsJson = False, api: ApiUrl = None, token: Token = None,
 ) -> None:  # fmt: skip
     """Per-organization volume, failures, latency and cost, busiest first."""
-    start_ms, end_ms = _range(start, end)
-    try:
-        result = queries.organizations(open_store(), period, start_ms, end_ms, limit)
-    except queries.QueryError as error:
-        fail(str(error))
+    result = source(api, token).organizations(period, start, end, limit)
     if as_json:
         print_json(result)
         return

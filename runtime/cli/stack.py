@@ -15,6 +15,7 @@ from rich.progress import Progress
 from runtime.cli.common import AsJson, Home, console, fail, settings
 from runtime.cli.dlq import dlq_count
 from runtime.cli.metrics import metrics_realtime
+from runtime.cli.preflight import require_kafka
 from runtime.cli.store import raw_count
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.devtools.loadgen import produce as produce_load
@@ -62,6 +63,7 @@ def produce(
 ) -> None:
     """Publish realistic synthetic pipeline events."""
     config = settings()
+    require_kafka(config.kafka_bootstrap)  # a producer would buffer for minutes instead
     producer = EventProducer(config.kafka_bootstrap, config.events_topic, batch=not single)
     mix = LoadMix(seed, orgs, config.stages, duplicates, malformed)
     with Progress(console=console, transient=True) as progress:

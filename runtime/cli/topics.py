@@ -7,6 +7,7 @@ import typer
 from rich.table import Table
 
 from runtime.cli.common import AsJson, console, fail, settings
+from runtime.cli.preflight import require_kafka
 from voicemon import topics
 
 topics_app = typer.Typer(no_args_is_help=True, help="The Kafka topics of voicemon.")
@@ -17,6 +18,7 @@ def topics_ensure(as_json: AsJson = False) -> None:
     """Create the missing topics (partitions, replication, compaction of the directory) and
     report drift on existing ones without changing them; exit 1 on drift."""
     config = settings()
+    require_kafka(config.kafka_bootstrap)
     try:
         reports = topics.ensure(config.kafka_bootstrap, topics.topic_specs(config))
     except topics.TopicsError as error:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
 
-from runtime.cli.errors import say
+from runtime.cli.errors import native_stderr, say
 from voicemon import resources
 from voicemon.settings import Settings
-from voicemon.store import Client
+from voicemon.store import Client, StoreError
 
 console = Console()
+T = TypeVar("T")
 
 Home = Annotated[Path, typer.Option(help="Folder for the stack's data and logs.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -35,12 +37,23 @@ def settings() -> Settings:
 
 def open_store() -> Client:
     """The configured store, as it is (no migration)."""
-    return resources.connect_store(settings())
+    return _with_engine_words(lambda: resources.connect_store(settings()))
 
 
 def open_resources() -> resources.Resources:
     """Redis, the store (migrated) and a Kafka publisher, as the worker opens them."""
-    return resources.open_resources(settings())
+    return _with_engine_words(lambda: resources.open_resources(settings()))
+
+
+def _with_engine_words(opening: Callable[[], T]) -> T:
+    """``opening()``; if the store fails to open, its error carries what the embedded engine
+    printed instead of the engine's own lines on stderr."""
+    with native_stderr() as held:
+        try:
+            return opening()
+        except StoreError as error:
+            failure = error
+    raise StoreError(f"{failure} {held[0]}".strip()) from None
 
 
 def fmt(value: object) -> str:

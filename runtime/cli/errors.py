@@ -12,12 +12,14 @@ pure, and unit-tested without any service.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
+import tempfile
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -141,18 +143,20 @@ def store_sentence(where: str, embedded: bool, text: str) -> str:
             "a running worker?); stop that process, or point VOICEMON_CLICKHOUSE_DSN at a "
             "ClickHouse server"
         )
-    name = re.search(r"\(([A-Z][A-Z0-9_]{2,})\)", flat)
+    names = re.findall(r"\(([A-Z][A-Z0-9_]{2,})\)", flat)  # the engine's error name comes last
+    name = names[-1] if names else None
     exception = re.search(r"DB::Exception: (.+?)(?:\. \(|\(|$)", one_line(text.split("\n")[0]))
     message = exception.group(1).rstrip(". ") if exception else ""
-    if name and name.group(1) in STORE_SCHEMA_NAMES:
+    if name in STORE_SCHEMA_NAMES:
         return f"{where} has no voicemon schema ({message}); run 'voicemon migrate' first"
-    if name and name.group(1) in STORE_AUTH_NAMES:
+    if name in STORE_AUTH_NAMES:
         return f"{where} refused the user or password; fix VOICEMON_CLICKHOUSE_DSN"
     if exception:
-        label = name.group(1) if name else "error"
-        return f"{where} refused the query ({label}: {message}); fix the query or the schema"
+        return (
+            f"{where} refused the query ({name or 'error'}: {message}); fix the query or the schema"
+        )
     errno = re.search(r"\[Errno -?\d+\] ([^\"')\]]+)", flat)
-    reason = errno.group(1).strip() if errno else ("timed out" if "timed out" in flat else "")
+    reason = errno.group(1).strip(" :") if errno else ("timed out" if "timed out" in flat else "")
     if reason:
         verb = "cannot open" if embedded else "cannot reach"
         what_to_do = "fix" if embedded else "start it or fix"
@@ -170,23 +174,24 @@ def store_name(dsn: str) -> tuple[str, bool]:
 
 def api_sentence(url: str, status: int, detail: str) -> str:
     """A voicemon API that answered ``status`` instead of the numbers."""
+    said = f"(HTTP {status}: {detail})"
     if status == 401:
         return (
-            f"the voicemon API at {url} refused the token ({detail}); pass a valid one with "
+            f"the voicemon API at {url} refused the token {said}; pass a valid one with "
             "--token or VOICEMON_TOKEN (voicemon token create)"
         )
     if status == 403:
         return (
-            f"the voicemon API at {url} does not let this token read that ({detail}); use a "
+            f"the voicemon API at {url} does not let this token read that {said}; use a "
             "staff token, or --org with your organization's token"
         )
     if status in (400, 422):
-        return f"the voicemon API at {url} refused the request ({detail}); fix the option it names"
+        return f"the voicemon API at {url} refused the request {said}; fix the option it names"
     if status == 404:
-        return f"the voicemon API at {url} has no such route ({detail}); check --api"
+        return f"the voicemon API at {url} has no such route {said}; check --api"
     if status >= 500:
-        return f"the voicemon API at {url} could not answer ({status}: {detail}); retry later"
-    return f"the voicemon API at {url} answered {status} ({detail}); check --api"
+        return f"the voicemon API at {url} could not answer {said}; retry later"
+    return f"the voicemon API at {url} answered {said}; check --api"
 
 
 def api_unreachable_sentence(url: str, reason: str) -> str:
@@ -294,6 +299,25 @@ def debug_requested(args: Sequence[str], environ: Mapping[str, str]) -> bool:
         if arg == "--debug":
             return True
     return False
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """Hold back what native code (chDB's engine) writes straight to file descriptor 2 while
+    the block runs — its reason for a failure, e.g. a store locked by another process — and
+    append it, as one string, to the yielded list when the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield held
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            held.append(sink.read().decode("utf-8", "replace"))
 
 
 def say(message: str) -> None:

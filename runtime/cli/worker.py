@@ -12,10 +12,10 @@ from runtime.cli.preflight import require_kafka
 
 def worker(loglevel: str = "info") -> None:
     """Run the Faust worker: consume events into Redis and ClickHouse."""
-    from runtime.worker import run_worker  # Faust is heavy: imported by this command only
-
     config = settings()
     require_kafka(config.kafka_bootstrap)  # Faust would fail with a logged traceback instead
+    from runtime.worker import run_worker  # Faust is heavy: imported by this command only
+
     sys.argv = [sys.argv[0]]
     run_worker(config, loglevel)
 

@@ -73,3 +73,5 @@ AsyncEventProducer
 dlq_tail  # unused function (runtime/cli/dlq.py): a typer command
 dlq_inspect  # unused function (runtime/cli/dlq.py): a typer command
 dlq_replay  # unused function (runtime/cli/dlq.py): a typer command
+options  # unused function (runtime/cli/__init__.py): the typer callback that declares --debug
+_._store_dsn_scheme  # unused method (voicemon/settings.py): a pydantic field validator

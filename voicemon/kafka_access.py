@@ -1,22 +1,32 @@
 """Whether the broker lets this client in, decided in seconds and said in one sentence.
 
-Kafka clients retry a refused login or a failed TLS handshake forever, logging each attempt;
-a process started with a wrong password would idle instead of failing. ``check`` connects once
-with the settings' configuration (``voicemon.kafka_client``) and tells a refusal (a wrong
-password, an untrusted certificate: fix the settings) from a broker that does not answer
-(maybe only for now).
+Kafka clients retry a refused login, a failed TLS handshake or a stopped broker for a long
+time, logging each attempt; a command would hang or a process idle instead of failing.
+``probe`` asks for metadata once a broker answers and gives up as soon as librdkafka reports
+every broker down or a refusal (about half a second for a stopped broker), or at its
+deadline for a silent one. ``check`` probes with the settings' configuration
+(``voicemon.kafka_client``) and tells a refusal (a wrong password, an untrusted certificate:
+fix the settings, ``KafkaAccessError``) from a broker that does not answer
+(``KafkaUnreachable``). The CLI says either in one sentence (``runtime/cli/errors.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from voicemon.kafka_client import confluent_config
+from voicemon.kafka_client import confluent_security
 from voicemon.settings import Settings
+
+TIMEOUT_S = 5.0
+POLL_S = 0.5
+# librdkafka's verdicts that no retry within a few seconds will change.
+GIVE_UP = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._AUTHENTICATION, KafkaError._SSL})
 
 # librdkafka logs every failed attempt to stderr; what matters is in the error raised here.
 _quiet = logging.getLogger("voicemon.kafka_access.librdkafka")
@@ -25,20 +35,37 @@ _quiet.propagate = False
 
 
 class KafkaAccessError(Exception):
-    """The broker refused this client: a setting is wrong. The message says which."""
+    """The broker refused this client, or the client refused its settings: a setting is
+    wrong. The message says which."""
 
 
 class KafkaUnreachable(Exception):
-    """No broker answered in time: the address or protocol is wrong, or Kafka is down."""
+    """No broker of ``bootstrap`` answered (``reason``, librdkafka's error ``code`` if any), or
+    one refused this client (``refusal``: 'authentication' or 'tls', else '')."""
+
+    def __init__(self, bootstrap: str, reason: str, code: int | None = None,
+                 refusal: str = "") -> None:  # fmt: skip
+        super().__init__(f"{bootstrap}: {reason}")
+        self.bootstrap, self.reason, self.code, self.refusal = bootstrap, reason, code, refusal
 
 
-def check(settings: Settings, timeout_s: float = 10.0) -> None:
-    """Return once a broker answers a metadata request; raise ``KafkaAccessError`` as soon as
-    it refuses the login or the TLS handshake, ``KafkaUnreachable`` after ``timeout_s``."""
-    errors: list[KafkaError] = []
-    quiet = {"error_cb": errors.append, "logger": _quiet, "log_level": 0}
+def probe(
+    bootstrap: str, config: Mapping[str, Any] | None = None, timeout_s: float = TIMEOUT_S
+) -> None:
+    """Return once a broker of ``bootstrap`` answers a metadata request; raise
+    ``KafkaUnreachable`` as soon as librdkafka gives up on every broker or is refused, or
+    after ``timeout_s``. ``config`` adds client settings (``kafka_client.confluent_security``).
+    A setting the client cannot load (a TLS key, its password) raises ``KafkaAccessError``."""
+    seen: list[KafkaError] = []
+    client: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
+        "error_cb": seen.append,
+        "logger": _quiet,
+        "log_level": 0,  # the failure is reported once, as a sentence, not as log lines
+    }
     try:
-        admin = AdminClient(confluent_config(settings, quiet))
+        admin = AdminClient(client | dict(config or {}))
     except KafkaException as error:  # a key or CA file librdkafka cannot load
         raise KafkaAccessError(
             f"the Kafka client cannot load its TLS files ({error.args[0].str()}): check "
@@ -48,22 +75,28 @@ def check(settings: Settings, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin.list_topics(timeout=1.0)
+            admin.list_topics(timeout=POLL_S)
             return
         except KafkaException as error:
-            errors.append(error.args[0])
-        admin.poll(0)  # serves error_cb
-        refusal = next((r for r in map(refused, errors) if r), "")
-        if refusal:
-            raise KafkaAccessError(describe_refusal(settings, refusal))
-        if time.monotonic() >= deadline:
-            last = errors[-1].str() if errors else "no answer"
-            raise KafkaUnreachable(
-                f"no Kafka broker answered at {settings.kafka_bootstrap} within "
-                f"{timeout_s:g} s ({last}): check VOICEMON_KAFKA_BOOTSTRAP and "
-                f"VOICEMON_KAFKA_SECURITY_PROTOCOL ({settings.kafka_security_protocol}), "
-                "or start Kafka"
-            )
+            admin.poll(0)  # serves error_cb: why the brokers are down
+            causes = [e for e in seen if e.code() != KafkaError._ALL_BROKERS_DOWN] or [
+                error.args[0]
+            ]
+            refusal = next((r for r in map(refused, seen) if r), "")
+            if refusal or time.monotonic() >= deadline or any(e.code() in GIVE_UP for e in seen):
+                cause = causes[0]
+                raise KafkaUnreachable(bootstrap, cause.str(), cause.code(), refusal) from error
+
+
+def check(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
+    """``probe`` with the settings' broker and security; a refusal raises
+    ``KafkaAccessError`` naming the settings to check (never a secret)."""
+    try:
+        probe(settings.kafka_bootstrap, confluent_security(settings), timeout_s)
+    except KafkaUnreachable as error:
+        if error.refusal:
+            raise KafkaAccessError(describe_refusal(settings, error.refusal)) from error
+        raise
 
 
 def refused(error: KafkaError) -> str:

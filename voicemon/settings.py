@@ -12,6 +12,7 @@ MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit h
 PLACEHOLDER_SECRETS = frozenset({"replace_me", "changeme", "change-me", "secret", "password",
                                  "jwt-secret", "example", "xxx", "todo"})  # fmt: skip
 DEFAULT_STAGES = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
+STORE_SCHEMES = ("chdb://", "http://", "https://")
 
 
 class Settings(BaseSettings):
@@ -70,7 +71,7 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
 
     worker_web_bind: str = "127.0.0.1"
-    worker_web_port: int = Field(default=6066, ge=0, le=65535)
+    worker_web_port: int = Field(default=6066, ge=1, le=65535)  # Faust refuses 0
     worker_data_dir: str = "./var/faust"
 
     @field_validator("stages", mode="before")
@@ -85,6 +86,13 @@ class Settings(BaseSettings):
     def _stages_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("VOICEMON_STAGES must name at least one stage")
+        return value
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _store_dsn_scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(STORE_SCHEMES):
+            raise ValueError("must start with chdb:// (embedded) or http(s):// (a server)")
         return value
 
     @field_validator("jwt_secret")

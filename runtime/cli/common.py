@@ -2,66 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
-from voicemon import kafka_access, resources
+from runtime.cli.errors import native_stderr, say
+from voicemon import resources
 from voicemon.settings import Settings
 from voicemon.store import Client, StoreError
 
 console = Console()
+T = TypeVar("T")
 
 Home = Annotated[Path, typer.Option(help="Folder for the stack's data and logs.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
+    """End the command with ``message``, one sentence on stderr (exit 1)."""
+    say(message)
     raise typer.Exit(1)
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    """The settings from the environment; a bad value ends the command with one sentence."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        problem = error.errors(include_url=False)[0]
-        if not problem["loc"]:  # a rule across settings: its message names them
-            fail(problem["msg"].removeprefix("Value error, "))
-        name = "VOICEMON_" + "_".join(str(part) for part in problem["loc"]).upper()
-        fail(f"{name}: {problem['msg']}")
-
-
-def check_kafka(config: Settings) -> None:
-    """End the command in seconds, with one sentence, if Kafka refuses the settings' login or
-    TLS handshake, or does not answer."""
-    try:
-        kafka_access.check(config)
-    except (kafka_access.KafkaAccessError, kafka_access.KafkaUnreachable) as error:
-        fail(str(error))
+    """The settings from the environment (a bad value raises; runtime/cli/errors.py says it)."""
+    return Settings()
 
 
 def open_store() -> Client:
-    """The configured store, as it is (no migration); a failure ends the command."""
-    try:
-        return resources.connect_store(settings())
-    except StoreError as error:
-        fail(str(error))
+    """The configured store, as it is (no migration)."""
+    return _with_engine_words(lambda: resources.connect_store(settings()))
 
 
 def open_resources() -> resources.Resources:
     """Redis, the store (migrated) and a Kafka publisher, as the worker opens them."""
-    try:
-        return resources.open_resources(settings())
-    except StoreError as error:
-        fail(str(error))
+    return _with_engine_words(lambda: resources.open_resources(settings()))
+
+
+def _with_engine_words(opening: Callable[[], T]) -> T:
+    """``opening()``; if the store fails to open, its error carries what the embedded engine
+    printed instead of the engine's own lines on stderr."""
+    with native_stderr() as held:
+        try:
+            return opening()
+        except StoreError as error:
+            failure = error
+    raise StoreError(f"{failure} {held[0]}".strip()) from None
 
 
 def fmt(value: object) -> str:

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from runtime.cli import tables
-from runtime.cli.common import AsJson, check_kafka, console, fail, print_json, settings
+from runtime.cli.common import AsJson, console, fail, print_json, settings
 from runtime.cli.dlq_fixups import Fixup, ReplayStep, load_callable, load_patch, plan_step
 from runtime.cli.dlq_kafka import DlqKafkaError, DlqReader, Watermarks, publish_replay
 from runtime.cli.dlq_records import (
@@ -29,6 +29,7 @@ from runtime.cli.dlq_records import (
     selection,
     tail_line,
 )
+from runtime.cli.preflight import check_kafka
 from voicemon.kafka_client import confluent_security
 from voicemon.topics import message_count
 
@@ -227,6 +228,7 @@ def _fixup(patch: Path | None, fixup: str | None) -> Fixup | None:
 
 
 def _reader() -> DlqReader:
+    check_kafka(settings())  # a refused login or a stopped broker: one sentence, at once
     return DlqReader(settings(), settings().dlq_topic)
 
 

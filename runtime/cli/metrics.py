@@ -1,26 +1,43 @@
-"""``voicemon metrics realtime|history|stages|orgs``: the four queries of CONTRACT §7."""
+"""``voicemon metrics realtime|history|stages|orgs``: the four queries of CONTRACT §7.
+
+Direct mode (operators) reads Redis and the store; with ``--api URL`` (or VOICEMON_API_URL)
+and a token the same commands ask the HTTP API and print the same tables and JSON.
+"""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
-from redis import Redis
 from rich.console import Group
 
-from aggregators import queries
-from aggregators.realtime import read_realtime
+from aggregators.queries import MAX_ORGANIZATIONS
 from runtime.cli import tables
-from runtime.cli.common import AsJson, console, fail, open_store, print_json, settings
+from runtime.cli.common import AsJson, console, fail, print_json
 from runtime.cli.live import watch_in_place, watch_json_lines
+from runtime.cli.metric_sources import Direct, MetricsSource, OverApi
 
 app = typer.Typer(no_args_is_help=True, help="Read pipeline metrics.")
 
-Period = Annotated[str, typer.Option(help="hourly or daily.")]
+Period = Annotated[Literal["hourly", "daily"], typer.Option(help="hourly or daily.")]
 Start = Annotated[str, typer.Option(help="RFC 3339 time or epoch ms (inclusive).")]
 End = Annotated[str, typer.Option(help="RFC 3339 time or epoch ms (inclusive).")]
 Org = Annotated[str | None, typer.Option("--org", help="Organization id; platform if absent.")]
+ApiUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        envvar="VOICEMON_API_URL",
+        help="Ask this voicemon API (e.g. http://127.0.0.1:8000) instead of Redis and ClickHouse.",
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="VOICEMON_TOKEN", show_default=False, help="Bearer token for --api."
+    ),
+]
 WATCH_EVERY_S = 2.0
 Watch = Annotated[
     bool, typer.Option("--watch", help="Refresh in place until Ctrl-C: --watch [SECONDS].")
@@ -32,23 +49,29 @@ Every = Annotated[
 ]  # fmt: skip
 
 
+def source(api: str | None, token: str | None) -> MetricsSource:
+    """The API when ``--api`` is given (it needs a token), else Redis and the store."""
+    if api is None:
+        return Direct()
+    if not token:
+        fail("--api needs a token: pass --token or set VOICEMON_TOKEN (voicemon token create)")
+    return OverApi(api, token)
+
+
 @app.command("realtime")
 def metrics_realtime(
-    org: Org = None, as_json: AsJson = False, watch: Watch = False, every: Every = None
-) -> None:
-    """The rolling last-hour numbers, from Redis (``--watch``: refreshed in place)."""
+    org: Org = None, as_json: AsJson = False, watch: Watch = False, every: Every = None,
+    api: ApiUrl = None, token: Token = None,
+) -> None:  # fmt: skip
+    """The rolling last-hour numbers, from Redis or the API (``--watch``: refreshed in place)."""
     if every is not None and not watch:
         fail("SECONDS sets the refresh of --watch: give --watch SECONDS")
-    config = settings()
-    redis = Redis.from_url(config.redis_url.get_secret_value())
+    metrics = source(api, token)
 
-    def read() -> dict[str, Any]:
-        return read_realtime(redis, org, config.stages)
+    def read() -> Any:
+        return metrics.realtime(org)
 
-    try:
-        view = read()
-    except Exception as error:
-        fail(f"cannot read Redis: {type(error).__name__}")
+    view = read()  # a first read that fails ends the command with one sentence
     if watch and as_json:
         watch_json_lines(read, every or WATCH_EVERY_S, view)
     elif watch:
@@ -63,28 +86,13 @@ def _realtime_view(view: dict[str, Any], org: str | None) -> Group:
     return Group(*tables.realtime_tables(view, org))
 
 
-def _range(start: str, end: str) -> tuple[int, int]:
-    try:
-        return queries.parse_time(start, "start"), queries.parse_time(end, "end")
-    except queries.QueryError as error:
-        fail(str(error))
-
-
-def _query(name: str, period: str, start: str, end: str, org: str | None) -> Any:
-    start_ms, end_ms = _range(start, end)
-    try:
-        return getattr(queries, name)(open_store(), period, start_ms, end_ms, org)
-    except queries.QueryError as error:
-        fail(str(error))
-
-
 @app.command("history")
 def metrics_history(
-    period: Period = "hourly", start: Start = "", end: End = "", org: Org = None,
-    as_json: AsJson = False,
+    start: Start, end: End, period: Period = "hourly", org: Org = None,
+    as_json: AsJson = False, api: ApiUrl = None, token: Token = None,
 ) -> None:  # fmt: skip
     """Snapshots of a range and their merged summary (reads snapshots only)."""
-    result = _query("history", period, start, end, org)
+    result = source(api, token).history(period, start, end, org)
     if as_json:
         print_json(result)
         return
@@ -93,11 +101,11 @@ def metrics_history(
 
 @app.command("stages")
 def metrics_stages(
-    period: Period = "hourly", start: Start = "", end: End = "", org: Org = None,
-    as_json: AsJson = False,
+    start: Start, end: End, period: Period = "hourly", org: Org = None,
+    as_json: AsJson = False, api: ApiUrl = None, token: Token = None,
 ) -> None:  # fmt: skip
     """Per-stage numbers of a range, merged (reads stage snapshots only)."""
-    result = _query("stages", period, start, end, org)
+    result = source(api, token).stages(period, start, end, org)
     if as_json:
         print_json(result)
         return
@@ -106,16 +114,13 @@ def metrics_stages(
 
 @app.command("orgs")
 def metrics_orgs(
-    period: Period = "daily", start: Start = "", end: End = "",
-    limit: Annotated[int, typer.Option(help="At most this many organizations.")] = 20,
-    as_json: AsJson = False,
+    start: Start, end: End, period: Period = "daily",
+    limit: Annotated[int, typer.Option(help="At most this many organizations.",
+                                       min=1, max=MAX_ORGANIZATIONS)] = 20,
+    as_json: AsJson = False, api: ApiUrl = None, token: Token = None,
 ) -> None:  # fmt: skip
     """Per-organization volume, failures, latency and cost, busiest first."""
-    start_ms, end_ms = _range(start, end)
-    try:
-        result = queries.organizations(open_store(), period, start_ms, end_ms, limit)
-    except queries.QueryError as error:
-        fail(str(error))
+    result = source(api, token).organizations(period, start, end, limit)
     if as_json:
         print_json(result)
         return

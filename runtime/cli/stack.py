@@ -9,8 +9,9 @@ import orjson
 import typer
 from rich.progress import Progress
 
-from runtime.cli.common import AsJson, Home, check_kafka, console, fail, settings
+from runtime.cli.common import AsJson, Home, console, fail, settings
 from runtime.cli.demo import demo
+from runtime.cli.preflight import check_kafka
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.devtools.loadgen import produce as produce_load
 from voicemon.devtools.localstack import LocalStack, StackError
@@ -58,7 +59,7 @@ def produce(
 ) -> None:
     """Publish realistic synthetic pipeline events."""
     config = settings()
-    check_kafka(config)
+    check_kafka(config)  # a producer would buffer for minutes instead
     producer = EventProducer(config.kafka_bootstrap, config.events_topic, batch=not single,
                              **confluent_security(config))  # fmt: skip
     mix = LoadMix(seed, orgs, config.stages, duplicates, malformed)

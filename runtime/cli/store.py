@@ -15,6 +15,7 @@ from aggregators import queries, retention
 from aggregators.closer import WindowCloser, build_closer
 from aggregators.replay import replay as run_replay
 from runtime.cli.common import AsJson, console, fail, open_resources, open_store, settings
+from runtime.cli.preflight import check_kafka, require_redis
 from voicemon import store
 from voicemon.window_state import WindowState
 
@@ -65,6 +66,8 @@ def retention_run(as_json: AsJson = False) -> None:
 def _closer(
     clock: Callable[[], float] = time.time,
 ) -> tuple[WindowCloser, WindowState, store.Client]:
+    check_kafka(settings())
+    require_redis(settings().redis_url.get_secret_value())
     opened = open_resources()
     assert opened.store is not None
     state = WindowState(opened.redis)

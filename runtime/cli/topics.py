@@ -7,7 +7,8 @@ import typer
 from rich.table import Table
 
 from runtime.cli import tables
-from runtime.cli.common import AsJson, check_kafka, console, fail, settings
+from runtime.cli.common import AsJson, console, fail, settings
+from runtime.cli.preflight import check_kafka
 from voicemon import topics
 from voicemon.kafka_client import confluent_security
 

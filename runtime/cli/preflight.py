@@ -1,0 +1,48 @@
+"""Quick checks a command makes before it leans on Kafka or Redis, and the CLI's Redis client.
+
+Without them an outage surfaces late and long: librdkafka waits out its metadata timeout
+(10 s and more), a producer buffers for minutes, a Redis connect to a silent host waits for
+the operating system. The Kafka check is ``voicemon.kafka_access`` with the settings' Kafka
+security: a stopped broker is recognised in about half a second, a refused login or TLS
+handshake as soon as the broker says so, a silent broker within ``KAFKA_TIMEOUT_S``;
+``runtime.cli.errors`` turns what they raise into one sentence.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from voicemon import kafka_access
+from voicemon.kafka_access import KafkaAccessError, KafkaUnreachable
+from voicemon.kafka_access import probe as require_kafka
+from voicemon.settings import Settings
+
+__all__ = ["KafkaAccessError", "KafkaUnreachable", "check_kafka", "redis_client",
+           "require_kafka", "require_redis"]  # fmt: skip
+
+KAFKA_TIMEOUT_S = kafka_access.TIMEOUT_S
+REDIS_CONNECT_TIMEOUT_S = 3.0
+REDIS_TIMEOUT_S = 10.0
+
+
+def check_kafka(config: Settings) -> None:
+    """Return once Kafka answers with the settings' broker and security; raise
+    ``KafkaAccessError`` if it refuses the login or the TLS handshake, ``KafkaUnreachable``
+    if no broker answers (``require_kafka(bootstrap, confluent_security(settings))``)."""
+    kafka_access.check(config, KAFKA_TIMEOUT_S)
+
+
+def redis_client(url: str) -> Redis:
+    """A Redis client whose connect and calls are bounded in time."""
+    return Redis.from_url(
+        url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+    )
+
+
+def require_redis(url: str) -> None:
+    """Raise the client's error (naming the address) unless Redis at ``url`` answers a PING."""
+    client = redis_client(url)
+    try:
+        client.ping()
+    finally:
+        client.close()

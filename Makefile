@@ -1,8 +1,16 @@
 # One command each: `make demo` runs the main job, `make test` the checks and tests.
-.PHONY: install demo test lint bench stack-up stack-down
+# Every tool runs from the project's virtual environment (.venv, made by `make install`).
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/.venv
+
+.PHONY: install lock demo test lint bench stack-up stack-down
 
 install:
 	bash deploy/local/install.sh
+
+# Regenerate requirements/*.lock from pyproject.toml (e.g. make lock ARGS=--upgrade).
+lock: install
+	bash deploy/local/lock.sh $(ARGS)
 
 demo: install
 	voicemon demo --seconds 60

@@ -1,24 +1,54 @@
 #!/usr/bin/env bash
 # Installs what voicemon needs on a fresh Debian machine with Python 3.11, Java 17 and Maven:
 # Debian's redis-server (and prometheus, promtool and amtool for the alert and dashboard
-# tests), the Python package with its dev extras, and the Apache Kafka broker jars from
-# Maven Central. Idempotent.
+# tests, python3-venv if `venv` cannot make an environment), a virtual environment .venv in
+# the project root holding exactly the versions of requirements/dev.lock (hash-checked) and
+# voicemon itself (editable), and the Apache Kafka broker jars from Maven Central.
+# Idempotent; the system Python is never touched.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@"
+}
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+  apt_install "${missing[@]}"
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+# A .venv whose interpreter no longer runs (moved, or its Python removed) is made anew.
+if [ -e .venv ] && ! .venv/bin/python -c 'import sys' >/dev/null 2>&1; then
+  rm -rf .venv
+fi
+if [ ! -e .venv ]; then
+  # Debian's Python makes no environment without python3-venv (ensurepip is split out).
+  if ! "$PYTHON" -m venv .venv >/dev/null 2>&1; then
+    rm -rf .venv
+    apt_install python3-venv
+    "$PYTHON" -m venv .venv
+  fi
+fi
+
+# Skipped when neither the lock nor pyproject.toml changed since the last install here.
+stamp=$(cat requirements/dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.voicemon-installed 2>/dev/null)" != "$stamp" ]; then
+  pip=(.venv/bin/python -m pip --disable-pip-version-check)
+  "${pip[@]}" install -q --require-hashes -r requirements/dev.lock
+  "${pip[@]}" install -q --no-deps --no-build-isolation -e .
+  echo "$stamp" >.venv/.voicemon-installed
+fi
 
 if ! ls deploy/local/kafka/lib/kafka_2.13-*.jar >/dev/null 2>&1; then
   mvn -q -B -f deploy/local/kafka/pom.xml package
 fi
-echo "voicemon installed"
+echo "voicemon installed in .venv (activate: . .venv/bin/activate)"

@@ -9,7 +9,7 @@ import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonpatch
 import jsonpointer
@@ -42,7 +42,8 @@ class Unfixable:
 def patch_fixup(document: object) -> Fixup:
     """A fix-up applying an RFC 6902 JSON patch (a list of operations) to each event."""
     try:
-        patch = jsonpatch.JsonPatch(document)
+        # The constructor checks the document's shape itself (raising what is caught below).
+        patch = jsonpatch.JsonPatch(cast("list[dict[str, Any]]", document))
     except (jsonpatch.JsonPatchException, TypeError, AttributeError) as error:
         raise DlqToolError(f"the patch is not an RFC 6902 JSON patch: {error}") from None
 

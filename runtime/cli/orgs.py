@@ -22,7 +22,10 @@ def orgs_import(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False
     except organizations.DirectoryError as error:
         fail(str(error))
     client = open_store()
-    store.migrate(client, settings().clickhouse_cluster)
+    try:
+        store.migrate(client, settings().clickhouse_cluster)
+    except store.StoreError as error:
+        fail(str(error))
     console.print(f"imported {organizations.upsert(client, names)} organization(s)")
 
 

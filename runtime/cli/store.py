@@ -9,6 +9,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from aggregators import queries, retention
@@ -26,17 +27,44 @@ def migrate(
     show: Annotated[
         bool, typer.Option("--print", help="Print the SQL it would run; connect to nothing.")
     ] = False,
+    show_status: Annotated[
+        bool, typer.Option("--status", help="List applied and pending migrations; change nothing.")
+    ] = False,
 ) -> None:
-    """Create or update the ClickHouse schema (ON CLUSTER if VOICEMON_CLICKHOUSE_CLUSTER is set)."""
+    """Apply the pending schema migrations in order (ON CLUSTER if VOICEMON_CLICKHOUSE_CLUSTER
+    is set) and record each in voicemon.schema_migrations."""
     cluster = settings().clickhouse_cluster
     if show:
         for migration in store.migrations(cluster):
-            print(f"-- {migration.version:04d}_{migration.name}")
+            print(f"-- {migration.label}")
             for statement in migration.statements:
                 print(f"{statement};\n")
         return
-    for name in store.migrate(open_store(), cluster):
+    client = open_store()
+    try:
+        if show_status:
+            _print_status(store.status(client, cluster), store.applied(client))
+            return
+        done = store.migrate(client, cluster)
+    except store.StoreError as error:  # a changed migration: one sentence, no traceback
+        fail(str(error))
+    for name in done:
         console.print(f"applied {name}")
+    latest = max((m.version for m in store.migrations()), default=0)
+    console.print(f"schema at version {latest:04d}" + ("" if done else ", nothing to apply"))
+
+
+def _print_status(plan: store.Plan, applied: list[store.Applied]) -> None:
+    changed = {m.version for m in plan.changed}
+    unknown = {row.version for row in plan.unknown}
+    for row in applied:
+        note = " [changed since]" if row.version in changed else ""
+        note += " [unknown to this voicemon]" if row.version in unknown else ""
+        console.print(f"applied {row.version:04d}_{row.name}  {row.applied_at}{escape(note)}")
+    for migration in plan.pending:
+        console.print(f"pending {migration.label}")
+    if plan.changed:
+        fail(f"{len(plan.changed)} applied migration(s) changed since; see above")
 
 
 def sql(query: str) -> None:

@@ -45,6 +45,7 @@ EXPECTED_SHARDING = {
     "snapshots": SNAPSHOT_KEY,
     "stage_snapshots": SNAPSHOT_KEY,
     "organizations": "cityHash64(organization_id)",
+    "schema_migrations": "version",
 }
 
 
@@ -216,7 +217,53 @@ def test_render_covers_only_what_it_knows() -> None:
             "c",
         )
     with pytest.raises(ValueError, match="cannot render"):
-        store.render("ALTER TABLE voicemon.snapshots ADD COLUMN x UInt8", "c")
+        store.render("ALTER TABLE voicemon.snapshots DELETE WHERE 1", "c")
+    with pytest.raises(ValueError, match="one action per ALTER"):
+        store.render("ALTER TABLE voicemon.snapshots ADD COLUMN x UInt8, ADD COLUMN y UInt8", "c")
+    with pytest.raises(ValueError, match="cannot render"):
+        store.render("INSERT INTO voicemon.snapshots SELECT 1", "c")
+
+
+def test_an_alter_of_a_replicated_table_reaches_its_local_tables_and_columns_both() -> None:
+    column = "ALTER TABLE voicemon.organizations ADD COLUMN IF NOT EXISTS region String"
+    assert store.render(column, CLUSTER) == (
+        f"ALTER TABLE voicemon.organizations_local ON CLUSTER {CLUSTER} "
+        "ADD COLUMN IF NOT EXISTS region String",
+        f"ALTER TABLE voicemon.organizations ON CLUSTER {CLUSTER} "
+        "ADD COLUMN IF NOT EXISTS region String",
+    )
+    index = (
+        "ALTER TABLE voicemon.pipeline_events ADD INDEX IF NOT EXISTS t event_type "
+        "TYPE set(16) GRANULARITY 4"
+    )
+    assert store.render(index, CLUSTER) == (
+        f"ALTER TABLE voicemon.pipeline_events_local ON CLUSTER {CLUSTER} "
+        "ADD INDEX IF NOT EXISTS t event_type TYPE set(16) GRANULARITY 4",
+    )
+    ttl = "ALTER TABLE voicemon.snapshots MODIFY TTL period_start + INTERVAL 1 DAY"
+    assert store.render(ttl, CLUSTER) == (
+        f"ALTER TABLE voicemon.snapshots_local ON CLUSTER {CLUSTER} "
+        "MODIFY TTL period_start + INTERVAL 1 DAY",
+    )
+    other = "ALTER TABLE voicemon.buffer ADD COLUMN IF NOT EXISTS a String"
+    assert store.render(other, CLUSTER) == (
+        f"ALTER TABLE voicemon.buffer ON CLUSTER {CLUSTER} ADD COLUMN IF NOT EXISTS a String",
+    )
+
+
+def test_the_version_table_is_replicated_behind_a_distributed_table_too() -> None:
+    local, distributed = store._bootstrap(CLUSTER)[1:]
+    assert local.startswith(
+        f"CREATE TABLE IF NOT EXISTS voicemon.schema_migrations_local ON CLUSTER {CLUSTER}"
+    )
+    assert _engine(local) == (
+        "ReplicatedReplacingMergeTree("
+        "'/clickhouse/tables/{shard}/voicemon/schema_migrations', '{replica}', applied_at)"
+    )
+    assert distributed.endswith(
+        f"ENGINE = Distributed({CLUSTER}, voicemon, schema_migrations_local, version)"
+    )
+    assert store._bootstrap(None) == store._BOOTSTRAP
 
 
 def test_the_setting_is_read_from_the_environment_and_validated(
@@ -232,21 +279,35 @@ def test_the_setting_is_read_from_the_environment_and_validated(
 
 
 class RecordingClient:
+    """A store with no version table yet: every migration is pending."""
+
     def __init__(self) -> None:
         self.commands: list[str] = []
+        self.settings: list[object] = []
 
-    def command(self, statement: str) -> None:
+    def command(self, statement: str, parameters: object = None, settings: object = None) -> None:
         self.commands.append(statement)
+        self.settings.append(settings)
+
+    def query(self, statement: str, parameters: object = None) -> object:
+        assert statement.startswith("SELECT count() FROM system.tables"), statement
+        return type("Result", (), {"result_rows": [[0]]})()
 
 
 def test_migrate_runs_the_cluster_form_when_the_settings_name_a_cluster() -> None:
     client = RecordingClient()
     applied = store.migrate(client, CLUSTER)
-    assert client.commands == _cluster()
+    ddl = [c for c in client.commands if not c.startswith("INSERT")]
+    assert ddl == list(store._bootstrap(CLUSTER)) + _cluster()
     assert applied == [f"{m.version:04d}_{m.name}" for m in store.migrations()]
+    records = [s for c, s in zip(client.commands, client.settings, strict=True) if "INSERT" in c]
+    assert records == [{"insert_distributed_sync": 1}] * len(applied)
     client = RecordingClient()
     store.migrate(client, None)
-    assert client.commands == _single()
+    assert [c for c in client.commands if not c.startswith("INSERT")] == [
+        *store._BOOTSTRAP,
+        *_single(),
+    ]
 
 
 @pytest.fixture
@@ -298,10 +359,10 @@ ENGINE_SCRIPT = r"""
 import json, os, sys
 import chdb
 
-cluster, statements = json.load(sys.stdin)
+cluster, statements, parse_only = json.load(sys.stdin)
 connection = chdb.connect(":memory:?config-file=" + sys.argv[1])
 cursor = connection.cursor()
-report = {"unparsed": [], "failed": [], "tables": {}, "local_ddl": {}}
+report = {"unparsed": [], "failed": [], "tables": {}, "local_ddl": {}, "columns": {}}
 for statement in statements:
     literal = statement.replace("\\", "\\\\").replace("'", "\\'")
     try:
@@ -309,6 +370,8 @@ for statement in statements:
     except Exception as error:
         report["unparsed"].append([statement, str(error)[:300]])
     on_host = statement.replace(" ON CLUSTER " + cluster, "")
+    if statement in parse_only:
+        continue
     try:
         cursor.execute(on_host)
     except Exception as error:
@@ -319,17 +382,36 @@ for name in report["tables"]:
     if name.endswith("_local"):
         cursor.execute("SHOW CREATE TABLE voicemon." + name)
         report["local_ddl"][name] = cursor.fetchall()[0][0]
+    cursor.execute("SELECT name FROM system.columns WHERE database = 'voicemon' AND table = '"
+                   + name + "' ORDER BY position")
+    report["columns"][name] = [row[0] for row in cursor.fetchall()]
 print(json.dumps(report), flush=True)
 os._exit(0)  # skip the embedded engine's teardown
 """
 
 
+# What a later migration would do (test only): a column and a skip index, as rendered.
+LATER = (
+    "ALTER TABLE voicemon.organizations ADD COLUMN IF NOT EXISTS region String DEFAULT ''",
+    "ALTER TABLE voicemon.pipeline_events ADD INDEX IF NOT EXISTS event_type_set event_type "
+    "TYPE set(16) GRANULARITY 4",
+)
+
+
 def test_the_clickhouse_engine_creates_the_cluster_schema(tmp_path: Path) -> None:
+    """The version table, every migration and a later column and index, as each host runs
+    them."""
     config = tmp_path / "config.xml"
     config.write_text(ENGINE_CONFIG)
+    later = [out for statement in LATER for out in store.render(statement, CLUSTER)]
+    statements = [*store._bootstrap(CLUSTER), *_cluster(), *later]
+    # A Replicated table stays read-only in the embedded engine (it runs no replication
+    # threads), so an ALTER of a *_local table is parsed only; the Distributed one runs.
+    parse_only = [statement for statement in later if "_local ON CLUSTER" in statement]
+    assert len(parse_only) == 2
     done = subprocess.run(
         [sys.executable, "-c", ENGINE_SCRIPT, str(config)],
-        input=json.dumps([CLUSTER, _cluster()]),
+        input=json.dumps([CLUSTER, statements, parse_only]),
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -344,7 +426,10 @@ def test_the_clickhouse_engine_creates_the_cluster_schema(tmp_path: Path) -> Non
     for table in TABLES:
         expected[table] = "Distributed"
         expected[f"{table}_local"] = EXPECTED_ENGINES[table].split("(")[0]
+    expected["schema_migrations"] = "Distributed"
+    expected["schema_migrations_local"] = "ReplicatedReplacingMergeTree"
     assert report["tables"] == expected
+    assert report["columns"]["organizations"][-1] == "region"
     events = report["local_ddl"]["pipeline_events_local"]
     assert "TTL toDateTime(occurred_at) + toIntervalHour(48)" in events
     assert "ttl_only_drop_parts = 1" in events

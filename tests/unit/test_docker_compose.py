@@ -212,3 +212,83 @@ def test_prometheus_sends_alerts_to_the_compose_alertmanager(compose: dict[str, 
     assert mount in service["volumes"]
     assert "--config.file=/etc/alertmanager/alertmanager.yml" in service["command"]
     assert service["healthcheck"]["test"]
+
+
+# The images, one per role (Dockerfile): each installs its lock, hash-checked, and then
+# voicemon's wheel with the role's extras and no index (a dependency missing from the lock
+# fails the build). tests/unit/test_install.py checks what each lock holds.
+ROLES = {
+    "api": ("requirements/api.lock", "voicemon[api]"),
+    "worker": ("requirements/worker.lock", "voicemon[worker]"),
+    "embedded": ("requirements/embedded.lock", "voicemon[worker,embedded]"),
+}
+
+
+def _dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage of the Dockerfile: its (instruction, arguments), continuations joined."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, arguments = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            base, _, name = arguments.partition(" AS ")
+            current = [("FROM", base.strip())]
+            stages[name.strip()] = current
+        else:
+            current.append((instruction.upper(), " ".join(arguments.split())))
+    return stages
+
+
+def _chain(stages: dict[str, list[tuple[str, str]]], name: str) -> list[tuple[str, str]]:
+    """A stage's instructions after those of the stages it is built FROM."""
+    base = stages[name][0][1]
+    return (_chain(stages, base) if base in stages else []) + stages[name]
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_each_role_image_installs_its_lock_then_voicemon_with_its_extras(role: str) -> None:
+    lock, requirement = ROLES[role]
+    steps = _chain(_dockerfile_stages(), role)
+    assert ("COPY", f"{lock} /tmp/role.lock") in steps
+    assert ("RUN", "pip install --require-hashes -r /tmp/role.lock && pip install --no-index "
+            f'--find-links /wheels "{requirement}"') in steps  # fmt: skip
+    assert ("COPY", "--from=wheel /wheels /wheels") in steps
+    assert steps[-1] == ("USER", "voicemon")
+    assert ("ENTRYPOINT", '["voicemon"]') in steps
+    assert (REPO / lock).is_file()
+
+
+def test_the_wheel_is_built_with_the_pinned_build_backend() -> None:
+    steps = _dockerfile_stages()["wheel"]
+    assert ("RUN", "pip install --require-hashes -r requirements/build.lock") in steps
+    assert ("RUN", "pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .") in steps
+    installs = [args for kind, args in steps if kind == "RUN" and "pip install" in args]
+    assert installs == ["pip install --require-hashes -r requirements/build.lock"]
+
+
+def test_the_last_stage_is_the_worker_and_no_stage_installs_outside_a_lock() -> None:
+    stages = _dockerfile_stages()
+    assert list(stages)[-1] == "worker"
+    for name, steps in stages.items():
+        for kind, args in steps:
+            if kind == "RUN" and "pip install" in args:
+                for command in args.split("&&"):
+                    assert "--require-hashes -r" in command or "--no-index" in command, (
+                        f"{name} installs outside its lock: {command}"
+                    )
+
+
+@pytest.mark.parametrize(("service", "target"), [("worker", "worker"), ("api", "api"),
+                                                 ("kafka-init", "api")])  # fmt: skip
+def test_compose_builds_the_chdb_less_role_images_for_its_clickhouse_server(
+    compose: dict[str, Any], service: str, target: str
+) -> None:
+    spec = compose["services"][service]
+    assert spec["build"] == {"context": ".", "target": target}
+    assert spec["image"] == f"voicemon-{target}:local"
+    assert target in _dockerfile_stages()
+    dsn = _env(spec)["VOICEMON_CLICKHOUSE_DSN"]
+    assert dsn.startswith("http://")  # a server: the embedded image is not needed

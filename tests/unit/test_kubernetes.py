@@ -26,6 +26,12 @@ FOLDER = REPO / "deploy" / "kubernetes"
 KUSTOMIZATION = FOLDER / "kustomization.yaml"
 NAMESPACE = "voicemon"
 KUBERNETES_VERSION = "1.30"
+# The image of each workload: one per role (Dockerfile targets); the worker's carries no chDB.
+ROLE_IMAGES = {
+    "voicemon-api": "voicemon-api",
+    "voicemon-topics": "voicemon-api",  # topics ensure needs only the CLI
+    "voicemon-worker": "voicemon-worker",
+}
 
 Manifest = dict[str, Any]
 
@@ -132,7 +138,7 @@ def test_every_pod_runs_hardened_with_resources() -> None:
         assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
         for part in ("requests", "limits"):
             assert {"cpu", "memory"} <= container["resources"][part].keys()
-        assert container["image"] == f"voicemon:{_version()}"
+        assert container["image"] == f"{ROLE_IMAGES[deployment['metadata']['name']]}:{_version()}"
 
 
 def test_every_env_name_is_a_setting() -> None:
@@ -245,12 +251,15 @@ def test_a_job_ensures_the_topics_with_the_shared_settings() -> None:
 def test_every_image_is_pinned_to_the_project_version() -> None:
     """Never `latest`: with imagePullPolicy IfNotPresent a node would keep the first `latest`
     it pulled. The kustomization's tag is the same pinned version."""
-    pods = [d["spec"]["template"]["spec"] for d in _of_kind("Deployment")]
-    pods += [j["spec"]["template"]["spec"] for j in _of_kind("Job")]
-    images = {c["image"] for pod in pods for c in pod["containers"]}
-    assert images == {f"voicemon:{_version()}"}
+    workloads = [*_of_kind("Deployment"), *_of_kind("Job")]
+    for workload in workloads:
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            expected = f"{ROLE_IMAGES[workload['metadata']['name']]}:{_version()}"
+            assert container["image"] == expected, workload["metadata"]["name"]
     kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
-    assert kustomization["images"] == [{"name": "voicemon", "newTag": _version()}]
+    assert kustomization["images"] == [
+        {"name": image, "newTag": _version()} for image in sorted(set(ROLE_IMAGES.values()))
+    ]
     assert ":latest" not in "".join(p.read_text() for p in FOLDER.rglob("*.yaml"))
 
 

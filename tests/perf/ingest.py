@@ -1,6 +1,7 @@
 """Ingest throughput of one worker process, against two ceilings over the same messages.
 
     python -m tests.perf.ingest [--events 1000000] [--batch-size 500] [--single-events 150000]
+                                [--paths confluent,faust,peer,worker] [--peer-venv DIR]
                                 [--variant VOICEMON_BATCH_MAX_MESSAGES=50 ...] [--profile DIR]
                                 [--json]
 
@@ -22,6 +23,25 @@ event per message, one with batches as ``EventProducer`` sends them. Then, for e
    event count) is reported beside it. Peak RSS is the worker's ``VmHWM``. The window
    closer is off unless ``--closer`` (on a fresh Redis DB it first catches up 48 hours of
    empty windows, which is not ingest work).
+4. ``peer``: the same job written with Quix Streams (``tests/perf/peer/quix_ingest.py``,
+   measured as written), a subprocess in its own virtual environment (Quix Streams pins
+   confluent-kafka below 2.13), which this benchmark creates once under ``--peer-venv``
+   (``var/bench/quix-venv``) and reuses while its marker matches the requirements. It gets
+   a flushed Redis DB, a fresh chDB directory and its own consumer group, reads batches with
+   ``--expand``, and is timed by itself: from its first sink write until N events are
+   consumed (it prints the rate, which is parsed); the events of its first checkpoint (up to
+   1 s or 20,000 messages) count without the time spent reading them, which flatters it
+   at small N (at the issue's 150,000 messages, by up to about a tenth). Row ``peer`` runs
+   with ``--dedup`` (exact ``event_id`` dedup in Redis, as the worker does: the ``x peer``
+   column divides by it); ``peer (no dedup)`` is a reference row on the forms of
+   ``--peer-no-dedup`` (single).
+   Its CPU comes from /proc samples taken every 50 ms, over the samples closest to the
+   interval it reports.
+
+CPU is reported per path as cores (``CPU``: the path's own process, all threads; ``redis``:
+the redis-server of ``VOICEMON_REDIS_URL``) and per event in microseconds (``CPU us/ev``,
+``redis us/ev``), so a deployment can be sized from them. Only the Redis server and Kafka
+broker listening on this benchmark's ports are counted as the stack.
 
 The table's ``other`` column is the cores used meanwhile by processes that are neither the
 path, Redis, Kafka nor this benchmark: above ~0.2 another job was competing and the run is
@@ -60,6 +80,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from redis import Redis
 
+from tests.perf.peer_venv import PEER_SCRIPT, PeerVenvError, ensure_peer_venv
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.producer import EventProducer
 from voicemon.settings import Settings
@@ -113,6 +134,21 @@ class Result:
     def cores(self) -> float | None:
         return None if self.cpu_seconds is None else self.cpu_seconds / self.seconds
 
+    @property
+    def cpu_us_per_event(self) -> float | None:
+        """CPU of the path's own process per event (all its threads), in microseconds."""
+        if self.cpu_seconds is None or not self.events:
+            return None
+        return self.cpu_seconds / self.events * 1e6
+
+    @property
+    def redis_us_per_event(self) -> float | None:
+        """CPU of the Redis server per event meanwhile, in microseconds."""
+        redis_cores = (self.extra.get("cores") or {}).get("redis")
+        if redis_cores is None or not self.events:
+            return None
+        return float(redis_cores) * self.seconds / self.events * 1e6
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -164,8 +200,39 @@ def pids_running(marker: str) -> list[int]:
 Stack = tuple[list[int], list[int]]  # pids of redis-server, of the Kafka broker
 
 
-def stack_pids() -> Stack:
-    return pids_running("redis-server"), pids_running("kafka.Kafka")
+def stack_pids(redis_url: str, bootstrap: str) -> Stack:
+    """The Redis server and Kafka broker this benchmark talks to: the processes listening on
+    their ports (other stacks on the machine count as ``other``)."""
+    redis_port = int(redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    kafka_port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+    return (
+        pids_listening(redis_port) or pids_running(f"redis-server 127.0.0.1:{redis_port}"),
+        pids_listening(kafka_port) or pids_running("kafka.Kafka"),
+    )
+
+
+def pids_listening(port: int) -> list[int]:
+    """Processes with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return sorted(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +481,8 @@ class Bench:
         self.redis_url = f"{base}/{args.redis_db}"
         self.redis = Redis.from_url(self.redis_url)
         self.worker_runs = 0
+        self.peer_runs = 0
+        self.peer_python: Path | None = None
 
     # -- setup ----------------------------------------------------------------------------
     def claim_redis_db(self) -> None:
@@ -516,11 +585,7 @@ class Bench:
                 _stop(spy, signal.SIGINT)
             _stop(process)
         assert run.assigned is not None and run.done is not None
-        redis_usec = {
-            command: usec - redis_before.get(command, 0)
-            for command, usec in self.redis_usec().items()
-            if usec > redis_before.get(command, 0)
-        }
+        redis_seconds = self._redis_seconds_since(redis_before)
         self._check(form, run, env, role)
         seconds = run.done - run.assigned
         assert run.cpu_at_assign is not None and run.cpu_at_done is not None
@@ -541,7 +606,7 @@ class Bench:
             "clickhouse_insert_seconds_sum": run.metrics.get(
                 "voicemon_clickhouse_insert_seconds_sum"
             ),
-            "redis_server_seconds": {k: v / 1e6 for k, v in redis_usec.items()},
+            "redis_server_seconds": redis_seconds,
             "log": str(log_path),
         }
         label = "worker" + (f" [{_short(extra)}]" if extra else "")
@@ -573,7 +638,7 @@ class Bench:
         offsets = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
         wanted = [TopicPartition(form.topic, p) for p in form.ends]
         spy: subprocess.Popen[bytes] | None = None
-        stack = stack_pids()
+        stack = stack_pids(self.redis_url, self.bootstrap)
         deadline = time.monotonic() + self.args.timeout
         try:
             while True:
@@ -655,14 +720,100 @@ class Bench:
         if rows != form.events:
             raise BenchError(f"worker on {form.name}: {rows} ClickHouse rows, {form.events} events")
 
+    # -- the Quix Streams peer -------------------------------------------------------------
+    def prepare_peer(self) -> None:
+        try:
+            self.peer_python = ensure_peer_venv(self.args.peer_venv)
+        except PeerVenvError as error:
+            raise BenchError(str(error)) from error
+
+    def run_peer(self, form: Form, dedup: bool, stack: Stack) -> Result:
+        """The peer on ``form`` (``--expand`` for batches), a fresh Redis DB and chDB dir,
+        timed by itself; CPU from samples of /proc around the interval it reports."""
+        assert self.peer_python is not None
+        self.peer_runs += 1
+        run_dir = self.workdir / f"peer-{self.peer_runs}-{form.name}"
+        run_dir.mkdir()
+        self.flush_redis()
+        command = [str(self.peer_python), str(PEER_SCRIPT), "--bootstrap", self.bootstrap]
+        command += ["--topic", form.topic, "--n", str(form.events), "--redis", self.redis_url]
+        command += ["--chdb", str(run_dir / "clickhouse")]
+        command += ["--expand"] * (form.name == "batch") + ["--dedup"] * dedup
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        log_path = run_dir / "peer.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        redis_before = self.redis_usec()
+        try:
+            events, took, samples, peak = self._watch_peer(process, log_path, stack)
+        finally:
+            _stop(process)
+        end = samples[-1]
+        start = min(samples, key=lambda sample: abs(sample[0] - (end[0] - took)))
+        if end[0] - start[0] <= 0:
+            raise BenchError(f"peer on {form.name}: too short to sample ({took:.2f} s)")
+        cores = end[1].cores_since(start[1], end[0] - start[0])
+        return Result(
+            form.name,
+            "peer" if dedup else "peer (no dedup)",
+            events,
+            form.messages,
+            took,
+            cores["worker"] * took,
+            peak,
+            {
+                "dedup": dedup,
+                "cores": cores,
+                "redis_server_seconds": self._redis_seconds_since(redis_before),
+                "log": str(log_path),
+            },
+        )
+
+    def _watch_peer(
+        self, process: subprocess.Popen[bytes], log_path: Path, stack: Stack
+    ) -> tuple[int, float, list[tuple[float, CpuSnapshot]], int | None]:
+        """Sample the peer's CPU every 50 ms until it prints its rate (then it exits)."""
+        samples: list[tuple[float, CpuSnapshot]] = []
+        peak = None
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            match = _PEER_LINE.search(log_path.read_text(errors="replace"))
+            if match:
+                if not samples:
+                    raise BenchError("the peer finished before it could be sampled")
+                events, took = int(match.group(1)), float(match.group(2))
+                return events, took, samples, peak
+            if process.poll() is not None:
+                raise BenchError(f"peer exited with {process.returncode}: {_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"peer: not done in {self.args.timeout}s: {_tail(log_path)}")
+            try:
+                samples.append((time.perf_counter(), CpuSnapshot.take(process.pid, *stack)))
+                peak = status_kb(process.pid, "VmHWM") or peak
+            except OSError:  # it exited between the two checks; the log says why
+                pass
+            time.sleep(0.05)
+
+    def _redis_seconds_since(self, before: dict[str, int]) -> dict[str, float]:
+        """Redis server seconds per command since ``before`` (from ``redis_usec``)."""
+        return {
+            command: (usec - before.get(command, 0)) / 1e6
+            for command, usec in self.redis_usec().items()
+            if usec > before.get(command, 0)
+        }
+
     # -- everything -----------------------------------------------------------------------
     def run(self) -> tuple[list[Result], dict[str, Any] | None]:
         self.claim_redis_db()
+        if "peer" in self.args.paths:
+            self.prepare_peer()  # before publishing: a failed install fails fast
         forms = self.publish_forms()
         results: list[Result] = []
         take = (self.args.take_max, self.args.take_within)
         timeout: float = self.args.timeout
-        stack = stack_pids()
+        stack = stack_pids(self.redis_url, self.bootstrap)
         for form in forms:
             for _ in range(self.args.repeat):
                 if "confluent" in self.args.paths:
@@ -673,6 +824,9 @@ class Bench:
                     results.append(
                         faust_ceiling(self.bootstrap, form, workdir, mode, take, timeout, stack)
                     )
+                    _progress(results[-1])
+                for dedup in self._peer_runs(form):
+                    results.append(self.run_peer(form, dedup, stack))
                     _progress(results[-1])
                 for variant in self.args.variants if "worker" in self.args.paths else []:
                     results.append(self.run_worker(form, variant))
@@ -689,6 +843,13 @@ class Bench:
             profile_summary = summarize_profile(raw)
         return results, profile_summary
 
+    def _peer_runs(self, form: Form) -> list[bool]:
+        """Whether each peer run on ``form`` dedups: always one with dedup (the one the
+        worker is compared with), and one without on the forms of ``--peer-no-dedup``."""
+        if "peer" not in self.args.paths:
+            return []
+        return [True] + [False] * (form.name in self.args.peer_no_dedup)
+
     def cleanup(self) -> None:
         if self.args.keep:
             print(f"kept {self.workdir} and topics {self.topics}", file=sys.stderr)
@@ -696,6 +857,9 @@ class Bench:
         delete_topics(self.bootstrap, self.topics)
         self.redis.flushdb()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_PEER_LINE = re.compile(r"quix peer: (\d+) events in ([0-9.]+)s = [0-9,]+ events/s")
 
 
 def _group_assigned(admin: AdminClient, group: str, topic: str) -> bool:
@@ -830,43 +994,51 @@ def summarize_profile(raw: Path) -> dict[str, Any]:
 # -- output -------------------------------------------------------------------------------
 
 
-def _ratios(results: Sequence[Result]) -> Iterator[tuple[Result, float | None, float | None]]:
-    """Each result with its ratios to the form's ceilings (the best run of each)."""
-    ceilings: dict[tuple[str, str], float] = {}
+Ratios = dict[str, float | None]  # to each reference path: confluent, faust, peer
+REFERENCES = ("confluent", "faust", "peer")  # "peer": the Quix peer WITH dedup
+
+
+def _ratios(results: Sequence[Result]) -> Iterator[tuple[Result, Ratios]]:
+    """Each result with its ratios to the form's references (the best run of each)."""
+    best: dict[tuple[str, str], float] = {}
     for result in results:
-        if result.path in ("confluent", "faust"):
+        if result.path in REFERENCES:
             key = (result.form, result.path)
-            ceilings[key] = max(ceilings.get(key, 0.0), result.events_per_s)
+            best[key] = max(best.get(key, 0.0), result.events_per_s)
     for result in results:
-        confluent = ceilings.get((result.form, "confluent"))
-        faust = ceilings.get((result.form, "faust"))
-        yield (
-            result,
-            result.events_per_s / confluent if confluent else None,
-            result.events_per_s / faust if faust else None,
-        )
+        ratios: Ratios = {}
+        for reference in REFERENCES:
+            rate = best.get((result.form, reference))
+            ratios[reference] = result.events_per_s / rate if rate else None
+        yield result, ratios
 
 
 def table(results: Sequence[Result]) -> str:
-    """One line per measured run. ``CPU``: cores the path's own process used; ``redis``:
-    cores redis-server used; ``other``: cores used by processes that are neither the path,
-    the stack nor this benchmark (another job on the machine: the figures are then noisy)."""
+    """One line per measured run. ``x conf``, ``x faust``, ``x peer``: events/s over the
+    form's bare confluent-kafka, bare Faust and Quix peer WITH dedup runs. ``CPU``: cores the
+    path's own process used; ``redis``: cores redis-server used; ``other``: cores used by
+    processes that are neither the path, the stack nor this benchmark (another job on the
+    machine: the figures are then noisy). ``CPU us/ev`` and ``redis us/ev``: the same CPU
+    per event, in microseconds (the path's process, then redis-server)."""
     header = (
-        f"{'form':<6} {'path':<34} {'events/s':>10} {'msgs/s':>8} {'x conf':>6} {'x faust':>7}"
-        f" {'seconds':>7} {'durable':>7} {'CPU':>4} {'redis':>5} {'other':>5} {'peak RSS':>9}"
+        f"{'form':<6} {'path':<34} {'events/s':>10} {'msgs/s':>9} {'x conf':>6} {'x faust':>7}"
+        f" {'x peer':>6} {'seconds':>7} {'durable':>7} {'CPU':>4} {'redis':>5} {'other':>5}"
+        f" {'CPU us/ev':>9} {'redis us/ev':>11} {'peak RSS':>9}"
     )
     lines = [header, "-" * len(header)]
-    for result, to_confluent, to_faust in _ratios(results):
+    for result, ratios in _ratios(results):
         cores = result.extra.get("cores") or {}
         if result.seconds < 3:  # CPU accounting ticks are 10 ms: too coarse for short runs
             cores = {name: value for name, value in cores.items() if name != "other"}
         rss = f"{result.peak_rss_kb / 1024:,.0f} MiB" if result.peak_rss_kb else "-"
         lines.append(
             f"{result.form:<6} {result.path:<34} {result.events_per_s:>10,.0f}"
-            f" {result.messages_per_s:>8,.0f} {_fmt(to_confluent):>6} {_fmt(to_faust):>7}"
+            f" {result.messages_per_s:>9,.0f} {_fmt(ratios['confluent']):>6}"
+            f" {_fmt(ratios['faust']):>7} {_fmt(ratios['peer']):>6}"
             f" {result.seconds:>7.1f} {_fmt(result.extra.get('durable_s'), '.1f'):>7}"
             f" {_fmt(result.cores, '.2f'):>4} {_fmt(cores.get('redis'), '.2f'):>5}"
-            f" {_fmt(cores.get('other'), '.2f'):>5} {rss:>9}"
+            f" {_fmt(cores.get('other'), '.2f'):>5} {_fmt(result.cpu_us_per_event, '.1f'):>9}"
+            f" {_fmt(result.redis_us_per_event, '.1f'):>11} {rss:>9}"
         )
     return "\n".join(lines)
 
@@ -906,14 +1078,17 @@ def as_json(
     args: argparse.Namespace, results: Sequence[Result], profile: dict[str, Any] | None
 ) -> bytes:
     rows = []
-    for result, to_confluent, to_faust in _ratios(results):
+    for result, ratios in _ratios(results):
         row = asdict(result)
         row |= {
             "events_per_s": result.events_per_s,
             "messages_per_s": result.messages_per_s,
-            "ratio_to_confluent": to_confluent,
-            "ratio_to_faust": to_faust,
+            "ratio_to_confluent": ratios["confluent"],
+            "ratio_to_faust": ratios["faust"],
+            "ratio_to_peer": ratios["peer"],
             "cores": result.cores,
+            "cpu_us_per_event": result.cpu_us_per_event,
+            "redis_cpu_us_per_event": result.redis_us_per_event,
         }
         rows.append(row)
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -956,7 +1131,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--single-events", type=int, default=150_000, help="events (= messages), single form"
     )
     parser.add_argument("--forms", type=_csv, default=["single", "batch"])
-    parser.add_argument("--paths", type=_csv, default=["confluent", "faust", "worker"])
+    parser.add_argument(
+        "--paths", type=_csv, default=["confluent", "faust", "peer", "worker"], help="%(default)s"
+    )
+    parser.add_argument(
+        "--peer-venv",
+        type=Path,
+        default=ROOT / "var" / "bench" / "quix-venv",
+        help="the Quix peer's virtual environment, created here once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--peer-no-dedup",
+        type=_csv,
+        default=["single"],
+        help="forms that also get a peer run without dedup, as a reference (%(default)s)",
+    )
     parser.add_argument(
         "--faust-modes",
         type=_csv,

@@ -1,0 +1,82 @@
+"""The pure parts of the benchmarks in tests/perf: what they parse, divide and report."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.perf import peer_venv
+from tests.perf.freshness import percentile, probe_event
+from tests.perf.ingest import _PEER_LINE, Result, _ratios, table
+from voicemon.event import PipelineEvent, validate_event
+from voicemon.settings import DEFAULT_STAGES
+
+
+def test_the_peer_line_is_parsed_as_the_peer_prints_it() -> None:
+    source = peer_venv.PEER_SCRIPT.read_text()
+    literal = re.search(r'f"quix peer: [^"]*"', source)
+    assert literal is not None, "the peer no longer prints its rate line"
+    printed = eval(literal.group(0), {}, {"self": SimpleNamespace(done=150_012), "took": 10.114})
+    match = _PEER_LINE.search(f"some log\n{printed}\n")
+    assert match is not None
+    assert (int(match.group(1)), float(match.group(2))) == (150_012, 10.11)
+
+
+def _result(path: str, events_per_s: float, **extra: object) -> Result:
+    return Result("single", path, 1000, 1000, 1000 / events_per_s, extra=dict(extra))
+
+
+def test_worker_is_divided_by_the_peer_run_with_dedup() -> None:
+    results = [
+        _result("confluent", 500_000.0),
+        _result("faust", 10_000.0),
+        _result("peer", 15_000.0),
+        _result("peer (no dedup)", 18_000.0),
+        _result("worker", 30_000.0),
+    ]
+    ratios = {result.path: r for result, r in _ratios(results)}
+    assert ratios["worker"]["peer"] == pytest.approx(2.0)
+    assert ratios["worker"]["faust"] == pytest.approx(3.0)
+    assert ratios["peer (no dedup)"]["peer"] == pytest.approx(1.2)
+    assert "x peer" in table(results).splitlines()[0]
+
+
+def test_ratios_are_absent_without_the_reference() -> None:
+    [(_, ratios)] = list(_ratios([_result("worker", 30_000.0)]))
+    assert ratios == {"confluent": None, "faust": None, "peer": None}
+
+
+def test_cpu_per_event_from_cores_and_cpu_seconds() -> None:
+    result = Result("batch", "worker", 200_000, 400, 10.0, 4.0, extra={"cores": {"redis": 0.1}})
+    assert result.cpu_us_per_event == pytest.approx(20.0)  # 4 s of CPU over 200k events
+    assert result.redis_us_per_event == pytest.approx(5.0)  # 0.1 core x 10 s over 200k
+    bare = Result("batch", "faust", 200_000, 400, 10.0)
+    assert (bare.cpu_us_per_event, bare.redis_us_per_event) == (None, None)
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert [percentile(values, q) for q in (0.5, 0.9, 0.99)] == [50.0, 90.0, 99.0]
+    assert percentile([3.0], 0.99) == 3.0
+
+
+def test_a_probe_is_a_valid_event_alone_in_its_organization() -> None:
+    body = probe_event("abc123", "000042", 1_790_000_000_000)
+    assert body["organization_id"] == "probe-abc123-000042"
+    verdict = validate_event(body, now_ms=1_790_000_000_500, stages=frozenset(DEFAULT_STAGES))
+    assert isinstance(verdict, PipelineEvent)
+    assert verdict.organization_id == "probe-abc123-000042"
+
+
+def test_the_peer_venv_is_reused_only_while_its_marker_matches(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    assert not peer_venv.is_ready(venv)
+    (venv / peer_venv.MARKER_NAME).write_text(peer_venv.requirement_line() + "\n")
+    assert peer_venv.is_ready(venv)
+    (venv / peer_venv.MARKER_NAME).write_text("python3.11 quixstreams>=3.20\n")
+    assert not peer_venv.is_ready(venv)

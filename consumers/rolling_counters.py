@@ -27,29 +27,51 @@ from voicemon.rolling import BucketIncrement
 # primary) for its markers, as it always has for its counters.
 _MARKERS = """
 local generations, digests = cmsgpack.unpack(ARGV[1]), ARGV[2]
+local PER_CALL = 1000  -- fields per HMGET / HSET (Lua's unpack has a limit)
 local prefixes = {}
 for g = 1, #generations do
   prefixes[g] = 'PREFIX:seen:' .. generations[g][1] .. ':'
 end
--- Per event, the position that counted it in any generation, or ''; whether any did; and
--- each event's field and hash in the current generation.
-local function owners_of(n)
-  local owners, fields, current, any = {}, {}, {}, false
+-- Each event's field and hash in the current generation, and per generation the events of
+-- each hash: one command reads or writes all of a hash's markers of the batch.
+local function grouped(n)
+  local fields, current, by_hash = {}, {}, {}
+  for g = 1, #generations do by_hash[g] = {} end
   for i = 1, n do
     local at = (i - 1) * 16
     local b1, b2, b3, b4 = string.byte(digests, at + 1, at + 4)
     local slot = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-    local field = string.sub(digests, at + 5, at + 16)
-    local found = ''
+    fields[i] = string.sub(digests, at + 5, at + 16)
     for g = 1, #generations do
       local key = prefixes[g] .. (slot % generations[g][2])
       if g == 1 then current[i] = key end
-      local position = redis.call('HGET', key, field)
-      if position then found = position; any = true; break end
+      local members = by_hash[g][key]
+      if members then members[#members + 1] = i else by_hash[g][key] = {i} end
     end
-    owners[i], fields[i] = found, field
   end
-  return owners, any, fields, current
+  return fields, current, by_hash
+end
+-- Per event, the position that counted it (the newest generation's), or ''; whether any
+-- did; each event's field; and the events of each hash of the current generation.
+local function owners_of(n)
+  local fields, current, by_hash = grouped(n)
+  local owners, any = {}, false
+  for g = 1, #generations do
+    for key, members in pairs(by_hash[g]) do
+      for first = 1, #members, PER_CALL do
+        local last = math.min(first + PER_CALL - 1, #members)
+        local wanted = {}
+        for j = first, last do wanted[#wanted + 1] = fields[members[j]] end
+        local found = redis.call('HMGET', key, unpack(wanted))
+        for j = first, last do
+          local position, i = found[j - first + 1], members[j]
+          if position and not owners[i] then owners[i] = position; any = true end
+        end
+      end
+    end
+  end
+  for i = 1, n do owners[i] = owners[i] or '' end
+  return owners, any, fields, by_hash[1]
 end
 """.replace("PREFIX", keys.PREFIX)
 
@@ -96,12 +118,18 @@ local n = #positions
 if n > 0 then
   local owners, any, fields, current = owners_of(n)
   if any then return owners end
-  local expiring = {}
-  for i = 1, n do
-    redis.call('HSET', current[i], fields[i], positions[i])
-    expiring[current[i]] = true
+  for key, members in pairs(current) do
+    for first = 1, #members, PER_CALL do
+      local marks = {}
+      for j = first, math.min(first + PER_CALL - 1, #members) do
+        local i = members[j]
+        marks[#marks + 1] = fields[i]
+        marks[#marks + 1] = positions[i]
+      end
+      redis.call('HSET', key, unpack(marks))
+    end
+    redis.call('PEXPIREAT', key, ARGV[4])
   end
-  for key in pairs(expiring) do redis.call('PEXPIREAT', key, ARGV[4]) end
   redis.call('INCRBY', KEYS[1], n)
   redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 end

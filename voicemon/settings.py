@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     stages: Annotated[tuple[str, ...], NoDecode] = DEFAULT_STAGES
 
     batch_max_messages: int = Field(default=2000, ge=1)
-    batch_max_seconds: float = Field(default=1.0, gt=0)
+    batch_max_seconds: float = Field(default=0.25, gt=0)
     # A batch is made durable in runs of at most this many message bytes (~20k events).
     batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 

@@ -263,3 +263,24 @@ def test_the_scripts_markers_live_where_voicemon_keys_names_them(pipeline: Pipel
             await redis.aclose()
 
     assert asyncio.run(count_old()) == ["3:3:3"]
+
+
+def test_a_batch_crowding_one_marker_hash_is_counted_whole(pipeline: Pipeline) -> None:
+    """Thousands of a batch's markers in one hash (a generation of one shard here; hostile
+    ids could crowd one too) are read and written in slices, none lost."""
+    at = now_ms()
+    pipeline.redis.set(keys.seen_shards(keys.seen_generation(at)), 1)
+    new = [(f"crowd-{i}", f"1:{i}:0") for i in range(4_500)]
+
+    async def count() -> tuple[list[str | None] | None, list[str | None] | None]:
+        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
+        try:
+            counters = RollingCounters(redis)
+            return await counters.count_once(new, {}, at), await counters.count_once(new, {}, at)
+        finally:
+            await redis.aclose()
+
+    first, again = asyncio.run(count())
+    assert first is None
+    assert again == [position for _, position in new]
+    assert pipeline.redis.hlen(f"vm:seen:{keys.seen_generation(at)}:0") == 4_500

@@ -43,6 +43,10 @@ class FaultyStore:
         self._gate()
         return self._client.insert(*args, **kwargs)
 
+    def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+        self._gate()
+        return self._client.insert_arrow(*args, **kwargs)
+
     def query(self, *args: Any, **kwargs: Any) -> Any:
         self._gate()
         return self._client.query(*args, **kwargs)

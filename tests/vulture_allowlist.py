@@ -56,3 +56,7 @@ unstorable  # unused variable (consumers/ingest.py:63)
 _.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
 _._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator
 topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command
+_.on_message_in  # unused method (consumers/app.py): a Faust sensor hook, Faust calls it
+_.on_stream_event_in  # unused method (consumers/app.py): a Faust sensor hook
+_.on_stream_event_out  # unused method (consumers/app.py): a Faust sensor hook
+_.on_message_out  # unused method (consumers/app.py): a Faust sensor hook

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # session timeout (the broker's group.min.session.timeout.ms, 6 s by default, is the floor).
     kafka_session_timeout_seconds: float = Field(default=30.0, ge=6)
     kafka_heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
-    kafka_commit_interval_seconds: float = Field(default=2.8, gt=0)
+    kafka_commit_interval_seconds: float = Field(default=1.0, gt=0)
     # Kafka client security, for every client voicemon opens (voicemon/kafka_client.py).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
 
     stages: Annotated[tuple[str, ...], NoDecode] = DEFAULT_STAGES
 
-    batch_max_messages: int = Field(default=2000, ge=1)
+    batch_max_messages: int = Field(default=10_000, ge=1)
     batch_max_seconds: float = Field(default=0.25, gt=0)
     # A batch is made durable in runs of at most this many message bytes (~20k events).
     batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

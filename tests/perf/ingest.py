@@ -18,11 +18,11 @@ event per message, one with batches as ``EventProducer`` sends them. Then, for e
    Redis DB (flushed) and chDB directory, timed from the moment its group is assigned the
    partitions (polled with the admin API every 0.1 s, so Python start-up, chDB start and
    migrations are excluded) until the group's committed offsets reach the end offsets.
-   Faust commits every 2.8 s, so this includes up to one commit interval of waiting at
-   the end; ``durable s`` (until the ClickHouse row counter on ``/metrics`` reaches the
-   event count) is reported beside it. Peak RSS is the worker's ``VmHWM``. The window
-   closer is off unless ``--closer`` (on a fresh Redis DB it first catches up 48 hours of
-   empty windows, which is not ingest work).
+   Faust commits every second (``VOICEMON_KAFKA_COMMIT_INTERVAL_SECONDS``; the peer too), so
+   this includes up to one commit interval of waiting at the end; ``durable s`` (until the
+   ClickHouse row counter on ``/metrics`` reaches the event count) is reported beside it.
+   Peak RSS is the worker's ``VmHWM``. The window closer is off unless ``--closer`` (on a
+   fresh Redis DB it first catches up 48 hours of empty windows, which is not ingest work).
 4. ``peer``: the same job written with Quix Streams (``tests/perf/peer/quix_ingest.py``,
    measured as written), a subprocess in its own virtual environment (Quix Streams pins
    confluent-kafka below 2.13), which this benchmark creates once under ``--peer-venv``
@@ -49,7 +49,7 @@ noisy. ``docs/performance.md`` holds the figures measured and how to read them.
 
 ``--variant`` runs the worker once more per variant, with extra environment variables
 (e.g. ``VOICEMON_BATCH_MAX_MESSAGES=50,VOICEMON_BATCH_MAX_SECONDS=0.2``). ``--profile DIR``
-adds a worker run on the batch form under ``py-spy record`` (pip install py-spy) and prints
+adds a worker run per form under ``py-spy record`` (pip install py-spy) and prints
 where the time goes. Worker runs are checked afterwards: every event counted once, none
 rejected, one ClickHouse row each.
 """
@@ -805,7 +805,7 @@ class Bench:
         }
 
     # -- everything -----------------------------------------------------------------------
-    def run(self) -> tuple[list[Result], dict[str, Any] | None]:
+    def run(self) -> tuple[list[Result], dict[str, dict[str, Any]]]:
         self.claim_redis_db()
         if "peer" in self.args.paths:
             self.prepare_peer()  # before publishing: a failed install fails fast
@@ -831,17 +831,15 @@ class Bench:
                 for variant in self.args.variants if "worker" in self.args.paths else []:
                     results.append(self.run_worker(form, variant))
                     _progress(results[-1])
-        profile_summary = None
+        profiles: dict[str, dict[str, Any]] = {}
         if self.args.profile is not None:
-            batch = [form for form in forms if form.name == "batch"]
-            if not batch:
-                raise BenchError("--profile needs the batch form")
             self.args.profile.mkdir(parents=True, exist_ok=True)
-            raw = self.args.profile / "worker-batch.pyspy.txt"
-            results.append(self.run_worker(batch[0], self.args.variants[-1], raw))
-            _progress(results[-1])
-            profile_summary = summarize_profile(raw)
-        return results, profile_summary
+            for form in forms:
+                raw = self.args.profile / f"worker-{form.name}.pyspy.txt"
+                results.append(self.run_worker(form, self.args.variants[-1], raw))
+                _progress(results[-1])
+                profiles[form.name] = summarize_profile(raw)
+        return results, profiles
 
     def _peer_runs(self, form: Form) -> list[bool]:
         """Whether each peer run on ``form`` dedups: always one with dedup (the one the
@@ -1075,7 +1073,7 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 
 def as_json(
-    args: argparse.Namespace, results: Sequence[Result], profile: dict[str, Any] | None
+    args: argparse.Namespace, results: Sequence[Result], profile: dict[str, dict[str, Any]]
 ) -> bytes:
     rows = []
     for result, ratios in _ratios(results):
@@ -1197,9 +1195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
         print(table(results))
-        if profile is not None:
-            print(f"\nworker profile, batch form (py-spy, {profile['raw']}):")
-            print(profile_table(profile))
+        for form, summary in profile.items():
+            print(f"\nworker profile, {form} form (py-spy, {summary['raw']}):")
+            print(profile_table(summary))
     return 0
 
 

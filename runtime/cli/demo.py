@@ -105,7 +105,8 @@ def _run(
         watcher = _Watcher(port, _on_seen(progress, task))
         watcher.start()
         try:
-            sent = produce_load(producer, mix, rate, seconds, _on_published(progress, task))
+            with producer:  # flushed and closed before the stack may stop
+                sent = produce_load(producer, mix, rate, seconds, _on_published(progress, task))
             progress.update(task, phase="catching up")
             caught_up = _wait_judged(worker, home, watcher, sent.total, catch_up_s)
             progress.update(task, phase="caught up" if caught_up else "timed out")

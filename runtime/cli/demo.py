@@ -193,13 +193,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _dlq_end() -> int:
-    """The DLQ topic's end offsets summed: what it gained between two reads."""
-    try:
-        with DlqReader(settings(), settings().dlq_topic) as reader:
-            return sum(high for _, high in reader.watermarks().values())
-    except DlqKafkaError as error:
-        fail(str(error))
+def _dlq_end(wait_s: float = 30) -> int:
+    """The DLQ topic's end offsets summed: what it gained between two reads. A broker just
+    started may not lead the topic yet: asked again for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with DlqReader(settings(), settings().dlq_topic) as reader:
+                return sum(high for _, high in reader.watermarks().values())
+        except DlqKafkaError as error:
+            if time.monotonic() > deadline:
+                fail(str(error))
+            time.sleep(1)
 
 
 def _raw_rows(seed: int) -> int:

@@ -31,6 +31,7 @@ class WorkerApp:
 # committed. Faust's other knobs (buffer, fetch and poll sizes, acking modes,
 # cython_optimizations, the scheduler) measured within noise.
 YOUNG_GC_THRESHOLD = 20_000  # Python's default is 700 container allocations
+STREAM_BUFFER_MESSAGES = 2_000  # messages queued ahead of the agent (up to 1 MiB each)
 
 
 class LeanMonitor(Monitor):
@@ -88,9 +89,10 @@ def build_app(settings: Settings) -> WorkerApp:
         # A worker that joins its group while the broker restarts sees its topics missing and
         # is assigned nothing until its next metadata refresh: aiokafka's default is 5 min.
         consumer_metadata_max_age_ms=30_000,
-        # Bounded buffering: with a dependency down the agent stops taking, the buffer fills and
-        # Faust stops fetching instead of holding more messages in memory.
-        stream_buffer_maxsize=settings.batch_max_messages,
+        # Bounded buffering: with a dependency down the agent stops taking, this queue fills and
+        # Faust stops fetching instead of holding more messages in memory. A take (up to
+        # VOICEMON_BATCH_MAX_MESSAGES) fills from it only while the agent waits for the next.
+        stream_buffer_maxsize=STREAM_BUFFER_MESSAGES,
         web_bind=settings.worker_web_bind,
         web_port=settings.worker_web_port,
         web_enabled=True,

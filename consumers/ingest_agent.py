@@ -58,11 +58,19 @@ class IngestProgress:
 
 
 class Overlap:
-    """Two chunks in flight at most: one being counted while the one before is stored."""
+    """Two chunks in flight at most: one being counted while the one before is stored. When
+    the last chunk in flight is stored, its offsets are committed at once (``commit``), not
+    at the next commit interval: a replay after a crash starts from there."""
 
-    def __init__(self, ingest: Ingest, progress: IngestProgress) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        progress: IngestProgress,
+        commit: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self._ingest = ingest
         self._progress = progress
+        self._commit = commit
         self._storing: asyncio.Task[None] | None = None
 
     async def push(self, chunk: Sequence[Any]) -> None:
@@ -106,9 +114,15 @@ class Overlap:
         for event in chunk:
             event.ack()
         telemetry.BATCH_SECONDS.observe(time.monotonic() - progress.started.popleft())
-        if not progress.started:
-            progress.ingesting.release()
         log.debug("batch durable: %s", outcome)
+        if progress.started:
+            return
+        progress.ingesting.release()
+        if self._commit is not None:
+            try:
+                await self._commit()
+            except Exception as error:  # the periodic commit tries again
+                log.debug("commit after a durable batch postponed: %r", error)
 
 
 def add_ingest_agent(
@@ -120,7 +134,8 @@ def add_ingest_agent(
     """Register the agent on the worker's events topic."""
 
     async def ingest_events(stream: Any) -> None:
-        overlap = Overlap(await open_ingest(), progress)
+        topics = {worker.events_topic.get_topic_name()}
+        overlap = Overlap(await open_ingest(), progress, lambda: worker.app.commit(topics))
         try:
             async for events in stream.noack_take(
                 settings.batch_max_messages, within=settings.batch_max_seconds

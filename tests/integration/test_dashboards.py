@@ -389,7 +389,7 @@ def test_every_live_panel_and_alert_rule_evaluates_on_a_real_prometheus(
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        pytest.skip("promtool is not installed")
+        pytest.fail("promtool is not installed: run deploy/local/install.sh")
     return found
 
 

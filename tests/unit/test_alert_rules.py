@@ -31,7 +31,7 @@ def alerts() -> list[dict[str, Any]]:
 def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed (deploy/local/install.sh)")
+        pytest.fail(f"{name} is not installed: run deploy/local/install.sh")
     return found
 
 

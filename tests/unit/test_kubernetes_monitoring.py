@@ -90,7 +90,7 @@ def test_the_prometheus_rule_has_only_fields_of_its_crd() -> None:
 def test_the_prometheus_rule_passes_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (deploy/local/install.sh)")
+        pytest.fail("promtool is not installed: run deploy/local/install.sh")
     (rule,) = _of_kind("PrometheusRule")
     spec = tmp_path / "spec.yml"
     spec.write_text(yaml.safe_dump(rule["spec"]))
@@ -139,7 +139,8 @@ def test_the_kustomization_lists_every_file_in_the_namespace() -> None:
 def test_kustomize_builds_offline(folder: Path) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not installed")
+        # kubectl is not voicemon's to install; the manifests are still validated above.
+        pytest.skip("kubectl is not installed: kustomize build not checked")
     done = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     built = [d for d in yaml.safe_load_all(done.stdout) if d]

@@ -81,10 +81,12 @@ from redis import Redis
 from aggregators.realtime import read_realtime
 from tests.perf.ingest import (
     ROOT,
+    BenchError,
     CpuSnapshot,
     _group_assigned,
     _stop,
     _tail,
+    claim_redis_db,
     cpu_seconds,
     create_topics,
     delete_topics,
@@ -98,10 +100,6 @@ from voicemon.settings import Settings
 
 MARKER = "vm:bench:freshness"  # the benchmark's claim on its Redis DB
 TARGET_P99_S = 1.0
-
-
-class BenchError(Exception):
-    """The benchmark could not run or its result is not trustworthy; the message says why."""
 
 
 # -- the load generator (a process of its own) --------------------------------------------
@@ -321,13 +319,7 @@ class Bench:
         self.stages = tuple(self.settings.stages)
 
     def claim_redis_db(self) -> None:
-        if self.redis.dbsize() and not self.redis.exists(MARKER):
-            raise BenchError(
-                f"Redis DB {self.args.redis_db} holds keys that are not the benchmark's; "
-                "choose another with --redis-db"
-            )
-        self.redis.flushdb()
-        self.redis.set(MARKER, "tests.perf.freshness")
+        claim_redis_db(self.redis, self.args.redis_db, MARKER, "tests.perf.freshness")
 
     def worker_env(self, port: int) -> dict[str, str]:
         return {

@@ -98,6 +98,17 @@ class BenchError(Exception):
     """The benchmark could not run or its result is not trustworthy; the message says why."""
 
 
+def claim_redis_db(redis: Redis, db: int, marker: str, owner: str) -> None:
+    """Flush the benchmark's Redis DB and mark it ``owner``'s, unless it holds keys without
+    ``marker`` (somebody else's data)."""
+    if redis.dbsize() and not redis.exists(marker):
+        raise BenchError(
+            f"Redis DB {db} holds keys that are not the benchmark's; choose another with --redis-db"
+        )
+    redis.flushdb()
+    redis.set(marker, owner)
+
+
 # -- data ---------------------------------------------------------------------------------
 
 
@@ -490,12 +501,7 @@ class Bench:
 
     # -- setup ----------------------------------------------------------------------------
     def claim_redis_db(self) -> None:
-        if self.redis.dbsize() and not self.redis.exists(BENCH_MARKER):
-            raise BenchError(
-                f"Redis DB {self.args.redis_db} holds keys that are not the benchmark's; "
-                "choose another with --redis-db"
-            )
-        self.flush_redis()
+        claim_redis_db(self.redis, self.args.redis_db, BENCH_MARKER, "tests.perf.ingest")
 
     def flush_redis(self) -> None:
         self.redis.flushdb()
@@ -922,17 +928,18 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
     ("ClickHouse insert (chDB, in a thread)", "write (consumers/raw_writer.py"),
     ("ClickHouse replay check", "_missing_rows (consumers/ingest.py"),
     ("validate: pydantic model_validate", "model_validate (pydantic/"),
-    ("validate: rules, timestamps, PipelineEvent", "_check_rules (voicemon/event.py"),
+    ("validate: rules, timestamps, PipelineEvent", "check_rules (voicemon/event.py"),
     ("validate: other (required fields, types)", "validate_event (voicemon/event.py"),
+    ("decode: msgspec fast path", "_decode_fast (consumers/decode.py"),
     ("decode: orjson + AcceptedEvent/RawRow objects", "_decode (consumers/ingest.py"),
     ("Redis: seen-marker lookup script + reply decode", "owners (consumers/rolling_counters.py"),
     ("Redis: count-once script args + call", "count_once (consumers/rolling_counters.py"),
     ("rolling increments (Python)", "increments (voicemon/rolling.py"),
     ("seen-marker keys, classify", "_count_once (consumers/ingest.py"),
-    ("Prometheus observe per event", "_observe (consumers/ingest.py"),
-    ("window bookkeeping (written_windows)", "written_windows (consumers/ingest.py"),
+    ("Prometheus observe", "_observe (consumers/ingest.py"),
+    ("window bookkeeping (written_windows)", "written_windows (consumers/batch.py"),
     ("ingest: other", "process (consumers/ingest.py"),
-    ("agent: Message objects, acks", "ingest_events (consumers/agent.py"),
+    ("agent: Message objects, acks", "push (consumers/ingest_agent.py"),
     ("window closer / snapshots", "aggregators/"),
     ("/metrics endpoint (scraped by the bench)", "generate_latest"),
     ("redis client (other)", "redis/"),

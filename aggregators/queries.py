@@ -7,6 +7,7 @@ merged sketches. The range is ``period_start`` in [start, end], to the milliseco
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -34,13 +35,16 @@ LATEST_TIME_MS = 4_102_444_800_000  # 2100-01-01: snapshot times are ClickHouse 
 MAX_RANGE_MS = {HOURLY: 7 * DAY_MS, DAILY: 90 * DAY_MS}
 
 
+_EPOCH_MS = re.compile(r"-?[0-9]+")  # ASCII digits only: int() also reads other scripts'
+
+
 class QueryError(ValueError):
     """A query parameter is wrong; the message says which and why (an HTTP 400)."""
 
 
 def parse_time(value: str | int, name: str) -> int:
     """RFC 3339 (with offset) or epoch milliseconds -> epoch ms."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _EPOCH_MS.fullmatch(value.strip()):
         value = int(value)
     parsed = parse_occurred_at(value) if isinstance(value, str | int) else None
     if parsed is None:

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
-import orjson
 
 from consumers.dead_letters import DeadLetter
-from consumers.decode import RejectedPayload
+from consumers.decode import RejectedPayload, element_spans
 from consumers.raw_writer import RawRow
 from voicemon import keys
 from voicemon.event import FUTURE_TOLERANCE_MS, Rejection, RejectReason
@@ -44,30 +43,45 @@ class Classified:
     duplicates: int
 
 
-def unstorable_letter(row: RawRow, message: Message) -> DeadLetter:
-    """The DLQ record of a refused row: its message's bytes, or its batch element alone."""
+UNSTORABLE = Rejection(
+    RejectReason.UNSTORABLE, "the store refused the event as it is; see the worker's log"
+)
+TOO_LATE_BY_CLOCK = Rejection(
+    RejectReason.TOO_LATE, "occurred_at: older than the 48 hour retention by the worker's clock"
+)
+
+# A copy of an event reaches a worker at most this long before its ``occurred_at`` by the
+# worker's clock: 5 minutes ahead of its record's "now", which lies at most 5 minutes ahead
+# of the worker's clock (``voicemon.event.decision_time_ms``).
+EARLIEST_ARRIVAL_MS = 2 * FUTURE_TOLERANCE_MS
+
+
+def letter_of(row: RawRow, message: Message, rejection: Rejection) -> DeadLetter:
+    """The DLQ record of a row rejected after decoding: its message's bytes, or its batch
+    element's own bytes as they stood in the batch (CONTRACT §2)."""
     payload = message.value or b""
     batch_index: int | None = None
     if payload.lstrip().startswith(b"["):
         batch_index = row.position.batch_index
-        payload = orjson.dumps(orjson.loads(payload)[batch_index])
-    detail = "the store refused the event as it is; see the worker's log"
-    rejected = RejectedPayload(Rejection(RejectReason.UNSTORABLE, detail), payload, batch_index)
+        payload = payload[slice(*element_spans(payload)[batch_index])]
+    rejected = RejectedPayload(rejection, payload, batch_index)
     return DeadLetter(rejected, message.key, message.partition, message.offset)
 
 
 def beyond_markers(row: RawRow, now_ms: int) -> bool:
-    """Whether an earlier copy of the event may have arrived so long ago that its seen-marker
-    is gone: copies arrive at most 5 minutes before ``occurred_at`` (CONTRACT §3.2), and a
-    marker lives ``keys.SEEN_FOR_MS`` after arrival."""
-    return row.event.occurred_at_ms + FUTURE_TOLERANCE_MS < now_ms - keys.SEEN_FOR_MS
+    """Whether an earlier copy of the event may have been counted so long ago that its
+    seen-marker is gone: a marker lives at least ``keys.SEEN_FOR_MS`` after its copy was
+    counted, and no copy is counted earlier than ``EARLIEST_ARRIVAL_MS`` before
+    ``occurred_at``. Those events are looked up in the store as well."""
+    return row.event.occurred_at_ms - EARLIEST_ARRIVAL_MS + keys.SEEN_FOR_MS < now_ms
 
 
 def classify(rows: Sequence[RawRow], owners: Sequence[str | None]) -> Classified:
     """Split a batch by the position that first counted each event id (pure).
 
     No owner: new (the first occurrence in the batch only). Owner is this very position:
-    counted before a crash, a replay. Any other owner: a duplicate."""
+    counted before a crash, a replay. This position settled (refused by the store): a replay
+    of a decision made, nothing. Any other owner: a duplicate."""
     classified = Classified([], [], 0)
     claimed: set[str] = set()
     for row, owner in zip(rows, owners, strict=True):
@@ -76,6 +90,8 @@ def classify(rows: Sequence[RawRow], owners: Sequence[str | None]) -> Classified
             classified.new.append(row)
         elif owner == str(row.position):
             classified.replayed.append(row)
+        elif owner == keys.SETTLED + str(row.position):
+            continue  # refused as unstorable when it was counted: settled, nothing to do
         else:
             classified.duplicates += 1
     return classified

@@ -13,6 +13,7 @@ an unknown field, an odd number, a string over its bound — goes the reference 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -82,7 +83,9 @@ class _Fields(msgspec.Struct, forbid_unknown_fields=True):
 _FAST = msgspec.json.Decoder(_Fields | list[_Fields])
 
 
-def _decode_fast(raw: bytes, now_ms: int, stages: frozenset[str]) -> list[Decoded] | None:
+def _decode_fast(
+    raw: bytes, now_ms: int, stages: frozenset[str], late_ms: int | None = None
+) -> list[Decoded] | None:
     """Every event of ``raw`` accepted, or None: the reference path decides."""
     try:
         value = _FAST.decode(raw)
@@ -96,23 +99,28 @@ def _decode_fast(raw: bytes, now_ms: int, stages: frozenset[str]) -> list[Decode
         return None
     accepted: list[Decoded] = []
     for index, fields in enumerate(value):
-        verdict = check_rules(fields, now_ms=now_ms, stages=stages)
+        verdict = check_rules(fields, now_ms=now_ms, stages=stages, late_ms=late_ms)
         if isinstance(verdict, Rejection):
             return None
         accepted.append(AcceptedEvent(verdict, index))
     return accepted
 
 
-def decode_message(raw: bytes | None, *, now_ms: int, stages: frozenset[str]) -> list[Decoded]:
-    """Split ``raw`` into accepted events and rejections, in batch order."""
+def decode_message(
+    raw: bytes | None, *, now_ms: int, stages: frozenset[str], late_ms: int | None = None
+) -> list[Decoded]:
+    """Split ``raw`` into accepted events and rejections, in batch order. ``now_ms`` is the
+    "now" of the time rules; ``late_ms``, if given, that of the too-late rule alone."""
     if raw and len(raw) <= MAX_MESSAGE_BYTES:
-        fast = _decode_fast(raw, now_ms, stages)
+        fast = _decode_fast(raw, now_ms, stages, late_ms)
         if fast is not None:
             return fast
-    return _decode_reference(raw, now_ms=now_ms, stages=stages)
+    return _decode_reference(raw, now_ms=now_ms, stages=stages, late_ms=late_ms)
 
 
-def _decode_reference(raw: bytes | None, *, now_ms: int, stages: frozenset[str]) -> list[Decoded]:
+def _decode_reference(
+    raw: bytes | None, *, now_ms: int, stages: frozenset[str], late_ms: int | None
+) -> list[Decoded]:
     if not raw:
         detail = "record has no value" if raw is None else "record value is empty"
         return [RejectedPayload(Rejection(RejectReason.INVALID_JSON, detail), raw, None)]
@@ -122,7 +130,7 @@ def _decode_reference(raw: bytes | None, *, now_ms: int, stages: frozenset[str])
     if isinstance(value, dict):
         if len(raw) > MAX_EVENT_BYTES:
             return [RejectedPayload(_too_large_event(len(raw)), raw, None)]
-        verdict = validate_event(value, now_ms=now_ms, stages=stages)
+        verdict = validate_event(value, now_ms=now_ms, stages=stages, late_ms=late_ms)
         if isinstance(verdict, Rejection):
             return [RejectedPayload(verdict, raw, None)]
         return [AcceptedEvent(verdict, 0)]
@@ -134,14 +142,16 @@ def _decode_reference(raw: bytes | None, *, now_ms: int, stages: frozenset[str])
         detail = f"batch holds {len(value)} events; at most {MAX_BATCH_EVENTS} are allowed"
         return [RejectedPayload(Rejection(RejectReason.TOO_LARGE, detail), raw, None)]
     check_element_size = len(raw) > MAX_EVENT_BYTES
-    try:
-        return [
-            _decode_element(element, index, check_element_size, now_ms=now_ms, stages=stages)
-            for index, element in enumerate(value)
-        ]
-    except orjson.JSONEncodeError as error:
-        detail = f"a batch element cannot be re-encoded on its own ({error}); message kept whole"
-        return [RejectedPayload(Rejection(RejectReason.INVALID_JSON, detail), raw, None)]
+    spans: list[tuple[int, int]] = []
+    decoded: list[Decoded] = []
+    for index, element in enumerate(value):
+        verdict = _judge_element(element, check_element_size, now_ms, stages, late_ms)
+        if isinstance(verdict, Rejection):
+            spans = spans or element_spans(raw)
+            decoded.append(RejectedPayload(verdict, raw[slice(*spans[index])], index))
+        else:
+            decoded.append(AcceptedEvent(verdict, index))
+    return decoded
 
 
 def _parse(raw: bytes) -> object:
@@ -162,22 +172,53 @@ def _parse(raw: bytes) -> object:
         return Rejection(RejectReason.INVALID_JSON, f"message is not valid JSON: {error.msg}")
 
 
-def _decode_element(
-    element: object, index: int, check_size: bool, *, now_ms: int, stages: frozenset[str]
-) -> Decoded:
-    verdict: PipelineEvent | Rejection
+def _judge_element(
+    element: object, check_size: bool, now_ms: int, stages: frozenset[str], late_ms: int | None
+) -> PipelineEvent | Rejection:
     if check_size and isinstance(element, dict):
-        size = len(orjson.dumps(element))
-        verdict = (
-            _too_large_event(size)
-            if size > MAX_EVENT_BYTES
-            else validate_event(element, now_ms=now_ms, stages=stages)
-        )
-    else:
-        verdict = validate_event(element, now_ms=now_ms, stages=stages)
-    if isinstance(verdict, Rejection):
-        return RejectedPayload(verdict, orjson.dumps(element), index)
-    return AcceptedEvent(verdict, index)
+        try:
+            size = len(orjson.dumps(element))
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes: far over any limit
+            size = MAX_MESSAGE_BYTES
+        if size > MAX_EVENT_BYTES:
+            return _too_large_event(size)
+    return validate_event(element, now_ms=now_ms, stages=stages, late_ms=late_ms)
+
+
+# The tokens that delimit a JSON array's elements: strings (skipped whole, with their
+# escapes), brackets, braces and commas. Anything else sits inside one element.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[][{},]', re.DOTALL)
+_BLANK = b" \t\n\r"
+
+
+def element_spans(raw: bytes) -> list[tuple[int, int]]:
+    """The byte spans of the elements of ``raw``, valid JSON whose top level is an array,
+    without the blanks around them (pure): ``raw[start:end]`` is an element's own bytes as
+    they stood in the batch (CONTRACT §2)."""
+    spans: list[tuple[int, int]] = []
+    depth, after = 0, 0
+    for token in _TOKENS.finditer(raw):
+        kind = raw[token.start()]
+        if kind in b"[{":
+            depth += 1
+            after = token.end() if depth == 1 else after
+        elif kind in b"]}":
+            depth -= 1
+            if depth == 0:
+                spans.append(_trimmed(raw, after, token.start()))
+                break
+        elif kind == ord(",") and depth == 1:
+            spans.append(_trimmed(raw, after, token.start()))
+            after = token.end()
+    return [span for span in spans if span[0] < span[1]]
+
+
+def _trimmed(raw: bytes, start: int, end: int) -> tuple[int, int]:
+    while start < end and raw[start] in _BLANK:
+        start += 1
+    while end > start and raw[end - 1] in _BLANK:
+        end -= 1
+    return start, end
 
 
 def _too_large_event(size: int) -> Rejection:

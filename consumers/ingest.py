@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from consumers.batch import (
+    TOO_LATE_BY_CLOCK,
+    UNSTORABLE,
     BatchOutcome,
     Classified,
     Message,
     beyond_markers,
     classify,
-    unstorable_letter,
+    letter_of,
     written_windows,
 )
 from consumers.dead_letters import DeadLetter
@@ -33,11 +35,14 @@ from consumers.decode import AcceptedEvent, decode_message
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import Position, RawRow, RawWriter
 from consumers.rolling_counters import RollingCounters
+from consumers.store_leases import StoreLeases
 from voicemon import rolling, telemetry
 from voicemon.event import (
+    RAW_RETENTION_MS,
     EventType,
     PipelineEvent,
     decision_time_ms,
+    late_rule_time_ms,
 )
 from voicemon.window_state import WindowState
 
@@ -53,12 +58,14 @@ class Counted:
     classified: Classified
     rejected: int
     now_ms: int
+    hold: tuple[int, ...] = ()  # the store leases held for it (``consumers.store_leases``)
 
 
 class Ingest:
     """One batch made durable. ``counts``: this worker counts (DLQ, dedup, rolling counters);
     ``raw_writer`` set: it writes raw rows. A worker of role ``all`` does both; role
-    ``counters`` only counts; role ``store`` only writes, following the counters."""
+    ``counters`` only counts; role ``store`` only writes, following the counters. A worker
+    that writes takes ``leases`` on a chunk's partitions from counting to storing."""
 
     def __init__(
         self,
@@ -69,6 +76,7 @@ class Ingest:
         dead_letters: OncePublisher,
         raw_writer: RawWriter | None,
         counts: bool = True,
+        leases: StoreLeases | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
@@ -77,6 +85,7 @@ class Ingest:
         self._dead_letters = dead_letters
         self._raw_writer = raw_writer
         self._counts = counts
+        self._leases = leases if raw_writer is not None else None
         self._clock = clock
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
@@ -86,14 +95,29 @@ class Ingest:
     async def count(self, messages: Sequence[Message]) -> Counted:
         """Steps 1-3: decode, rejections to the DLQ, count once (or, for a store-only worker,
         learn what the counting workers counted). Retrying it is safe."""
+        if self._leases is None:
+            return await self._count(messages, ())
+        hold = await self._leases.take(message.partition for message in messages)
+        try:
+            return await self._count(messages, hold)
+        except BaseException:
+            await self._leases.give_back(hold)
+            raise
+
+    async def _count(self, messages: Sequence[Message], hold: tuple[int, ...]) -> Counted:
         now_ms = int(self._clock() * 1000)
-        rows, letters = self._decode(messages, now_ms)
+        rows, letters, late, unsure = self._decode(messages, now_ms)
+        kept, late_letters = await self._decided_before(late, messages, now_ms)
+        accepted = await self._not_rejected_before(unsure, messages)
+        rows += kept + accepted
+        letters += late_letters
+        rejected = len(letters) + len(unsure) - len(accepted)
         if self._counts:
             await self._dead_letters.publish_once(letters)
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms)
-        return Counted(messages, classified, len(letters), now_ms)
+        return Counted(messages, classified, rejected, now_ms, hold)
 
     async def store(self, counted: Counted) -> BatchOutcome:
         """Step 4: the raw rows. If it fails, retry the batch with ``process``: its events
@@ -102,21 +126,37 @@ class Ingest:
         recovered: list[RawRow] = []
         refused: list[RawRow] = []
         if self._raw_writer is not None:
-            recovered, refused = await self._store(self._raw_writer, classified, now_ms)
+            recovered, refused = await self._store(self._raw_writer, counted)
             await self._take_back(refused, counted.messages, now_ms)
         return BatchOutcome(len(classified.new), len(recovered), classified.duplicates,
                             counted.rejected, len(refused))  # fmt: skip
 
     async def _store(
-        self, raw_writer: RawWriter, classified: Classified, now_ms: int
+        self, raw_writer: RawWriter, counted: Counted
     ) -> tuple[list[RawRow], list[RawRow]]:
-        """Write the new rows and the replayed ones the store lacks; raise the watermarks.
-        Returns the replayed rows that were missing, and the rows the store refused."""
-        missing = await asyncio.to_thread(_missing_rows, raw_writer, classified.replayed)
-        written = classified.new + missing
-        refused = await asyncio.to_thread(raw_writer.write_storable, written)
+        """Write the new rows and the replayed ones the store lacks, under the chunk's
+        leases; raise the watermarks. Returns the replayed rows that were missing, and the
+        rows the store refused."""
+        classified, leases, hold = counted.classified, self._leases, counted.hold
+        new, replayed = classified.new, classified.replayed
+        insert: asyncio.Future[list[RawRow]] | None = None
+        try:
+            if leases is not None and not await leases.still_held(hold):
+                new, replayed = [], new + replayed  # another worker may have written them
+            missing = await asyncio.to_thread(_missing_rows, raw_writer, replayed)
+            written = new + missing
+            insert = asyncio.ensure_future(asyncio.to_thread(raw_writer.write_storable, written))
+            refused = await asyncio.shield(insert)
+        except asyncio.CancelledError:
+            if leases is not None and insert is not None and not insert.done():
+                leases.give_back_after(insert, hold)  # the insert goes on in its thread
+                leases = None
+            raise
+        finally:
+            if leases is not None:
+                await leases.give_back(hold)
         stored = [row for row in written if row not in refused] if refused else written
-        late = await self._window_state.record_written(*written_windows(stored), now_ms)
+        late = await self._window_state.record_written(*written_windows(stored), counted.now_ms)
         telemetry.EVENTS_LATE.inc(late)
         return missing, refused
 
@@ -128,9 +168,7 @@ class Ingest:
         back, each once (``RollingCounters.settle``)."""
         if not refused:
             return
-        values = {(m.partition, m.offset): m for m in messages}
-        letters = [unstorable_letter(row, values[row.position.partition, row.position.offset])
-                   for row in refused]  # fmt: skip
+        letters = [letter_of(row, _message_of(row, messages), UNSTORABLE) for row in refused]
         await self._dead_letters.publish_once(letters)
         for row in refused:
             decrements = rolling.negated(rolling.increments([row.event], now_ms))
@@ -138,15 +176,16 @@ class Ingest:
 
     async def _follow_counters(self, rows: list[RawRow], now_ms: int) -> Classified:
         """For a store-only worker: keep the events the counting workers counted at their own
-        position. It waits (at most FOLLOW_DEADLINE_S) for their markers of recent events, and
-        decides by the store alone what is older than the markers or not marked in time."""
+        position. An event's owner is its seen-marker's, or the store's for an event beyond
+        the markers' reach; an event with neither is waited for (at most FOLLOW_DEADLINE_S:
+        the counting workers mark every event they count, old ones too), then decided by
+        the store alone."""
         deadline = time.monotonic() + FOLLOW_DEADLINE_S
         stored = await self._owners_of_old(rows, now_ms)
-        old = [beyond_markers(row, now_ms) for row in rows]
         while True:
             marked = await self._counters.owners([row.event.event_id for row in rows], now_ms)
-            owners = [s if o else m for s, o, m in zip(stored, old, marked, strict=True)]
-            waiting = [i for i, owner in enumerate(owners) if owner is None and not old[i]]
+            owners = [m if m is not None else s for s, m in zip(stored, marked, strict=True)]
+            waiting = [i for i, owner in enumerate(owners) if owner is None]
             if not waiting:
                 return classify(rows, owners)
             if time.monotonic() > deadline:
@@ -157,6 +196,25 @@ class Ingest:
             owners[i] = late.get(rows[i].event.event_id)
         return classify(rows, owners)
 
+    async def _decided_before(
+        self, late: Sequence[RawRow], messages: Sequence[Message], now_ms: int
+    ) -> tuple[list[RawRow], list[DeadLetter]]:
+        """Events too late by the worker's clock but not by their record's time (CONTRACT
+        §3.2): rejected as ``too_late``, unless this very position was accepted before (a
+        replay keeps the first decision: its marker or its row says so)."""
+        if not late:
+            return [], []
+        marked = await self._counters.owners([row.event.event_id for row in late], now_ms)
+        stored = await self._stored_owners(late)
+        kept: list[RawRow] = []
+        letters: list[DeadLetter] = []
+        for row, marker in zip(late, marked, strict=True):
+            if (marker or stored.get(row.event.event_id)) == str(row.position):
+                kept.append(row)
+            else:
+                letters.append(letter_of(row, _message_of(row, messages), TOO_LATE_BY_CLOCK))
+        return kept, letters
+
     async def _stored_owners(self, rows: Sequence[RawRow]) -> dict[str, str]:
         if not rows or self._raw_writer is None:
             return {}
@@ -164,18 +222,46 @@ class Ingest:
 
     def _decode(
         self, messages: Sequence[Message], now_ms: int
-    ) -> tuple[list[RawRow], list[DeadLetter]]:
+    ) -> tuple[list[RawRow], list[DeadLetter], list[RawRow], list[RawRow]]:
+        """The accepted rows; the rejections; the rows accepted by their record's time that
+        the worker's clock finds too late (``_decided_before`` decides those); and the rows
+        accepted by the worker's clock because their record's create time lay too far from
+        it (``_not_rejected_before`` keeps a first rejection of those)."""
         rows: list[RawRow] = []
         letters: list[DeadLetter] = []
+        late: list[RawRow] = []
+        unsure: list[RawRow] = []
+        oldest_ms = now_ms - RAW_RETENTION_MS
         for message in messages:
-            decided_at = decision_time_ms(message.timestamp_ms, message.log_append, now_ms)
-            for item in decode_message(message.value, now_ms=decided_at, stages=self._stages):
+            record_ms, log_append = message.timestamp_ms, message.log_append
+            decided_at = decision_time_ms(record_ms, log_append, now_ms)
+            late_at = late_rule_time_ms(record_ms, log_append, now_ms)
+            by_clock = record_ms is not None and record_ms >= 0 and decided_at != record_ms
+            decoded = decode_message(message.value, now_ms=decided_at, stages=self._stages,
+                                     late_ms=late_at)  # fmt: skip
+            for item in decoded:
                 if isinstance(item, AcceptedEvent):
-                    position = Position(message.partition, message.offset, item.batch_index)
-                    rows.append(RawRow(item.event, position))
+                    row = RawRow(item.event, Position(message.partition, message.offset,
+                                                      item.batch_index))  # fmt: skip
+                    if item.event.occurred_at_ms < oldest_ms:
+                        late.append(row)
+                    else:
+                        (unsure if by_clock else rows).append(row)
                 else:
                     letters.append(DeadLetter(item, message.key, message.partition, message.offset))
-        return rows, letters
+        return rows, letters, late, unsure
+
+    async def _not_rejected_before(
+        self, unsure: Sequence[RawRow], messages: Sequence[Message]
+    ) -> list[RawRow]:
+        """Rows accepted by the worker's clock whose position was not rejected before, by an
+        earlier decision made while their record's create time was trusted (its DLQ marker
+        says so): a replay keeps the first decision (CONTRACT §3.2)."""
+        if not unsure:
+            return []
+        sources = [_source(row, _message_of(row, messages)) for row in unsure]
+        rejected = await self._dead_letters.rejected_before(sources)
+        return [row for row, source in zip(unsure, sources, strict=True) if source not in rejected]
 
     async def _count_once(self, rows: list[RawRow], now_ms: int) -> Classified:
         """Count the batch's new events once: optimistically all of its first occurrences
@@ -205,6 +291,18 @@ class Ingest:
         for i in old:
             owners[i] = stored.get(rows[i].event.event_id)
         return owners
+
+
+def _source(row: RawRow, message: Message) -> tuple[int, int, int | None]:
+    """A row's DLQ source: partition, offset, and batch index if its message is a batch."""
+    batch = (message.value or b"").lstrip().startswith(b"[")
+    return row.position.partition, row.position.offset, row.position.batch_index if batch else None
+
+
+def _message_of(row: RawRow, messages: Sequence[Message]) -> Message:
+    """The message a row came from."""
+    where = row.position
+    return next(m for m in messages if (m.partition, m.offset) == (where.partition, where.offset))
 
 
 def _missing_rows(raw_writer: RawWriter, replayed: list[RawRow]) -> list[RawRow]:

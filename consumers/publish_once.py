@@ -153,6 +153,16 @@ class OncePublisher:
             found |= self._dead_letters.published_since(partition, offset)
         return found
 
+    async def rejected_before(
+        self, sources: Sequence[tuple[int, int, int | None]]
+    ) -> set[tuple[int, int, int | None]]:
+        """Which of these sources (partition, offset, batch index) a worker has decided to
+        reject: their DLQ markers are there, claimed or sent."""
+        if not sources:
+            return set()
+        found = await self._redis.mget([keys.dead_lettered(*source) for source in sources])
+        return {source for source, value in zip(sources, found, strict=True) if value}
+
     async def _verdicts(self, claims: Mapping[str, Claim], now_ms: int) -> dict[str, str | Claim]:
         """For each rejection marker: 'sent', 'claimed' (ours to send now), 'held' (another
         worker is publishing it: wait), or the earlier Claim to verify before taking over."""

@@ -143,19 +143,15 @@ class RawWriter:
 
     def positions_of(self, events: Sequence[PipelineEvent]) -> dict[str, str]:
         """The position of the first stored row of each of these events, if any: duplicates
-        older than the seen-markers are caught here. Identical copies share ``occurred_at``,
-        so only the events' time range is read."""
+        older than the seen-markers are caught here, whatever their ``occurred_at`` (a
+        conflicting copy may lie in another hour or day than the first), so the whole
+        retained table is searched; its sort key (hour, type, id) lets each part answer from
+        its index."""
         if not events:
             return {}
         result = self._client.query(
             f"SELECT event_id, argMin((kafka_partition, kafka_offset, batch_index), ingested_at) "
-            f"FROM {TABLE} WHERE occurred_at >= fromUnixTimestamp64Milli({{lo:Int64}}) "
-            "AND occurred_at <= fromUnixTimestamp64Milli({hi:Int64}) "
-            "AND event_id IN {ids:Array(String)} GROUP BY event_id",
-            parameters={
-                "lo": min(e.occurred_at_ms for e in events),
-                "hi": max(e.occurred_at_ms for e in events),
-                "ids": sorted({e.event_id for e in events}),
-            },
+            f"FROM {TABLE} WHERE event_id IN {{ids:Array(String)}} GROUP BY event_id",
+            parameters={"ids": sorted({e.event_id for e in events})},
         )
         return {event_id: str(Position(*where)) for event_id, where in result.result_rows}

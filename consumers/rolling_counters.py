@@ -162,7 +162,6 @@ end
 return 0
 """
 )
-SETTLED = "unstorable@"  # a settled marker's value: this prefix and the position
 
 
 def packed_buckets(buckets: Mapping[str, BucketIncrement], first_key: int) -> bytes:
@@ -263,7 +262,7 @@ class RollingCounters:
         found = keys.marker(event_id)
         hashes = [keys.seen_hash(generation, count, found) for generation, count in shards.items()]
         buckets = packed_buckets(decrements, first_key=len(hashes) + 1)
-        args: list[bytes | str] = [found.field, position, SETTLED + position, buckets]
+        args: list[bytes | str] = [found.field, position, keys.SETTLED + position, buckets]
         return bool(await self._settle(keys=hashes + list(decrements), args=args))
 
     async def lost(self) -> bool:

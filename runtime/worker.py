@@ -21,6 +21,7 @@ from consumers.ingest_agent import IngestProgress, add_ingest_agent
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
+from consumers.store_leases import StoreLeases
 from runtime import timers
 from voicemon import health, store, telemetry
 from voicemon.health import Outage
@@ -77,6 +78,7 @@ class WorkerParts:
             dead_letters=OncePublisher(resources.redis, dlq),
             raw_writer=raw_writer,
             counts=settings.counts,
+            leases=StoreLeases(resources.redis),
         )
         return Parts(resources, ingest, closer)
 

@@ -100,20 +100,33 @@ class _EventFields(BaseModel):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,  # \d is 0-9 only, and \Z: a trailing newline is not "the end"
 )
 
 
 def decision_time_ms(record_ms: int | None, log_append: bool, clock_ms: int) -> int:
-    """The "now" of the time rules (CONTRACT §3.2) for one Kafka record: its log-append time,
-    or its create time unless that lies more than 5 minutes ahead of the worker's clock (a
-    producer's clock running ahead must not let future events in); the clock if the record
-    has no timestamp. A replay or a retry of the same record decides alike."""
+    """The "now" of the time rules (CONTRACT §3.2) for one Kafka record: its log-append time;
+    or its create time when that lies within 5 minutes of the worker's clock, either side (a
+    producer's clock running ahead must not let future events in, nor a record read long
+    after it was created decide by a time long gone); else the clock, as for a record
+    without a timestamp. A replay or a retry of a log-append record decides alike."""
     if record_ms is None or record_ms < 0:
         return clock_ms
-    if log_append or record_ms <= clock_ms + FUTURE_TOLERANCE_MS:
+    if log_append or abs(record_ms - clock_ms) <= FUTURE_TOLERANCE_MS:
         return record_ms
     return clock_ms
+
+
+def late_rule_time_ms(record_ms: int | None, log_append: bool, clock_ms: int) -> int:
+    """The "now" of the record side of the too-late rule (CONTRACT §3.2): the record's time
+    whenever it is not ahead of the worker's clock by more than 5 minutes — a record read
+    long after it was created is judged by its own time here, and by the worker's clock in
+    ingest, which keeps the first decision of a replay."""
+    decided = decision_time_ms(record_ms, log_append, clock_ms)
+    if record_ms is not None and 0 <= record_ms < decided:
+        return record_ms
+    return decided
 
 
 def parse_occurred_at(value: str | int) -> int | None:
@@ -152,7 +165,7 @@ def _loc(problem: Any) -> str:
 
 
 def validate_event(
-    value: object, *, now_ms: int, stages: frozenset[str]
+    value: object, *, now_ms: int, stages: frozenset[str], late_ms: int | None = None
 ) -> PipelineEvent | Rejection:
     """Check one decoded JSON value against CONTRACT §3; reasons follow §3.3."""
     if not isinstance(value, dict):
@@ -171,7 +184,7 @@ def validate_event(
         fields = _EventFields.model_validate(value)
     except ValidationError as error:
         return _first_error(error)
-    return check_rules(fields, now_ms=now_ms, stages=stages)
+    return check_rules(fields, now_ms=now_ms, stages=stages, late_ms=late_ms)
 
 
 class EventFields(Protocol):
@@ -191,7 +204,7 @@ class EventFields(Protocol):
 
 
 def check_rules(
-    fields: EventFields, *, now_ms: int, stages: frozenset[str]
+    fields: EventFields, *, now_ms: int, stages: frozenset[str], late_ms: int | None = None
 ) -> PipelineEvent | Rejection:
     """The rules of CONTRACT §3 beyond field types: stage, timestamp, time window."""
     event_type = _EVENT_TYPE_BY_NAME[fields.event_type]
@@ -215,7 +228,7 @@ def check_rules(
         return Rejection(
             RejectReason.FUTURE_TIMESTAMP, "occurred_at: more than 5 minutes in the future"
         )
-    if occurred_at_ms < now_ms - RAW_RETENTION_MS:
+    if occurred_at_ms < (now_ms if late_ms is None else late_ms) - RAW_RETENTION_MS:
         return Rejection(RejectReason.TOO_LATE, "occurred_at: older than the 48 hour retention")
     return PipelineEvent(
         event_id=fields.event_id,

@@ -44,6 +44,9 @@ SEEN_MAX_SHARDS = 1 << 22
 SEEN_FOR_MS = (SEEN_GENERATIONS - 1) * SEEN_GENERATION_MS
 
 
+SETTLED = "unstorable@"  # a settled marker's value: this prefix and the position
+
+
 @dataclass(frozen=True, slots=True)
 class Marker:
     """An event id's seen-marker: the slot that picks its shard, and its field."""
@@ -101,6 +104,11 @@ def seen_expire_at_ms(now_ms: int) -> int:
 def dead_lettered(partition: int, offset: int, batch_index: int | None) -> str:
     """Marker of a rejection already sent to the DLQ, so a replay does not send it twice."""
     return f"{PREFIX}:dlq:{partition}:{offset}:{-1 if batch_index is None else batch_index}"
+
+
+def store_lease(partition: int) -> str:
+    """Which worker stores the rows of an input partition now (``consumers.store_leases``)."""
+    return f"{PREFIX}:lease:{partition}"
 
 
 # The window closer's state shares one hash tag, so its scripts touch one cluster slot.

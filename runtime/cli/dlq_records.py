@@ -24,9 +24,10 @@ from aggregators.queries import QueryError, parse_time
 from voicemon.event import RejectReason
 
 UNKNOWN_REASON = "(none)"  # a record without a voicemon-reason header: not written by voicemon
-_RELATIVE = re.compile(r"^(\d+)([smhd])$")
+_RELATIVE = re.compile(r"^(\d+)([smhd])\Z", re.ASCII)
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_OFFSETS = re.compile(r"^(\d+):(\d+)(?:-(\d+))?$")
+_OFFSETS = re.compile(r"^(\d+):(\d+)(?:-(\d+))?\Z", re.ASCII)
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class DlqToolError(ValueError):
@@ -296,7 +297,7 @@ def rfc3339(ms: int) -> str:
 
 
 def _int(text: str | None) -> int | None:
-    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+    return int(text) if text is not None and _INTEGER.fullmatch(text) else None
 
 
 def _dash(value: int | None) -> str:

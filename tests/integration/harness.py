@@ -36,6 +36,7 @@ from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
+from consumers.store_leases import StoreLeases
 from voicemon.devtools.localstack import LocalStack
 from voicemon.producer import KafkaPublisher
 from voicemon.settings import Settings
@@ -154,6 +155,7 @@ class Pipeline:
                     self.settings.stages,
                     dead_letters=OncePublisher(redis, dlq),
                     raw_writer=RawWriter(store),
+                    leases=StoreLeases(redis),
                     clock=lambda: now_ms / 1000,
                 )
                 return await ingest.process(messages)

@@ -6,7 +6,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from consumers.batch import Message, beyond_markers, unstorable_letter
+from consumers.batch import UNSTORABLE, Message, beyond_markers, letter_of
 from consumers.raw_writer import Position, RawRow, refused_for_content
 from voicemon import keys, rolling
 from voicemon.event import EventType, PipelineEvent, RejectReason, decision_time_ms
@@ -55,10 +55,13 @@ def test_a_marker_is_its_digest_split_into_slot_and_field() -> None:
 @pytest.mark.parametrize(
     ("record_ms", "log_append", "expected"),
     [
-        (NOW - 3_600_000, False, NOW - 3_600_000),  # a replay an hour later decides alike
-        (NOW + 5 * MINUTE, False, NOW + 5 * MINUTE),  # a producer clock just ahead: trusted
-        (NOW + 5 * MINUTE + 1, False, NOW),  # further ahead: the worker's clock
+        (NOW - 3_600_000, True, NOW - 3_600_000),  # log-append time: a replay decides alike
         (NOW + 60 * MINUTE, True, NOW + 60 * MINUTE),  # the broker's time is always trusted
+        (NOW - 5 * MINUTE, False, NOW - 5 * MINUTE),  # create time within 5 minutes: trusted
+        (NOW - 5 * MINUTE - 1, False, NOW),  # read long after it was created: the clock
+        (NOW - 3_600_000, False, NOW),
+        (NOW + 5 * MINUTE, False, NOW + 5 * MINUTE),
+        (NOW + 5 * MINUTE + 1, False, NOW),  # a producer's clock running ahead: the clock
         (None, False, NOW),
         (-1, False, NOW),
     ],
@@ -73,10 +76,14 @@ def test_events_beyond_the_markers_are_those_a_marker_may_have_forgotten() -> No
     def row(at: int) -> RawRow:
         return RawRow(PipelineEvent("e", EventType.ARTIFACT_RECEIVED, at, "a"), Position(0, 0, 0))
 
-    limit = NOW - keys.SEEN_FOR_MS - 5 * MINUTE  # copies arrive at most 5 min before occurred_at
+    # A copy is counted at most 10 minutes before its occurred_at (5 minutes ahead of a record
+    # time at most 5 minutes ahead of the clock), and its marker lives at least 80 minutes.
+    limit = NOW - keys.SEEN_FOR_MS + 10 * MINUTE
+    assert limit == NOW - 70 * MINUTE
     assert not beyond_markers(row(limit), NOW)
     assert beyond_markers(row(limit - 1), NOW)
     assert not beyond_markers(row(NOW - 60 * MINUTE), NOW)
+    assert beyond_markers(row(NOW - 80 * MINUTE), NOW)  # the seam the old rule missed
 
 
 @pytest.mark.parametrize(
@@ -116,10 +123,10 @@ def test_an_unstorable_batch_element_is_dead_lettered_alone_and_a_single_message
     second = first | {"event_id": "b", "extra": [1, 2]}
     batch = Message(2, 40, b"k", orjson.dumps([first, second]))
     event = PipelineEvent("b", EventType.ARTIFACT_RECEIVED, NOW, "x")
-    letter = unstorable_letter(RawRow(event, Position(2, 40, 1)), batch)
+    letter = letter_of(RawRow(event, Position(2, 40, 1)), batch, UNSTORABLE)
     assert letter.rejected.rejection.reason is RejectReason.UNSTORABLE
-    assert orjson.loads(letter.rejected.payload or b"") == second
+    assert letter.rejected.payload == orjson.dumps(second)  # its own bytes
     assert (letter.rejected.batch_index, letter.partition, letter.offset) == (1, 2, 40)
     single = Message(0, 7, None, b' {"event_id": "a"} ')
-    alone = unstorable_letter(RawRow(event, Position(0, 7, 0)), single)
+    alone = letter_of(RawRow(event, Position(0, 7, 0)), single, UNSTORABLE)
     assert alone.rejected.payload == single.value and alone.rejected.batch_index is None

@@ -1,6 +1,8 @@
 """The SQL of snapshots: an hour from its raw events, and snapshot rows merged over a range.
 
-``HOUR_SQL`` reads an hour's raw events, deduplicated by ``event_id``, in one query with
+``HOUR_SQL`` reads an hour's raw events, deduplicated by ``event_id`` across every retained
+hour (an event counts only where its first stored copy lies: a conflicting copy of an event
+dated in another hour never counts twice in a day or range, CONTRACT §3.1), in one query with
 GROUPING SETS (platform, each organization, each stage, each organization x stage);
 percentiles are exact nearest-rank (CONTRACT §4). ``MERGED_*_SQL`` merge the newest rows of
 a range per scope: counts and costs summed, averages as sums, sketches summed.
@@ -59,6 +61,14 @@ FROM (
         FROM voicemon.pipeline_events
         WHERE occurred_at >= fromUnixTimestamp64Milli({{start:Int64}})
           AND occurred_at < fromUnixTimestamp64Milli({{end:Int64}})
+          AND (event_id, (ingested_at, kafka_partition, kafka_offset, batch_index)) IN (
+              SELECT event_id, min((ingested_at, kafka_partition, kafka_offset, batch_index))
+              FROM voicemon.pipeline_events
+              WHERE event_id IN (
+                  SELECT event_id FROM voicemon.pipeline_events
+                  WHERE occurred_at >= fromUnixTimestamp64Milli({{start:Int64}})
+                    AND occurred_at < fromUnixTimestamp64Milli({{end:Int64}}))
+              GROUP BY event_id)
         LIMIT 1 BY event_id
     )
     GROUP BY GROUPING SETS ((), (organization), (stage), (organization, stage))

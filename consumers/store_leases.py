@@ -4,7 +4,7 @@ A worker that writes raw rows counts and stores each chunk under a lease on ever
 partition of the chunk: a Redis key holding the worker's name, taken before the chunk is
 counted and given back once its rows are stored — or, if the chunk was abandoned (a
 rebalance, a shutdown), once the insert still running in its thread has finished. The
-worker renews its leases every ``RENEW_S`` while it holds any.
+worker renews its leases four times a ``LEASE_MS`` while it holds any.
 
 A worker that takes over a partition whose previous owner is still storing rows of it (a
 store hang that outlasts the rebalance timeout) waits until that store is done or its owner
@@ -35,8 +35,7 @@ from voicemon import keys
 
 log = logging.getLogger("voicemon.worker")
 
-LEASE_MS = 10_000
-RENEW_S = LEASE_MS / 4 / 1000
+LEASE_MS = 10_000  # renewed four times a lease
 WAIT_POLL_S = 0.1
 
 # KEYS: the leases; ARGV: holder, lease ms. Takes every lease if none is held by another
@@ -68,9 +67,10 @@ return held
 class StoreLeases:
     """This worker's leases on input partitions, held once per chunk in flight."""
 
-    def __init__(self, redis: Redis, holder: str | None = None) -> None:
+    def __init__(self, redis: Redis, holder: str | None = None, lease_ms: int = LEASE_MS) -> None:
         self._redis = redis
         self.holder = holder or f"worker-{uuid.uuid4().hex}"
+        self._lease_ms = lease_ms
         self._take = redis.register_script(_TAKE)
         self._keep = redis.register_script(_KEEP)
         self._holds: Counter[int] = Counter()  # partition -> chunks in flight holding it
@@ -84,7 +84,7 @@ class StoreLeases:
         waited = False
         while new:
             other = await self._take(keys=[keys.store_lease(p) for p in new],
-                                     args=[self.holder, LEASE_MS])  # fmt: skip
+                                     args=[self.holder, self._lease_ms])  # fmt: skip
             if not other:
                 break
             if not waited:
@@ -99,7 +99,7 @@ class StoreLeases:
     async def still_held(self, hold: Collection[int]) -> bool:
         """Whether every lease of ``hold`` is still this worker's (renewing them)."""
         held = await self._keep(keys=[keys.store_lease(p) for p in hold],
-                                args=[self.holder, LEASE_MS])  # fmt: skip
+                                args=[self.holder, self._lease_ms])  # fmt: skip
         return int(held) == len(hold)
 
     async def give_back(self, hold: Collection[int]) -> None:
@@ -129,12 +129,12 @@ class StoreLeases:
 
     async def _renew(self) -> None:
         while self._holds:
-            await asyncio.sleep(RENEW_S)
+            await asyncio.sleep(self._lease_ms / 4000)
             held = list(self._holds)
             if held:
                 with contextlib.suppress(Exception):  # an outage: renewed on the next round
                     await self._keep(keys=[keys.store_lease(p) for p in held],
-                                     args=[self.holder, LEASE_MS])  # fmt: skip
+                                     args=[self.holder, self._lease_ms])  # fmt: skip
 
 
 _pending: set[asyncio.Task[None]] = set()  # give-backs waiting for their insert

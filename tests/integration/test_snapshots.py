@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -188,3 +189,25 @@ def test_newest_version_wins_in_latest_views(
         "SELECT count(), uniqExact(organization_id, stage) FROM voicemon.stage_snapshots_latest"
     ).result_rows[0]
     assert keys[0] == keys[1]
+
+
+@pytest.mark.parametrize("shift", [HOUR_MS, -HOUR_MS, -DAY_MS, 2 * HOUR_MS + 1])
+def test_a_conflicting_copy_in_another_hour_counts_only_where_the_first_copy_is(
+    clean_store: Client, hour_ms: int, now_ms: int, shift: int
+) -> None:
+    """A copy of an event with another ``occurred_at`` that reached the store later (past the
+    markers' reach) never counts a second time, in any hour, day or range (CONTRACT §3.1)."""
+    stages = frozenset(STAGES)
+    first = {"event_id": "twice", "event_type": "artifact_received",
+             "occurred_at": hour_ms + 600_000, "artifact_id": "a"}  # fmt: skip
+    later = first | {"occurred_at": hour_ms + 600_000 + shift}
+    writer = RawWriter(clean_store)
+    for offset, body in enumerate([first, later]):
+        event = validate_event(body, now_ms=body["occurred_at"], stages=stages)
+        assert isinstance(event, PipelineEvent)
+        writer.write([RawRow(event, Position(0, offset, 0))])
+        time.sleep(0.005)  # the later copy is stored later
+    hours = sorted({hour_ms, (hour_ms + 600_000 + shift) // HOUR_MS * HOUR_MS})
+    received = [snapshots.compute_hour(clean_store, hour, STAGES, 1, now_ms).snapshots[0]
+                .artifacts_received for hour in hours]  # fmt: skip
+    assert received == [1 if hour == hour_ms else 0 for hour in hours]

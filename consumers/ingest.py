@@ -2,12 +2,18 @@
 
 Order of effects, each idempotent under replay of the same Kafka messages:
 
-1. decode every message (pure, ``consumers.decode``);
+0. a worker that writes raw rows takes the store leases of the batch's partitions
+   (``consumers.store_leases``): after a handover, the new owner waits for the old one's store;
+1. decode every message (pure, ``consumers.decode``) with the record's time as "now"; events
+   too late by the worker's clock, or accepted by it where a create time was not trusted,
+   keep the first decision made about their position (CONTRACT §3.2);
 2. each rejection is published to the DLQ exactly once (``consumers.publish_once``);
 3. one atomic Redis script marks the new event ids seen (with the position that counted
-   them) and adds the summed counter increments (``consumers.rolling_counters``);
+   them) and adds the summed counter increments (``consumers.rolling_counters``); events
+   beyond the markers' reach are looked up in the store first;
 4. raw rows go to ClickHouse in one columnar insert: the new events, plus events whose
    seen-marker holds their own position (counted before a crash) but that have no row yet;
+   then the leases are given back;
 5. only then does the caller ack the messages, so Kafka offsets follow durable writes.
 """
 

@@ -40,7 +40,7 @@ from voicemon.windows import HOUR_MS
 ROOT = Path(__file__).resolve().parents[2]
 COUNTERS = {"VOICEMON_WORKER_ROLE": "counters", "VOICEMON_BATCH_MAX_MESSAGES": "200"}
 FAULTS = ("kill", "redis_restart", "counters_flush", "store_fail", "store_hang",
-          "kafka_restart", "rebalance")  # fmt: skip
+          "store_hang_past_rebalance", "kafka_restart", "rebalance")  # fmt: skip
 
 
 @dataclass
@@ -186,6 +186,14 @@ class Soak:
     def store_hang(self) -> None:
         self.control.write_text("hang")
         self.hold(self.fault_seconds)
+        self.control.write_text("")
+
+    def store_hang_past_rebalance(self) -> None:
+        """The store hangs three fault times (90 s in the long run, longer than the 60 s
+        rebalance timeout) while the counting group rebalances around it."""
+        self.control.write_text("hang")
+        self.rebalance()
+        self.hold(2.5 * self.fault_seconds)
         self.control.write_text("")
 
     def kafka_restart(self) -> None:

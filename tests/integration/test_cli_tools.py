@@ -85,7 +85,11 @@ class Follower:
 
     def interrupt(self) -> tuple[int, str]:
         self.process.send_signal(signal.SIGINT)
-        _, err = self.process.communicate(timeout=30)
+        try:
+            _, err = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # reaped even when it ignored the interrupt
+            _, err = self.process.communicate()
         return self.process.returncode, err.decode()
 
 
@@ -222,7 +226,11 @@ def test_the_realtime_watch_refreshes_in_place_and_ctrl_c_exits_cleanly(
         assert b"\x1b[2K" in seen and b"\x1b[1A" in seen  # redrawn in place: up, erase
     finally:
         process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=30)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()  # reaped even when it ignored the interrupt
+            code = process.wait()
         while select.select([controller], [], [], 0.5)[0]:
             try:
                 seen += os.read(controller, 65536)

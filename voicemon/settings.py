@@ -8,10 +8,11 @@ from typing import Annotated, Literal
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from voicemon_producer.event import DEFAULT_STAGES as DEFAULT_STAGES
+
 MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash
 PLACEHOLDER_SECRETS = frozenset({"replace_me", "changeme", "change-me", "secret", "password",
                                  "jwt-secret", "example", "xxx", "todo"})  # fmt: skip
-DEFAULT_STAGES = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
 STORE_SCHEMES = ("chdb://", "http://", "https://")
 
 

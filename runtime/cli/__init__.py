@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Annotated
 
 import typer
 
-from runtime.cli import api, dlq, metrics, orgs, stack, store, topics, worker
+from runtime.cli import api, dlq, metrics, orgs, store, topics, worker
 from runtime.cli.errors import OneSentenceGroup
 
 app = typer.Typer(
@@ -15,8 +17,12 @@ app = typer.Typer(
     add_completion=False,
     help="Monitor the voice pipeline.",
 )
-for group in (worker, store, api, orgs, dlq, topics, stack):
+for group in (worker, store, api, orgs, dlq, topics):
     group.register(app)
+# The developer commands (stack, produce, demo) run the local stack from a source checkout:
+# the wheel does not ship voicemon.devtools, so an installed voicemon has no such commands.
+if importlib.util.find_spec("voicemon.devtools") is not None:
+    importlib.import_module("runtime.cli.stack").register(app)
 app.add_typer(metrics.app, name="metrics")
 
 

@@ -25,7 +25,7 @@ from voicemon.event import (
 )
 from voicemon.event_builders import EventBuilder, check_event, check_size, rfc3339_utc
 from voicemon.producer import EventProducer
-from voicemon.producer_batch import BatchLimits, PendingBatch
+from voicemon_producer.batch import BatchLimits, PendingBatch
 from voicemon.producer_errors import InvalidEvent, ProducerError
 from voicemon.settings import DEFAULT_STAGES
 

@@ -2,7 +2,9 @@
 
 A batch is a JSON array of at most ``MAX_BATCH_EVENTS`` events and ``MAX_MESSAGE_BYTES``
 bytes; ``BatchLimits.capped`` holds a producer's own limits to those, whatever it asks for.
-Each event added carries a ticket (the producer's future) that leaves with its message.
+Each event added carries a ticket (the producer's future) that leaves with its message. Kafka
+headers belong to a message, so events with different headers never share one: an event whose
+headers differ from the pending batch's starts a new batch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from voicemon.event import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
+Headers = tuple[tuple[str, bytes], ...]
+
+from voicemon_producer.event import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +51,14 @@ class BatchLimits:
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage(Generic[Ticket]):
-    """One message to send: its value, its key and the tickets of the events it carries."""
+    """One message to send: its value, its key, its headers, the tickets of the events it
+    carries and their size as the producer's buffer counted it."""
 
     value: bytes
     key: bytes | None
     tickets: list[Ticket]
+    headers: Headers = ()
+    size: int = 0
 
 
 @dataclass
@@ -65,25 +72,42 @@ class PendingBatch(Generic[Ticket]):
     _tickets: list[Ticket] = field(default_factory=list)
     _bytes: int = 1  # the closing bracket; each event adds itself and a bracket or comma
     _key: bytes | None = None
+    _headers: Headers = ()
+    _size: int = 0
     _opened_at: float = 0.0
 
     def __len__(self) -> int:
         return len(self._events)
 
-    def fits(self, encoded: bytes) -> bool:
-        """Whether ``encoded`` can join the batch without breaking its limits. An empty batch
-        takes any event (a single event is never over the message limit: see §3)."""
+    def fits(self, encoded: bytes, headers: Headers = ()) -> bool:
+        """Whether ``encoded`` can join the batch without breaking its limits, or mixing
+        headers. An empty batch takes any event (a single event is never over the message
+        limit: see §3)."""
         if not self._events:
             return True
-        return self.batch and self._bytes + len(encoded) + 1 <= self.limits.max_bytes
+        return (
+            self.batch
+            and headers == self._headers
+            and self._bytes + len(encoded) + 1 <= self.limits.max_bytes
+        )
 
-    def add(self, encoded: bytes, ticket: Ticket, key: bytes | None, now: float) -> None:
-        """Append one event; call ``fits`` first (and ``take`` the batch if it does not)."""
+    def add(
+        self,
+        encoded: bytes,
+        ticket: Ticket,
+        key: bytes | None,
+        now: float,
+        headers: Headers = (),
+        size: int = 0,
+    ) -> None:
+        """Append one event (``size``: what the producer's buffer counts for it); call
+        ``fits`` first (and ``take`` the batch if it does not)."""
         if not self._events:
-            self._key, self._opened_at = key, now
+            self._key, self._opened_at, self._headers = key, now, headers
         self._events.append(encoded)
         self._tickets.append(ticket)
         self._bytes += len(encoded) + 1
+        self._size += size
 
     def ready(self, now: float) -> bool:
         """Whether the batch should go now: full by count, or its linger has passed."""
@@ -101,6 +125,7 @@ class PendingBatch(Generic[Ticket]):
         if not self._events:
             return None
         value = b"[" + b",".join(self._events) + b"]" if self.batch else self._events[0]
-        message = OutgoingMessage(value, self._key, self._tickets)
+        message = OutgoingMessage(value, self._key, self._tickets, self._headers, self._size)
         self._events, self._tickets, self._bytes, self._key = [], [], 1, None
+        self._headers, self._size = (), 0
         return message

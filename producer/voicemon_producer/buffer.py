@@ -4,8 +4,9 @@ Everything the producer holds for the caller — events in the pending batch and
 the broker has not answered yet — counts against one bound, by events and by bytes. An event
 that would break it is the overflow policy's: dropped (``"drop"``, the default: the newest
 event is the one lost, and counted) or waited for up to a bound (``"block"``), then dropped.
-An *episode* runs from the first drop to the next event the buffer takes again: one log line
-when it starts, one when it ends with its count, never one per event.
+An *episode* runs from the first drop to the next event the buffer takes after a quiet second
+without drops (a buffer that flaps between full and not is one episode): one log line when it
+starts, one when it ends with its count, never one per event.
 """
 
 from __future__ import annotations
@@ -64,19 +65,26 @@ class Custody:
         self.bytes -= size
 
 
+EPISODE_QUIET_S = 1.0
+
+
 @dataclass
 class OverflowEpisode:
-    """Drops since the buffer last had room: says when a log line is due."""
+    """Drops since the buffer last had room for a while: says when a log line is due."""
 
     dropped: int = 0
+    last_drop: float = 0.0
 
-    def drop(self) -> bool:
+    def drop(self, now: float) -> bool:
         """Count one dropped event; True if it starts an episode (log it)."""
         self.dropped += 1
+        self.last_drop = now
         return self.dropped == 1
 
-    def admit(self) -> int:
+    def admit(self, now: float) -> int:
         """The buffer took an event: how many the episode that this ends dropped (0: none
-        was running, nothing to log)."""
+        was running, or its last drop is less than ``EPISODE_QUIET_S`` ago)."""
+        if not self.dropped or now - self.last_drop < EPISODE_QUIET_S:
+            return 0
         dropped, self.dropped = self.dropped, 0
         return dropped

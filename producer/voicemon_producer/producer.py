@@ -62,6 +62,9 @@ EVENT_PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 5,
     "compression.type": "lz4",
     "message.max.bytes": 8 * 1024 * 1024,  # the 1 MiB message cap is ours (BatchLimits)
+    # The client's own log lines (a broker it cannot reach, ...) go through Python logging,
+    # where the service's configuration decides what is shown, not straight to stderr.
+    "logger": logging.getLogger("voicemon_producer.kafka"),
 }
 # Close gives up on what the broker has not answered within its timeout: purging the client
 # and collecting the purged messages' reports takes at most this much more.
@@ -254,11 +257,11 @@ class EventProducer:
         with self._lock:
             self._check_open()
             if self._custody.admits(size) or self._wait_for_room(size):
-                ended = self._episode.admit()
+                ended = self._episode.admit(time.monotonic())
                 self._custody.take(size)
                 self._add(encoded, ticket, key, headers, size, batched=event is not None)
             else:
-                dropped, started = True, self._episode.drop()
+                dropped, started = True, self._episode.drop(time.monotonic())
                 self._dropped += 1
                 if future is None:
                     self._tell_later(1, "dropped, the buffer was full")

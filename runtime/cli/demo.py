@@ -96,7 +96,8 @@ def _run(
 ) -> tuple[Published, WorkerCounts | None, bool]:  # fmt: skip
     """Publish, then wait for the worker to judge everything, with the progress line."""
     config = settings()
-    producer = EventProducer.from_settings(config)
+    # The books must balance: wait for room rather than drop (docs/producer.md).
+    producer = EventProducer.from_settings(config, overflow="block", block_timeout_s=120)
     mix = LoadMix(seed, 20, config.stages, duplicate_share=0.01, malformed_share=0.001)
     columns = (TextColumn(PROGRESS_LINE), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:

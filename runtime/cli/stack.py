@@ -60,7 +60,9 @@ def produce(
     """Publish realistic synthetic pipeline events."""
     config = settings()
     check_kafka(config)  # a producer would buffer for minutes instead
+    # A load generator waits for room rather than drop (a service would drop: docs/producer.md).
     producer = EventProducer(config.kafka_bootstrap, config.events_topic, batch=not single,
+                             overflow="block", block_timeout_s=120,
                              **confluent_security(config))  # fmt: skip
     mix = LoadMix(seed, orgs, config.stages, duplicates, malformed)
     with Progress(console=console, transient=True) as progress:

@@ -1,5 +1,7 @@
-"""The producer library's pure parts: batch limits and batching, the event builders, and its
-imports (a producer-only install has no faust, redis, chDB or clickhouse-connect)."""
+"""The producer library's pure parts: batch limits and batching, the buffer bound and its
+overflow episodes, headers, its numbers as metrics, the event builders, and its imports (a
+producer-only install has no faust, redis, chDB, clickhouse-connect, pydantic-settings nor
+prometheus-client, and none of the worker's packages)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 
 from voicemon.event import (
     MAX_BATCH_EVENTS,
@@ -25,9 +28,13 @@ from voicemon.event import (
 )
 from voicemon.event_builders import EventBuilder, check_event, check_size, rfc3339_utc
 from voicemon.producer import EventProducer
-from voicemon_producer.batch import BatchLimits, PendingBatch
 from voicemon.producer_errors import InvalidEvent, ProducerError
 from voicemon.settings import DEFAULT_STAGES
+from voicemon_producer.batch import BatchLimits, PendingBatch
+from voicemon_producer.buffer import EPISODE_QUIET_S, BufferLimits, Custody, OverflowEpisode
+from voicemon_producer.errors import DeliveryError
+from voicemon_producer.metrics import register
+from voicemon_producer.producer import ProducerStats, _headers
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 28, 16, 0, 0, 123_000, tzinfo=UTC)
@@ -295,3 +302,127 @@ def test_the_producer_library_imports_no_worker_dependency() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "none"
+
+
+_NOT_IN_THE_DISTRIBUTION = (*_HEAVY, "voicemon", "consumers", "aggregators", "runtime",
+                            "pydantic_settings", "prometheus_client")  # fmt: skip
+_PRODUCER_ONLY = f"""
+import importlib.abc, sys
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {_NOT_IN_THE_DISTRIBUTION!r}:
+            raise ImportError(f"{{name}} is not in the voicemon-producer distribution")
+        return None
+
+sys.meta_path.insert(0, Absent())
+from voicemon_producer import AsyncEventProducer, EventProducer
+producer = EventProducer("127.0.0.1:1", close_timeout_s=0)
+producer.publish(producer.events.stage_completed("a-1", "transcription", duration_ms=1.0))
+print(producer.close())
+"""
+
+
+def test_the_producer_distribution_needs_none_of_the_workers_packages() -> None:
+    result = subprocess.run([sys.executable, "-c", _PRODUCER_ONLY], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "failed=1" in result.stdout
+
+
+# -- the buffer bound and overflow episodes ---------------------------------------------------
+
+
+def test_the_buffer_admits_up_to_its_bound_by_events_and_by_bytes() -> None:
+    custody = Custody(BufferLimits(max_events=3, max_bytes=100))
+    for _ in range(3):
+        assert custody.admits(10)
+        custody.take(10)
+    assert not custody.admits(1)  # the fourth event: over by count
+    custody.release(1, 10)
+    assert custody.admits(80) and not custody.admits(81)  # 20 held + 80 = the byte bound
+    custody.release(2, 20)
+    assert (custody.events, custody.bytes) == (0, 0)
+    assert custody.admits(10_000)  # an empty buffer takes any single event
+
+
+@pytest.mark.parametrize(
+    ("events", "size", "overflow", "block_s", "problem"),
+    [(0, 1, "drop", 1.0, "must hold something"), (1, 0, "drop", 1.0, "must hold something"),
+     (1, 1, "wait", 1.0, "overflow must be 'drop' or 'block'"),
+     (1, 1, "block", -0.1, "block_timeout_s must be 0 or more")],
+)  # fmt: skip
+def test_buffer_settings_are_checked(
+    events: int, size: int, overflow: str, block_s: float, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        BufferLimits(events, size, overflow, block_s)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=problem):
+        EventProducer("127.0.0.1:1", buffer_events=events, buffer_bytes=size,
+                      overflow=overflow, block_timeout_s=block_s)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_an_overflow_episode_is_logged_when_it_starts_and_once_it_is_quiet() -> None:
+    episode = OverflowEpisode()
+    assert episode.admit(now=0.0) == 0  # no episode: nothing to say
+    assert episode.drop(now=10.0) is True  # the first drop starts one
+    assert [episode.drop(now=10.0 + n / 10) for n in range(1, 5)] == [False] * 4
+    assert episode.admit(now=10.4 + EPISODE_QUIET_S - 0.001) == 0  # flapping: still one
+    assert episode.drop(now=11.5) is False
+    assert episode.admit(now=11.5 + EPISODE_QUIET_S) == 6  # a quiet second: it ends
+    assert episode.admit(now=20.0) == 0
+    assert episode.drop(now=21.0) is True  # the next one starts afresh
+
+
+# -- headers and batches ----------------------------------------------------------------------
+
+
+def test_headers_are_str_names_and_bytes_values_whatever_is_passed() -> None:
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert _headers(None) == _headers({}) == ()
+    assert _headers({"traceparent": trace, "raw": b"\x00"}) == (
+        ("traceparent", trace.encode()), ("raw", b"\x00"),
+    )  # fmt: skip
+    assert _headers([("a", "1"), ("a", "2")]) == (("a", b"1"), ("a", b"2"))  # repeats kept
+    with pytest.raises(TypeError, match="a header is a str name and a str or bytes value"):
+        _headers({"n": 1})  # type: ignore[dict-item]
+
+
+def test_events_with_other_headers_start_another_message() -> None:
+    pending: PendingBatch[int] = PendingBatch(BatchLimits(100, 10_000, 60))
+    traced = (("traceparent", b"00-a-b-01"),)
+    pending.add(encoded(1), 1, b"k", now=0.0, headers=traced, size=7)
+    assert pending.fits(encoded(2), traced) and not pending.fits(encoded(2))
+    pending.add(encoded(2), 2, b"k", now=0.0, headers=traced, size=8)
+    message = pending.take()
+    assert message is not None
+    assert (message.headers, message.tickets, message.size) == (traced, [1, 2], 15)
+    assert pending.fits(encoded(3))  # an empty batch takes any headers
+
+
+# -- the producer's numbers as metrics ----------------------------------------------------------
+
+
+def test_the_numbers_are_exported_to_the_registry_passed_in() -> None:
+    registry = CollectorRegistry()
+    register(registry, lambda: ProducerStats(3, 300, 10, 2, 1), "voice.pipeline.events")
+    text = generate_latest(registry).decode()
+    for line in (
+        'voicemon_producer_events_queued{topic="voice.pipeline.events"} 3.0',
+        'voicemon_producer_events_queued_bytes{topic="voice.pipeline.events"} 300.0',
+        'voicemon_producer_events_sent_total{topic="voice.pipeline.events"} 10.0',
+        'voicemon_producer_events_dropped_total{topic="voice.pipeline.events"} 2.0',
+        'voicemon_producer_events_failed_total{topic="voice.pipeline.events"} 1.0',
+    ):
+        assert line in text
+    producer = EventProducer("127.0.0.1:1", metrics_registry=registry, close_timeout_s=0,
+                             topic="other")  # fmt: skip
+    producer.send(producer.events.artifact_received("a-1"))
+    assert (
+        'voicemon_producer_events_queued{topic="other"} 1.0' in generate_latest(registry).decode()
+    )
+    with pytest.raises(DeliveryError, match="1 failed"):
+        producer.close()
+    assert (
+        registry.get_sample_value("voicemon_producer_events_failed_total", {"topic": "other"}) == 1
+    )

@@ -60,7 +60,7 @@ _kafka_security_consistent  # pydantic model validator (voicemon/settings.py)
 make_tls_files  # used by tests (voicemon/devtools/secure_broker.py)
 SecureBroker  # used by tests (voicemon/devtools/secure_broker.py)
 _.client_env  # used by tests (voicemon/devtools/secure_broker.py)
-# The producer library's public API (voicemon/event_builders.py, producer.py, producer_async.py):
+# The producer library's public API (voicemon_producer/, voicemon/producer.py, producer_async.py):
 # called by pipeline services, the README example and tests/integration/test_producer.py.
 _.artifact_received
 _.artifact_completed
@@ -70,6 +70,7 @@ _.stage_completed
 _.stage_failed
 _.from_settings
 AsyncEventProducer
+_.aclose  # AsyncEventProducer.aclose (voicemon_producer/async_producer.py): public API
 dlq_tail  # unused function (runtime/cli/dlq.py): a typer command
 dlq_inspect  # unused function (runtime/cli/dlq.py): a typer command
 dlq_replay  # unused function (runtime/cli/dlq.py): a typer command

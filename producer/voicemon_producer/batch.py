@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-Headers = tuple[tuple[str, bytes], ...]
-
 from voicemon_producer.event import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
+
+Headers = tuple[tuple[str, bytes], ...]
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Typed builders for the six pipeline events of CONTRACT §3, checked before anything is sent.
 
 Each builder fills ``event_id`` (a uuid4) and ``occurred_at`` (now, RFC 3339 UTC with ``Z``)
-unless given, and runs the worker's own validator (``voicemon_producer.event.validate_event``) on the
-result: an event the worker would reject raises ``InvalidEvent`` here instead of reaching the
+unless given, and runs the worker's own validator (``voicemon_producer.event.validate_event``)
+on the result: an event the worker would reject raises ``InvalidEvent`` here instead of reaching the
 DLQ. Pure apart from the clock and the id source, both injectable.
 """
 

@@ -306,7 +306,7 @@ def test_bad_events_are_refused_before_anything_is_sent(stack: Settings) -> None
     assert read_topic(stack.kafka_bootstrap, topic) == []
 
 
-def test_a_message_the_broker_refuses_fails_its_future_and_is_reported_once(stack: Settings) -> None:
+def test_a_refused_message_fails_its_future_and_is_reported_once(stack: Settings) -> None:
     topic = new_topic(stack.kafka_bootstrap, **{"max.message.bytes": "2048"})
     producer = EventProducer(stack.kafka_bootstrap, topic)
     event = producer.events.artifact_received("art-1") | {"note": secrets.token_hex(8000)}

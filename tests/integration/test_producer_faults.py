@@ -8,6 +8,7 @@ second LocalStack broker on free ports); the session's broker serves the rest.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -78,10 +79,8 @@ def broker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     own = OwnBroker(LocalStack(settings, tmp_path_factory.mktemp("own-broker")))
     own.stack.up()  # its Redis is the session's, already running
     yield own
-    try:
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
         os.kill(own.pid(), signal.SIGCONT)
-    except (FileNotFoundError, ProcessLookupError):
-        pass
     own.stack.stop("kafka")
 
 
@@ -179,19 +178,23 @@ def test_the_event_loop_keeps_its_pace_while_the_broker_is_down(broker: OwnBroke
 def test_the_callers_exception_survives_the_with_block() -> None:
     for sends in (False, True):  # a future failed, or a failure no future tells
         started = time.monotonic()
-        with pytest.raises(RuntimeError, match="the service's own error"):
-            with EventProducer(nowhere(), close_timeout_s=0.5) as producer:
-                event = producer.events.artifact_received("art-1")
-                if sends:
-                    producer.send(event)
-                else:
-                    producer.publish(event)
-                raise RuntimeError("the service's own error")
+        with (
+            pytest.raises(RuntimeError, match="the service's own error"),
+            EventProducer(nowhere(), close_timeout_s=0.5) as producer,
+        ):
+            event = producer.events.artifact_received("art-1")
+            if sends:
+                producer.send(event)
+            else:
+                producer.publish(event)
+            raise RuntimeError("the service's own error")
         assert time.monotonic() - started <= 0.5 + GIVE_UP_S + SLACK_S
     # Without an exception of the caller's, the failure no future told is raised.
-    with pytest.raises(DeliveryError, match="1 failed, first: Local: Purged in queue"):
-        with EventProducer(nowhere(), close_timeout_s=0.2) as producer:
-            producer.send(producer.events.artifact_received("art-1"))
+    with (
+        pytest.raises(DeliveryError, match="1 failed, first: Local: Purged in queue"),
+        EventProducer(nowhere(), close_timeout_s=0.2) as producer,
+    ):
+        producer.send(producer.events.artifact_received("art-1"))
 
     async def leave_with_an_error() -> None:
         async with AsyncEventProducer(nowhere(), close_timeout_s=0.5) as producer:

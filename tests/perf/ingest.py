@@ -326,8 +326,14 @@ def publish(
     """Publish ``events`` valid, unique events; batches of ``batch_size`` unless it is 1."""
     batched = batch_size > 1
     producer = EventProducer(
-        bootstrap, topic, max_events=batch_size, linger_s=3600.0, batch=batched, validate=False,
-        overflow="block", block_timeout_s=120,  # every event must arrive: wait, never drop
+        bootstrap,
+        topic,
+        max_events=batch_size,
+        linger_s=3600.0,
+        batch=batched,
+        validate=False,
+        overflow="block",
+        block_timeout_s=120,  # every event must arrive: wait, never drop
     )
     mix = LoadMix(seed=seed, organizations=100, stages=stages)
     clock = (int(time.time() * 1000) for _ in itertools.count())

@@ -24,6 +24,7 @@ COPY voicemon voicemon
 COPY consumers consumers
 COPY aggregators aggregators
 COPY runtime runtime
+COPY producer/voicemon_producer producer/voicemon_producer
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # What every role shares: an unprivileged user, a writable var/ and the wheel.

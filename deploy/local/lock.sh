@@ -50,7 +50,14 @@ compile requirements/build.lock --build-deps-for wheel --only-build-deps
 # pyenv's); pip-tools for it is installed into var/lock-py3.X. A version not found keeps its
 # lock as it is, and says so.
 for version in 3.11 3.12 3.13; do
-  python=$(command -v "python$version" || ls -d "$HOME"/.pyenv/versions/"$version".*/bin/python 2>/dev/null | tail -1 || true)
+  python=""
+  for candidate in $(ls -d "$HOME"/.pyenv/versions/"$version".*/bin/python 2>/dev/null | sort -r) \
+    $(command -v "python$version" || true); do
+    if "$candidate" -c 'import venv' >/dev/null 2>&1; then  # a pyenv shim may not run
+      python=$candidate
+      break
+    fi
+  done
   if [ -z "$python" ]; then
     echo "python$version not found: requirements/producer-py$version.lock left as it is" >&2
     continue

@@ -40,10 +40,13 @@ print(sys.version_info[:2], len(delivered), producer.stats())
 
 
 def interpreter(version: str) -> str | None:
-    """python3.X on PATH, or pyenv's."""
-    found = shutil.which(f"python{version}")
+    """A CPython ``version`` that runs: pyenv's, or python3.X on PATH (a pyenv shim for a
+    version that is not selected does not run)."""
     pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
-    return found or (pyenv[-1] if pyenv else None)
+    for candidate in [*reversed(pyenv), shutil.which(f"python{version}")]:
+        if candidate and run(candidate, "-c", "import venv").returncode == 0:
+            return candidate
+    return None
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -69,7 +69,7 @@ EVENT_PRODUCER_DEFAULTS: dict[str, Any] = {
 # Close gives up on what the broker has not answered within its timeout: purging the client
 # and collecting the purged messages' reports takes at most this much more.
 GIVE_UP_S = 0.5
-_YIELD_EVERY = 64  # futures settled between two GIL releases of the background thread
+_YIELD_EVERY = 16  # futures settled between two GIL releases of the background thread
 
 
 @dataclass(frozen=True, slots=True)

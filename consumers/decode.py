@@ -119,7 +119,7 @@ def decode_message(
 
 
 def _decode_reference(
-    raw: bytes | None, *, now_ms: int, stages: frozenset[str], late_ms: int | None
+    raw: bytes | None, *, now_ms: int, stages: frozenset[str], late_ms: int | None = None
 ) -> list[Decoded]:
     if not raw:
         detail = "record has no value" if raw is None else "record value is empty"

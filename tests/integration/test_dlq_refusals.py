@@ -236,6 +236,7 @@ def rule_topics(pipeline: Pipeline) -> Iterator[dict[str, str]]:
 def refusal(pipeline: Pipeline, events: str, dlq: str) -> tuple[int, str]:
     worker = start_worker(pipeline, VOICEMON_EVENTS_TOPIC=events, VOICEMON_DLQ_TOPIC=dlq)
     code = worker.wait(timeout=60)
+    pipeline.workers.remove(worker)  # reaped
     return code, worker_log(pipeline).strip()
 
 
@@ -299,6 +300,7 @@ def test_sigterm_stops_worker_within_10s_while_dlq_flush_hangs(pipeline: Pipelin
     finally:
         os.kill(broker, signal.SIGCONT)
     assert stopped_after <= 10, f"stopped {stopped_after:.1f} s after SIGTERM"
+    pipeline.workers.remove(worker)  # reaped
 
     # The letter is neither lost nor published twice: a successor finds the claim abandoned,
     # verifies the DLQ partition and publishes it once.

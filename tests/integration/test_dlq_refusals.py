@@ -37,7 +37,7 @@ from consumers.publish_once import OncePublisher
 from tests.integration.conftest import ROOT
 from tests.integration.harness import Pipeline, free_port
 from voicemon import keys
-from voicemon.event import RejectReason, Rejection
+from voicemon.event import Rejection, RejectReason
 from voicemon.publisher import KafkaPublisher, Published, PublishFailed, delivered, outcomes
 from voicemon.settings import Settings
 from voicemon.store import Client
@@ -222,14 +222,13 @@ def rule_topics(pipeline: Pipeline) -> Iterator[dict[str, str]]:
         "dlq_enough": f"{prefix}.dlq-enough",
     }
     log_append = {"message.timestamp.type": "LogAppendTime"}
-    create_topic(pipeline.settings, names["events"],
-                 {**log_append, "max.message.bytes": str(INPUT_LIMIT)})  # fmt: skip
-    create_topic(pipeline.settings, names["create_time"],
-                 {"message.timestamp.type": "CreateTime", "max.message.bytes": str(INPUT_LIMIT)})  # fmt: skip
-    create_topic(pipeline.settings, names["dlq_short"],
-                 {"max.message.bytes": str(INPUT_LIMIT + DLQ_HEADROOM_BYTES - 1)})  # fmt: skip
-    create_topic(pipeline.settings, names["dlq_enough"],
-                 {"max.message.bytes": str(INPUT_LIMIT + DLQ_HEADROOM_BYTES)})  # fmt: skip
+    create_time = {"message.timestamp.type": "CreateTime"}
+    limit = {"max.message.bytes": str(INPUT_LIMIT)}
+    create_topic(pipeline.settings, names["events"], {**log_append, **limit})
+    create_topic(pipeline.settings, names["create_time"], {**create_time, **limit})
+    short, enough = INPUT_LIMIT + DLQ_HEADROOM_BYTES - 1, INPUT_LIMIT + DLQ_HEADROOM_BYTES
+    create_topic(pipeline.settings, names["dlq_short"], {"max.message.bytes": str(short)})
+    create_topic(pipeline.settings, names["dlq_enough"], {"max.message.bytes": str(enough)})
     yield names
 
 
@@ -344,8 +343,9 @@ def test_publisher_reports_each_failure_to_its_sender(
         redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
         try:
             state = WindowState(redis)
-            closer = build_closer(settings.model_copy(update={"snapshots_topic": tiny}),
-                                  state, clean_store, publisher, clock=lambda: now_ms / 1000)  # fmt: skip
+            refusing = settings.model_copy(update={"snapshots_topic": tiny})
+            closer = build_closer(refusing, state, clean_store, publisher,
+                                  clock=lambda: now_ms / 1000)  # fmt: skip
             dlq = OncePublisher(redis, DeadLetters(publisher, settings.kafka_bootstrap,
                                                    settings.dlq_topic))  # fmt: skip
             results = await asyncio.gather(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -93,8 +94,10 @@ class KafkaPublisher:
             }
         )
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="voicemon-publisher", daemon=True)
+        self._thread = threading.Thread(target=_poll, args=(self._producer, self._closed),
+                                        name="voicemon-publisher", daemon=True)  # fmt: skip
         self._thread.start()
+        weakref.finalize(self, self._closed.set)  # a publisher dropped unclosed stops polling
 
     def send(
         self,
@@ -138,9 +141,11 @@ class KafkaPublisher:
         self._thread.join()
         return remaining
 
-    def _poll(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(POLL_S)
+
+def _poll(producer: Producer, closed: threading.Event) -> None:
+    """The delivery-report thread (it holds no reference to its publisher)."""
+    while not closed.is_set():
+        producer.poll(POLL_S)
 
 
 def _report(

@@ -1,6 +1,7 @@
 """Rejections that the DLQ refuses, topics that break the DLQ's rules, a worker told to stop
 while it waits, and a shared publisher's failures: against the real broker, Redis and workers
-(CONTRACT §2, §3.3, §6.1)."""
+(CONTRACT §2, §3.3, §6.1). Worker children get default signal handling (tests/conftest.py)
+and are reaped by the pipeline fixture."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -35,7 +35,7 @@ from consumers.dead_letters import ENVELOPE_BYTES, DeadLetter, DeadLetters
 from consumers.decode import RejectedPayload
 from consumers.publish_once import OncePublisher
 from tests.integration.conftest import ROOT
-from tests.integration.harness import Pipeline, free_port
+from tests.integration.harness import Pipeline
 from voicemon import keys
 from voicemon.event import Rejection, RejectReason
 from voicemon.publisher import KafkaPublisher, Published, PublishFailed, delivered, outcomes
@@ -45,17 +45,6 @@ from voicemon.topics import DLQ_HEADROOM_BYTES, broken_rules
 from voicemon.window_state import WindowState
 
 INPUT_LIMIT = 300_000  # the events topic's max.message.bytes in the start-up tests
-
-# A worker child with default handling of the stop signals, whatever its parent ignores
-# (a background launch inherits SIGINT ignored: FIELD-NOTES).
-_DEFAULT_SIGNALS = (
-    "import runpy, signal, sys\n"
-    "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):\n"
-    "    signal.signal(s, signal.SIG_DFL)\n"
-    "sys.argv = ['voicemon', 'worker']\n"
-    "runpy.run_module('runtime', run_name='__main__')\n"
-)
-
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -83,21 +72,6 @@ def set_config(settings: Settings, topic: str, name: str, value: str) -> None:
             return
         assert time.monotonic() < deadline, f"{topic}: {name} not set to {value}"
         time.sleep(0.2)
-
-
-def start_worker(pipeline: Pipeline, **extra_env: str) -> subprocess.Popen[bytes]:
-    """A worker process as ``Pipeline.start_worker`` starts one, with default signal handling;
-    registered with the pipeline, which stops and reaps it after the test."""
-    port = free_port()
-    env = {**os.environ, **pipeline.env, "VOICEMON_WORKER_WEB_PORT": str(port), **extra_env}
-    pipeline.started += 1
-    log = (pipeline.workdir / f"worker-{pipeline.started}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", _DEFAULT_SIGNALS], env=env, stdout=log, stderr=log, cwd=ROOT
-    )
-    process.web_port = port  # type: ignore[attr-defined]
-    pipeline.workers.append(process)
-    return process
 
 
 def worker_log(pipeline: Pipeline, number: int | None = None) -> str:
@@ -157,7 +131,7 @@ def test_letter_too_large_for_dlq_goes_out_as_envelope_and_ingest_goes_on(
     pipeline: Pipeline,
 ) -> None:
     settings = pipeline.settings
-    worker = start_worker(pipeline, VOICEMON_CLOSER_ENABLED="false")
+    worker = pipeline.start_worker(VOICEMON_CLOSER_ENABLED="false")
     send(pipeline, good("g-0"), b"k")
     wait_counted(pipeline, 1)  # the worker runs (it started on topics that keep the rules)
     # The DLQ's limit lowered behind the worker's back: 200,000 bytes.
@@ -233,7 +207,7 @@ def rule_topics(pipeline: Pipeline) -> Iterator[dict[str, str]]:
 
 
 def refusal(pipeline: Pipeline, events: str, dlq: str) -> tuple[int, str]:
-    worker = start_worker(pipeline, VOICEMON_EVENTS_TOPIC=events, VOICEMON_DLQ_TOPIC=dlq)
+    worker = pipeline.start_worker(VOICEMON_EVENTS_TOPIC=events, VOICEMON_DLQ_TOPIC=dlq)
     code = worker.wait(timeout=60)
     pipeline.workers.remove(worker)  # reaped
     return code, worker_log(pipeline).strip()
@@ -257,7 +231,7 @@ def test_worker_refuses_to_start_on_dlq_smaller_than_input(
 
     # Exactly 64 KiB of headroom: the worker starts and counts.
     assert broken_rules(bootstrap, rule_topics["events"], rule_topics["dlq_enough"]) == ""
-    start_worker(pipeline, VOICEMON_CLOSER_ENABLED="false",
+    pipeline.start_worker(VOICEMON_CLOSER_ENABLED="false",
                  VOICEMON_EVENTS_TOPIC=rule_topics["events"],
                  VOICEMON_DLQ_TOPIC=rule_topics["dlq_enough"])  # fmt: skip
     future = pipeline.publisher.send(rule_topics["events"], good("g-start"), b"k")
@@ -276,7 +250,7 @@ def broker_pid() -> int:
 
 
 def test_sigterm_stops_worker_within_10s_while_dlq_flush_hangs(pipeline: Pipeline) -> None:
-    worker = start_worker(pipeline, VOICEMON_CLOSER_ENABLED="false")
+    worker = pipeline.start_worker(VOICEMON_CLOSER_ENABLED="false")
     send(pipeline, good("g-0"), b"k")
     wait_counted(pipeline, 1)
     rejected = send(pipeline, b"\xff not UTF-8", b"k")
@@ -303,7 +277,7 @@ def test_sigterm_stops_worker_within_10s_while_dlq_flush_hangs(pipeline: Pipelin
 
     # The letter is neither lost nor published twice: a successor finds the claim abandoned,
     # verifies the DLQ partition and publishes it once.
-    start_worker(pipeline, VOICEMON_CLOSER_ENABLED="false")
+    pipeline.start_worker(VOICEMON_CLOSER_ENABLED="false")
     send(pipeline, good("g-1"), b"k")
     wait_counted(pipeline, 2, timeout_s=120)
     letters = wait_dlq(pipeline, 1)

@@ -23,13 +23,14 @@ from aggregators import snapshots
 from aggregators.snapshot_rows import DAILY, HOURLY, SnapshotSet, StageSnapshot, message
 from voicemon import keys, telemetry, windows
 from voicemon.event import RAW_RETENTION_MS
-from voicemon.producer import KafkaPublisher
+from voicemon.publisher import KafkaPublisher, delivered
 from voicemon.settings import Settings
 from voicemon.store import Client
 from voicemon.window_state import Pointers, WindowState, window_member
 from voicemon.windows import DAY_MS, HOUR_MS
 
 log = logging.getLogger("voicemon.closer")
+PUBLISH_TIMEOUT_S = 30.0  # a snapshot record unacknowledged this long fails its window's emit
 
 Publish = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
 
@@ -194,9 +195,10 @@ def build_closer(
     """A closer wired to the settings: snapshots published with ``publisher``."""
 
     async def publish(records: list[tuple[bytes, bytes]]) -> None:
-        for key, value in records:
-            publisher.send(settings.snapshots_topic, value, key)
-        await asyncio.to_thread(publisher.flush)
+        """Return once the broker acknowledged every one of these records; raise otherwise."""
+        topic = settings.snapshots_topic
+        sent = [publisher.send(topic, value, key) for key, value in records]
+        await delivered(sent, PUBLISH_TIMEOUT_S, topic)
 
     config = CloserConfig(
         stages=settings.stages,

@@ -2,12 +2,13 @@
 
 ``OncePublisher.publish_once(letters)`` is the whole protocol. A rejection's marker in Redis
 (``keys.dead_lettered``) holds a ``Claim`` while one worker publishes it and "sent" once Kafka
-acknowledged it. The Lua scripts here decide claims atomically; ``DeadLetters`` does the
-Kafka I/O. A claim that is this worker's own (a retried batch) or abandoned (older than
-``DLQ_ABANDONED_MS``: its worker died or lost the partition) is verified by reading the DLQ
-partition from the offset the claim recorded: found there, it is marked sent; not found, the
-claim is taken over (compare-and-set) and the rejection published. A rejection another
-worker is publishing is waited for, never sent twice.
+acknowledged it — in full or as an envelope, which carries the same source headers — or refused
+it for good (``DeadLetters.send``: counted and logged, never retried). The Lua scripts here
+decide claims atomically; ``DeadLetters`` does the Kafka I/O. A claim that is this worker's own
+(a retried batch) or abandoned (older than ``DLQ_ABANDONED_MS``: its worker died or lost the
+partition) is verified by reading the DLQ partition from the offset the claim recorded: found
+there, it is marked sent; not found, the claim is taken over (compare-and-set) and the
+rejection published. A rejection another worker is publishing is waited for, never sent twice.
 
 Known limit: the publish and its "sent" mark are not one transaction; a crash between them
 publishes that rejection again once its claim is abandoned — unless the successor finds it

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import threading
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
-from faust import Worker
+import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aggregators.api import create_app
@@ -31,6 +35,10 @@ from voicemon.settings import Settings
 from voicemon.window_state import WindowState
 
 log = logging.getLogger("voicemon.worker")
+# A worker stops within 10 s of SIGTERM whatever it waits on (CONTRACT §3.3): what a graceful
+# stop has not finished by then is cut short; uncommitted work is consumed again after a
+# restart and changes nothing (§3.1).
+STOP_DEADLINE_S = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +154,49 @@ def _add_probes(app: Any, parts: WorkerParts, progress: IngestProgress, director
     app.page("/readyz")(readyz)
 
 
+class Worker(faust.Worker):
+    """Faust's worker, whose stop on SIGTERM or SIGINT has a deadline: Faust's graceful stop
+    waits for whatever its agents, timers and threads wait on (a DLQ delivery, a store call
+    that hangs, a Redis outage's backoff); ``STOP_DEADLINE_S`` after the signal the process
+    exits anyway. The deadline is armed by a Python-level handler, in the main thread, so
+    an event loop busy with something else does not delay it; the loop still receives the
+    signal (through its wakeup fd) and starts the graceful stop."""
+
+    def _install_signal_handlers_unix(self) -> None:
+        super()._install_signal_handlers_unix()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _arm_stop_deadline)
+
+
+_deadline_lock = threading.Lock()
+_deadline: list[threading.Timer] = []
+
+
+def _arm_stop_deadline(signum: int, frame: FrameType | None) -> None:
+    """On the first stop signal: a daemon timer that ends the process ``STOP_DEADLINE_S``
+    later unless it has exited by then (exit status 128 + the signal's number)."""
+    del frame
+    with _deadline_lock:
+        if _deadline:
+            return
+        timer = threading.Timer(STOP_DEADLINE_S, _stop_now, (signum,))
+        timer.daemon = True
+        _deadline.append(timer)
+    timer.start()
+
+
+def _stop_now(signum: int) -> None:
+    log.error(
+        "still stopping %.0f s after %s; exiting now (work not yet committed is consumed "
+        "again after a restart)", STOP_DEADLINE_S, signal.Signals(signum).name,
+    )  # fmt: skip
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(128 + signum)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Start the Faust worker (blocks until stopped)."""
+    """Start the Faust worker (blocks until stopped, or ``STOP_DEADLINE_S`` after a stop
+    signal at the latest)."""
     worker = build_worker(settings)
     Worker(worker.app, loglevel=loglevel).execute_from_commandline()

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from voicemon import store
 from voicemon.kafka_client import confluent_security
-from voicemon.producer import KafkaPublisher
+from voicemon.publisher import KafkaPublisher
 from voicemon.settings import Settings
 
 REDIS_TIMEOUT_S = 10.0

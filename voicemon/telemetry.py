@@ -19,6 +19,18 @@ EVENTS = Counter(
 EVENTS_REJECTED = Counter(
     "voicemon_events_rejected", "Messages or batch elements sent to the DLQ", ["reason"]
 )
+DLQ_ENVELOPES = Counter(
+    "voicemon_dlq_envelopes",
+    "DLQ letters sent as an envelope (the original's first 64 KiB, its sha256 and length) "
+    "because Kafka refused the whole letter for its size",
+    ["reason"],
+)
+DLQ_REFUSED = Counter(
+    "voicemon_dlq_refused",
+    "DLQ letters Kafka refused for good, even as an envelope (size, invalid record, "
+    "authorization, unknown topic): logged, not retried, ingest went on",
+    ["reason"],
+)
 EVENTS_DUPLICATE = Counter(
     "voicemon_events_duplicate", "Events whose event_id was already counted in the last 48 h"
 )

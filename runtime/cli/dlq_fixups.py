@@ -170,6 +170,12 @@ class ReplayStep:
         }
 
 
+TRUNCATED = (
+    "an envelope holding only the original's first 64 KiB (voicemon-truncated): replay the "
+    "original from the events topic at its source partition and offset"
+)
+
+
 def plan_step(
     record: DeadLetterRecord,
     fixup: Fixup | None,
@@ -178,7 +184,9 @@ def plan_step(
     send_invalid: bool = False,
 ) -> ReplayStep:
     """Fix the record up, judge the result, and decide: a payload the worker would reject
-    again is skipped unless ``send_invalid``."""
+    again is skipped unless ``send_invalid``; an envelope (a truncated letter) always is."""
+    if record.truncated:
+        return ReplayStep(record, None, None, False, TRUNCATED)
     fixed = fix_up(record.value, fixup)
     if isinstance(fixed, Unfixable):
         return ReplayStep(record, None, None, False, fixed.problem)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import wait
 from typing import Any
 
 from confluent_kafka import (
@@ -19,10 +20,11 @@ from confluent_kafka import (
 from runtime.cli.dlq_fixups import ReplayStep, replay_headers
 from runtime.cli.dlq_records import DeadLetterRecord, dead_letter
 from voicemon.kafka_client import confluent_config, confluent_security
-from voicemon.producer import DeliveryError, KafkaPublisher
+from voicemon.publisher import KafkaPublisher
 from voicemon.settings import Settings
 
 TIMEOUT_S = 10.0
+REPLAY_TIMEOUT_S = 30.0  # the whole replay's records acknowledged within this
 STALLED_S = 30.0  # no record for this long while the end is not reached: the read failed
 Watermarks = dict[int, tuple[int, int]]  # partition -> (low, high)
 
@@ -141,17 +143,21 @@ def _describe(error: KafkaException) -> str:
 
 def publish_replay(settings: Settings, topic: str, steps: Sequence[ReplayStep]) -> int:
     """Send the payload of every step marked to send to ``topic``, under its original key,
-    and wait until Kafka acknowledged them all; the number sent."""
+    and wait until Kafka acknowledged each of them; the number sent."""
     bootstrap = settings.kafka_bootstrap
     publisher = KafkaPublisher(bootstrap, **confluent_security(settings))
     chosen = [step for step in steps if step.send]
-    for step in chosen:
-        publisher.send(topic, step.value, step.record.key, replay_headers(step.record))
-    try:
-        publisher.flush()
-    except DeliveryError as error:
+    sent = [publisher.send(topic, step.value, step.record.key, replay_headers(step.record))
+            for step in chosen]  # fmt: skip
+    done, unanswered = wait(sent, timeout=REPLAY_TIMEOUT_S)
+    publisher.close(0)
+    failures = [str(error) for error in (future.exception() for future in done) if error]
+    if failures or unanswered:
+        first = f", the first: {failures[0]}" if failures else ""
         raise DlqKafkaError(
-            f"Kafka at {bootstrap} did not acknowledge the replay to {topic} ({error}); "
-            "check the broker, then replay again (a replay is safe to repeat)"
-        ) from None
+            f"Kafka at {bootstrap} did not acknowledge {len(failures) + len(unanswered)} of the "
+            f"{len(sent)} record(s) replayed to {topic} ({len(failures)} refused{first}; "
+            f"{len(unanswered)} unanswered after {REPLAY_TIMEOUT_S:g}s); check the broker and "
+            "the topic, then replay again (a replay is safe to repeat)"
+        )
     return len(chosen)

@@ -48,6 +48,7 @@ class DeadLetterRecord:
     source_partition: int | None
     source_offset: int | None
     batch_index: int | None
+    truncated: bool = False  # an envelope: the original's first 64 KiB only (docs/events.md)
 
     @property
     def event_id(self) -> str | None:
@@ -108,6 +109,7 @@ def dead_letter(
         source_partition=_int(found.get("voicemon-source-partition")),
         source_offset=_int(found.get("voicemon-source-offset")),
         batch_index=_int(found.get("voicemon-batch-index")),
+        truncated="voicemon-truncated" in found,
     )
 
 

@@ -43,7 +43,7 @@ from runtime.cli.preflight import KafkaAccessError, KafkaUnreachable
 from runtime.cli.remote import ApiError, ApiUnreachable, shown_url
 from voicemon.settings import Settings
 from voicemon.store import StoreError
-from voicemon.topics import TopicsError
+from voicemon.topics import TopicRulesBroken, TopicsError
 
 MAX_SENTENCE = 400
 TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
@@ -281,7 +281,7 @@ def sentence(error: BaseException, where: Addresses) -> str:
             text = api_unreachable_sentence(error.url, error.reason)
         case ApiError():
             text = api_sentence(error.url, error.status, error.detail)
-        case QueryError() | DirectoryError():
+        case QueryError() | DirectoryError() | TopicRulesBroken():
             text = str(error)
         case TyperException():  # typer's own click: a usage mistake
             path = getattr(getattr(error, "ctx", None), "command_path", "voicemon")

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from redis import Redis
 
-from voicemon import kafka_access
+from voicemon import kafka_access, topics
 from voicemon.kafka_access import KafkaAccessError, KafkaUnreachable
 from voicemon.kafka_access import probe as require_kafka
+from voicemon.kafka_client import confluent_security
 from voicemon.settings import Settings
 
-__all__ = ["KafkaAccessError", "KafkaUnreachable", "check_kafka", "redis_client",
-           "require_kafka", "require_redis"]  # fmt: skip
+__all__ = ["KafkaAccessError", "KafkaUnreachable", "check_kafka", "check_topics",
+           "redis_client", "require_kafka", "require_redis"]  # fmt: skip
 
 KAFKA_TIMEOUT_S = kafka_access.TIMEOUT_S
 REDIS_CONNECT_TIMEOUT_S = 3.0
@@ -30,6 +31,18 @@ def check_kafka(config: Settings) -> None:
     ``KafkaAccessError`` if it refuses the login or the TLS handshake, ``KafkaUnreachable``
     if no broker answers (``require_kafka(bootstrap, confluent_security(settings))``)."""
     kafka_access.check(config, KAFKA_TIMEOUT_S)
+
+
+def check_topics(config: Settings) -> None:
+    """Raise ``TopicRulesBroken`` (one sentence) unless the events and DLQ topics keep the
+    rules of CONTRACT §2 (``voicemon.topics.broken_rules``): a worker does not start on them."""
+    problems = topics.broken_rules(
+        config.kafka_bootstrap, config.events_topic, config.dlq_topic, confluent_security(config)
+    )
+    if problems:
+        raise topics.TopicRulesBroken(
+            f"the worker will not start: {problems}; run voicemon topics ensure"
+        )
 
 
 def redis_client(url: str) -> Redis:

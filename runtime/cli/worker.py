@@ -7,7 +7,7 @@ import sys
 import typer
 
 from runtime.cli.common import settings
-from runtime.cli.preflight import check_kafka
+from runtime.cli.preflight import check_kafka, check_topics
 
 
 def worker(loglevel: str = "info") -> None:
@@ -15,6 +15,7 @@ def worker(loglevel: str = "info") -> None:
     config = settings()
     # a refused login or certificate, or no broker, ends the worker at once (one sentence)
     check_kafka(config)  # instead of Faust idling or failing with a logged traceback
+    check_topics(config)  # topics on which a rejection might not fit the DLQ (CONTRACT §2)
     from runtime.worker import run_worker  # Faust is heavy: imported by this command only
 
     sys.argv = [sys.argv[0]]

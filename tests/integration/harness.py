@@ -38,7 +38,7 @@ from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
 from voicemon.devtools.localstack import LocalStack
-from voicemon.producer import KafkaPublisher
+from voicemon.publisher import KafkaPublisher, delivered
 from voicemon.settings import Settings
 from voicemon.store import Client
 from voicemon.window_state import WindowState
@@ -102,12 +102,15 @@ class Pipeline:
     ) -> None:
         """Send each value as one message, under ``key`` or else under keys that vary so that
         messages spread over the partitions."""
+        topic = self.settings.events_topic
+        sent = []
         for value in values:
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
             self.published += 1
             message_key = key or f"k{self.published}".encode()
-            self.publisher.send(self.settings.events_topic, raw, message_key)
-        self.publisher.flush()
+            sent.append(self.publisher.send(topic, raw, message_key))
+        self.publisher.flush()  # also what the test sent with ``publisher.send`` before
+        asyncio.run(delivered(sent, 30, topic))
 
     def consume(self) -> list[Message]:
         """Every message of the events topic so far, as ingest sees them."""

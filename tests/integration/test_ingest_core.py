@@ -23,7 +23,7 @@ from consumers.rolling_counters import RollingCounters
 from tests.integration.harness import Pipeline
 from voicemon import keys, rolling
 from voicemon.event import PipelineEvent, validate_event
-from voicemon.producer import KafkaPublisher
+from voicemon.publisher import KafkaPublisher
 from voicemon.store import Client
 from voicemon.window_state import WindowState
 

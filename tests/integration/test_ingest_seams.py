@@ -28,7 +28,7 @@ from consumers.store_leases import StoreLeases
 from tests.integration.conftest import TIME_OF_DAY_MS
 from tests.integration.harness import Pipeline
 from voicemon import keys
-from voicemon.producer import KafkaPublisher
+from voicemon.publisher import KafkaPublisher
 from voicemon.store import Client
 from voicemon.window_state import WindowState
 

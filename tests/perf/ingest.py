@@ -78,13 +78,14 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from redis import Redis
 
 from tests.perf.peer_venv import PEER_SCRIPT, PeerVenvError, ensure_peer_venv
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.producer import EventProducer
 from voicemon.settings import Settings
+from voicemon.topics import LOG_APPEND_TIME, TIMESTAMP_TYPE, TopicSpec, ensure
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_MARKER = "vm:bench:owner"
@@ -292,11 +293,20 @@ def _cpu_or_zero(pid: int) -> float:
 # -- Kafka --------------------------------------------------------------------------------
 
 
-def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(name, partitions, 1) for name in names])
-    for future in futures.values():
-        future.result(timeout=30)
+def create_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, events_topic: str | None = None
+) -> None:
+    """Create the topics as ``voicemon topics ensure`` would, so that a worker starts on them:
+    log-append time, and a DLQ (a name ending in ``.dlq``) whose size limit exceeds that of
+    ``events_topic`` (default: the first other name) by ``voicemon.topics``' headroom."""
+    events_topic = events_topic or next(name for name in names if not name.endswith(".dlq"))
+    specs = [
+        TopicSpec(name, partitions, 1, headroom_over=events_topic)
+        if name.endswith(".dlq")
+        else TopicSpec(name, partitions, 1, enforced={TIMESTAMP_TYPE: LOG_APPEND_TIME})
+        for name in names
+    ]
+    ensure(bootstrap, sorted(specs, key=lambda spec: spec.headroom_over is not None))
 
 
 def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
@@ -541,7 +551,8 @@ class Bench:
                 file=sys.stderr,
             )
             forms.append(form)
-        create_topics(self.bootstrap, [self.dlq_topic, self.snapshots_topic], self.args.partitions)
+        create_topics(self.bootstrap, [self.dlq_topic, self.snapshots_topic],
+                      self.args.partitions, forms[0].topic if forms else None)  # fmt: skip
         return forms
 
     def redis_usec(self) -> dict[str, int]:

@@ -209,6 +209,19 @@ def test_a_patch_applies_to_each_event_of_a_batch() -> None:
     )
 
 
+def test_an_envelope_is_never_replayed_even_when_asked_to_send_invalid() -> None:
+    """A truncated letter (CONTRACT §3.3) holds only the original's first 64 KiB: replaying
+    it would publish a different message."""
+    whole = letter(orjson.dumps(event()))
+    headers = [("voicemon-reason", b"too_large"), ("voicemon-source-partition", b"3"),
+               ("voicemon-source-offset", b"41"), ("voicemon-truncated", b"1")]  # fmt: skip
+    envelope = dead_letter(0, 1, NOW, b"key", orjson.dumps(event()), headers)
+    assert not whole.truncated and envelope.truncated
+    assert plan_step(whole, None, NOW, STAGES).send
+    step = plan_step(envelope, None, NOW, STAGES, send_invalid=True)
+    assert not step.send and "voicemon-truncated" in step.why
+
+
 def test_without_a_fixup_the_bytes_stay_untouched() -> None:
     assert fix_up(b"\xff{ x", None) == Fixed(b"\xff{ x")
     assert fix_up(None, None) == Fixed(None)

@@ -282,7 +282,8 @@ class Absent(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Absent())
-from voicemon.producer import EventProducer, KafkaPublisher
+from voicemon.producer import EventProducer
+from voicemon.publisher import KafkaPublisher
 from voicemon.producer_async import AsyncEventProducer
 from voicemon.event_builders import EventBuilder
 EventBuilder().stage_completed("a-1", "transcription", duration_ms=1.0)

@@ -1,0 +1,80 @@
+"""The DLQ's rules without a broker: the topic rules at their edges, the envelope's form, and
+which refusals are permanent (CONTRACT §2, §3.3)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from confluent_kafka import KafkaError
+
+from consumers.dead_letters import ENVELOPE_BYTES, DeadLetter
+from consumers.decode import RejectedPayload
+from voicemon.event import Rejection, RejectReason
+from voicemon.publisher import PublishFailed
+from voicemon.topics import DLQ_HEADROOM_BYTES, rule_problems
+
+LOG_APPEND = {"message.timestamp.type": "LogAppendTime", "max.message.bytes": "1048588"}
+
+
+@pytest.mark.parametrize(
+    ("dlq_limit", "broken"),
+    [(1048588 + DLQ_HEADROOM_BYTES - 1, True), (1048588 + DLQ_HEADROOM_BYTES, False),
+     (1048588 + DLQ_HEADROOM_BYTES + 1, False)],
+)  # fmt: skip
+def test_the_dlq_limit_must_exceed_the_events_topics_by_64_kib(
+    dlq_limit: int, broken: bool
+) -> None:
+    problems = rule_problems("in", LOG_APPEND, "dlq", {"max.message.bytes": str(dlq_limit)})
+    assert bool(problems) is broken
+    if broken:
+        assert problems == (
+            f"the DLQ topic dlq has max.message.bytes={dlq_limit}, under in's 1048588 plus "
+            "65536 (so a rejected message may not fit)"
+        )
+
+
+def test_the_events_topic_must_keep_log_append_time() -> None:
+    dlq = {"max.message.bytes": str(1048588 + DLQ_HEADROOM_BYTES)}
+    create_time = {**LOG_APPEND, "message.timestamp.type": "CreateTime"}
+    assert rule_problems("in", create_time, "dlq", dlq) == (
+        "in has message.timestamp.type=CreateTime, not LogAppendTime"
+    )
+    assert rule_problems("in", LOG_APPEND, "dlq", dlq) == ""
+
+
+def letter(payload: bytes | None, batch_index: int | None = None) -> DeadLetter:
+    rejected = RejectedPayload(Rejection(RejectReason.INVALID_UTF8, "bad"), payload, batch_index)
+    return DeadLetter(rejected, b"key", 3, 41)
+
+
+@pytest.mark.parametrize("size", [0, ENVELOPE_BYTES - 1, ENVELOPE_BYTES, ENVELOPE_BYTES + 1])
+def test_an_envelope_holds_the_first_64_kib_and_the_originals_digest(size: int) -> None:
+    original = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    value, headers = letter(original, 2).envelope()
+    assert value == original[:ENVELOPE_BYTES] and len(value) == min(size, 65_536)
+    assert dict(headers) == {
+        "voicemon-reason": b"invalid_utf8",
+        "voicemon-detail": b"bad",
+        "voicemon-source-partition": b"3",
+        "voicemon-source-offset": b"41",
+        "voicemon-batch-index": b"2",
+        "voicemon-truncated": b"1",
+        "voicemon-sha256": hashlib.sha256(original).hexdigest().encode(),
+        "voicemon-original-bytes": str(size).encode(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "permanent", "too_large"),
+    [(KafkaError.MSG_SIZE_TOO_LARGE, True, True), (KafkaError.RECORD_LIST_TOO_LARGE, True, True),
+     (KafkaError.INVALID_RECORD, True, False), (KafkaError.TOPIC_AUTHORIZATION_FAILED, True, False),
+     (KafkaError.UNKNOWN_TOPIC_OR_PART, True, False), (KafkaError._UNKNOWN_TOPIC, True, False),
+     (KafkaError._MSG_TIMED_OUT, False, False), (KafkaError._TRANSPORT, False, False),
+     (KafkaError.NOT_ENOUGH_REPLICAS, False, False), (None, False, False)],
+)  # fmt: skip
+def test_a_refusal_is_permanent_an_outage_is_not(
+    code: int | None, permanent: bool, too_large: bool
+) -> None:
+    failed = PublishFailed("t", "why", code)
+    assert (failed.permanent, failed.too_large) == (permanent, too_large)

@@ -25,13 +25,12 @@ HOURLY_EDGE_MS = 7 * DAY_MS  # a day this old is still merged again; 1 ms more: 
 
 
 def write_events(store: Client, prefix: str, starts: range, per_hour: int) -> None:
+    def event(hour: int, i: int) -> PipelineEvent:
+        return PipelineEvent(f"{prefix}-{hour}-{i}", EventType.ARTIFACT_RECEIVED, hour + i, "art",
+                             "org-a")  # fmt: skip
+
     rows = [
-        RawRow(
-            PipelineEvent(
-                f"{prefix}-{hour}-{i}", EventType.ARTIFACT_RECEIVED, hour + i, "art", "org-a"
-            ),
-            Position(0, n * per_hour + i, 0),
-        )  # fmt: skip
+        RawRow(event(hour, i), Position(0, n * per_hour + i, 0))
         for n, hour in enumerate(starts)
         for i in range(per_hour)
     ]

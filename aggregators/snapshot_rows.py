@@ -243,7 +243,7 @@ _WIDEST_FLOAT = -2.2250738585072014e-308  # the longest float text JSON gives
 
 def worst_case_record_bytes(stages: Sequence[str]) -> int:
     """The size of the largest snapshot record any events can produce with ``stages``
-    configured: every field at its widest, every sketch full (``sketch.MAX_BUCKETS``)."""
+    configured: every field at its widest, every sketch full (every bucket it can hold)."""
     full = dict.fromkeys(range(sketch.MIN_KEY, sketch.MAX_KEY + 1), _MAX_INT)
     full[sketch.ZERO_BUCKET] = _MAX_INT
     widest = datetime(2000, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)

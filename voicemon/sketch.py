@@ -4,7 +4,7 @@
 A sample x >= ``FLOOR_MS`` falls in bucket ``ceil(log_gamma(x))``; smaller samples (0, and
 anything below one microsecond, down to 5e-324) share the zero bucket, which reads 0. Since a
 sample is at most ``MAX_SAMPLE_MS`` (86,400,000, the validator's bound, CONTRACT §3), every
-sketch holds at most ``MAX_BUCKETS`` buckets (2,520) whatever its samples: the size of a
+sketch holds at most ``MAX_KEY - MIN_KEY + 2`` buckets (2,520) whatever its samples: the size of a
 snapshot record is bounded by construction (``snapshot_rows.worst_case_record_bytes``).
 
 A quantile read from the sketch is within ``RELATIVE_ACCURACY`` (0.5 %) of the sample it
@@ -33,7 +33,6 @@ MAX_SAMPLE_MS = 86_400_000  # the largest duration the validator accepts (CONTRA
 _LOG_GAMMA = math.log(GAMMA)
 MIN_KEY = math.ceil(math.log(FLOOR_MS) / _LOG_GAMMA)
 MAX_KEY = math.ceil(math.log(MAX_SAMPLE_MS) / _LOG_GAMMA)
-MAX_BUCKETS = MAX_KEY - MIN_KEY + 2  # the log buckets and the zero bucket
 
 
 def bucket_sql(column: str) -> str:

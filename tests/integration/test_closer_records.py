@@ -4,7 +4,11 @@ real broker for the topic's limit."""
 
 from __future__ import annotations
 
+import math
+import random
+import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -27,6 +31,7 @@ from voicemon import windows
 from voicemon.event import EventType, PipelineEvent
 from voicemon.producer import KafkaPublisher
 from voicemon.settings import DEFAULT_STAGES, Settings
+from voicemon.sketch import bucket
 from voicemon.store import Client
 from voicemon.window_state import WindowState
 from voicemon.windows import HOUR_MS
@@ -171,3 +176,24 @@ def test_the_closer_starts_only_if_its_largest_record_fits_the_snapshot_topic(
     else:
         with pytest.raises(CloserError, match=f"{worst:,} bytes but topic {topic}"):
             run(redis_url, scenario)
+
+
+def test_the_store_buckets_extreme_durations_as_the_sketch_does(clean_store: Client) -> None:
+    now = int(time.time() * 1000)
+    hour = windows.hour_start(now) - HOUR_MS
+    floor = 1e-3
+    durations = [0.0, 5e-324, 1e-300, math.nextafter(floor, 0.0), floor,
+                 math.nextafter(floor, 1.0), 7.25, 86_400_000.0, 86_399_999.99]  # fmt: skip
+    rng = random.Random(9)
+    durations += [min(2.0 ** rng.uniform(-1074, 26.37), 86_400_000.0) for _ in range(3_000)]
+    rows = [
+        RawRow(PipelineEvent(f"x{i}", EventType.STAGE_COMPLETED, hour + i % 1000, f"a{i}",
+                             "org-a", stage=DEFAULT_STAGES[0], duration_ms=x), Position(0, i, 0))
+        for i, x in enumerate(durations)
+    ]  # fmt: skip
+    RawWriter(clean_store).write(rows)
+    computed = snapshots.compute_hour(clean_store, hour, DEFAULT_STAGES, 1, now)
+    [platform] = [r for r in computed.stage_snapshots if r.scope == "platform"
+                  and r.stage == DEFAULT_STAGES[0]]  # fmt: skip
+    assert platform.duration_sketch == dict(Counter(bucket(x) for x in durations))
+    assert len(platform.duration_sketch) <= 2520

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -108,7 +108,7 @@ def artifact_metrics(row: Mapping[str, Any], exact: bool) -> ArtifactMetrics:
     """Finish the §4 artifact metrics from sums (and exact percentiles or a sketch)."""
     completed, failed = int(row["artifacts_completed"]), int(row["artifacts_failed"])
     samples = int(row["latency_samples"])
-    merged = {int(k): int(v) for k, v in row["latency_sketch"].items()}
+    merged = sketch.bounded({int(k): int(v) for k, v in row["latency_sketch"].items()})
     percentiles = {
         f"{name}_latency_ms": float(row[f"{name}_latency_ms"])
         if exact
@@ -132,7 +132,7 @@ def stage_metrics(row: Mapping[str, Any], exact: bool) -> StageMetrics:
     """Finish the §4 stage metrics from sums (and an exact p95 or a sketch)."""
     completed, failed = int(row["completed"]), int(row["failed"])
     samples = int(row["duration_samples"])
-    merged = {int(k): int(v) for k, v in row["duration_sketch"].items()}
+    merged = sketch.bounded({int(k): int(v) for k, v in row["duration_sketch"].items()})
     return StageMetrics(
         started=int(row["started"]),
         completed=completed,
@@ -212,3 +212,54 @@ def message(snapshot: Snapshot, stage_rows: Sequence[StageSnapshot]) -> tuple[by
         option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z,
     )
     return key.encode(), value
+
+
+_TIMES = ("period_start", "period_end", "computed_at")
+
+
+def from_message(value: bytes) -> tuple[Snapshot, list[StageSnapshot]]:
+    """The rows a ``message`` value carries (its inverse): a record kept for republishing is
+    written back to the store from these when its rows never reached it."""
+    decoded = orjson.loads(value)
+
+    def row(fields_: dict[str, Any], row_type: type[Any]) -> Any:
+        for name in _TIMES:
+            fields_[name] = datetime.fromisoformat(fields_[name]).astimezone(UTC)
+        for name in SKETCHES & fields_.keys():
+            fields_[name] = {int(k): int(v) for k, v in fields_[name].items()}
+        return row_type(**fields_)
+
+    stages = [row(stage, StageSnapshot) for stage in decoded.pop("stages")]
+    return row(decoded, Snapshot), stages
+
+
+# Kafka's own bytes around one record's key and value in a batch of one (batch header 61
+# bytes, record header and varints at most 21, no headers), with room to spare.
+RECORD_OVERHEAD_BYTES = 256
+_MAX_ID = "o" * 128  # the longest organization_id the validator accepts (CONTRACT §3)
+_MAX_INT = 2**64 - 1  # the widest count a UInt64 column holds
+_WIDEST_FLOAT = -2.2250738585072014e-308  # the longest float text JSON gives
+
+
+def worst_case_record_bytes(stages: Sequence[str]) -> int:
+    """The size of the largest snapshot record any events can produce with ``stages``
+    configured: every field at its widest, every sketch full (every bucket it can hold)."""
+    full = dict.fromkeys(range(sketch.MIN_KEY, sketch.MAX_KEY + 1), _MAX_INT)
+    full[sketch.ZERO_BUCKET] = _MAX_INT
+    widest = datetime(2000, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    key: dict[str, Any] = {"period_type": HOURLY, "scope": ORGANIZATION,
+           "organization_id": _MAX_ID, "period_start": widest, "period_end": widest,
+           "version": _MAX_INT, "computed_at": widest}  # fmt: skip
+
+    def widest_of(row_type: type[Any], sketch_field: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f in fields(row_type):
+            if f.name not in key:
+                values[f.name] = _MAX_INT if f.type == "int" else _WIDEST_FLOAT
+        return values | {sketch_field: full}
+
+    metrics = widest_of(ArtifactMetrics, "latency_sketch")
+    stage_metric = widest_of(StageMetrics, "duration_sketch")
+    rows = [StageSnapshot(stage=stage, **key, **stage_metric) for stage in stages]
+    record_key, value = message(Snapshot(**key, **metrics), rows)
+    return len(record_key) + len(value) + RECORD_OVERHEAD_BYTES

@@ -19,6 +19,7 @@ from aggregators.snapshot_rows import (
     SnapshotSet,
     StageMetrics,
     artifact_metrics,
+    from_message,
     snapshot_rows,
     stage_metrics,
 )
@@ -68,6 +69,30 @@ def write(client: Client, snapshot_set: SnapshotSet) -> None:
         if rows:
             data = [[getattr(row, column) for column in columns] for row in rows]
             client.insert(table, data, column_names=columns)
+
+
+def write_records(client: Client, records: Sequence[tuple[bytes, bytes]]) -> None:
+    """Write the rows that snapshot ``records`` (one window's, one version) carry, into each
+    table that does not hold them yet: a kept record is written at most once however often
+    a closer dies around its write."""
+    decoded = [from_message(value) for _, value in records]
+    if not decoded:
+        return
+    first = decoded[0][0]
+    rows = SnapshotSet(first.period_type, int(first.period_start.timestamp() * 1000))
+    for row, stage_rows in decoded:
+        rows.snapshots.append(row)
+        rows.stage_snapshots.extend(stage_rows)
+    parameters = {"p": first.period_type, "s": rows.period_start_ms, "v": first.version}
+    for table, held in (("snapshots", rows.snapshots), ("stage_snapshots", rows.stage_snapshots)):
+        found = client.query(
+            f"SELECT count() FROM voicemon.{table} WHERE period_type = {{p:String}} "
+            "AND period_start = fromUnixTimestamp64Milli({s:Int64}) AND version = {v:UInt64}",
+            parameters=parameters,
+        ).result_rows[0][0]
+        if found:
+            held.clear()  # one insert per table: all of its rows are there
+    write(client, rows)
 
 
 def exists(client: Client, period_type: str, start_ms: int) -> bool:

@@ -72,6 +72,12 @@ CLICKHOUSE_INSERT = Histogram(
 SNAPSHOTS_EMITTED = Counter(
     "voicemon_snapshots_emitted", "Snapshot rows written and published", ["period_type"]
 )
+SNAPSHOTS_UNPUBLISHED = Counter(
+    "voicemon_snapshots_unpublished",
+    "Windows whose snapshot records could not be published this time (reason: too_large, "
+    "refused); each is kept and published again on the closer's next tick",
+    ["reason"],
+)
 INGEST_PAUSED = Gauge(
     "voicemon_ingest_paused", "1 while an outage of this dependency pauses consumption",
     ["dependency"],

@@ -229,3 +229,13 @@ def message_count(bootstrap: str, topic: str, security: Mapping[str, Any] | None
         return total
     finally:
         consumer.close()
+
+
+def max_message_bytes(bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> int:
+    """The largest record batch ``topic`` takes (its ``max.message.bytes``, as the broker
+    resolves it). Raises TopicsError when it cannot be read."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or {})})
+    try:
+        return int(_configs(admin, [topic])[topic]["max.message.bytes"])
+    except (KafkaException, KeyError) as error:
+        raise TopicsError(f"cannot read max.message.bytes of topic {topic}: {error}") from None

@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
 from redis.asyncio import Redis
 
 from voicemon import keys
+
+# Snapshot records written to the store (or about to be) and not yet acknowledged by the
+# broker: member -> "<version> <generation> <records JSON>" (``Unpublished.encode``).
+# Beside the other closer keys (one cluster slot); its name belongs in voicemon/keys.py.
+UNPUBLISHED = f"{keys.CLOSER}:unpublished"
 
 # KEYS: watermarks, next_hour, dirty, dirty_generation
 # ARGV: now_ms, partition count, (partition, newest_ms)..., (hour_ms, events)...
@@ -70,6 +76,41 @@ end
 return 0
 """
 
+# KEYS: lease, unpublished; ARGV: owner ('' for any), member, entry (Unpublished.encode)
+_HOLD_UNPUBLISHED = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: unpublished, dirty, dirty_generation, next_day, first_day
+# ARGV: member, version, generation (-1: not queued), day member ('' for none), day ms, score
+# Called by WindowCloser.published once the broker acknowledged every record of the entry:
+# forget the entry (unless a newer version replaced it), unqueue the window (unless it was
+# marked again), and queue its day again if that day is closed — all in one step, so that a
+# closer dying around it neither loses the day's re-emission nor publishes the hour twice.
+_PUBLISHED = """
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and string.match(entry, '^(%d+) ') == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+if tonumber(ARGV[3]) >= 0 and
+   tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') == tonumber(ARGV[3]) then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+if ARGV[4] ~= '' then
+  local day = tonumber(ARGV[5])
+  local next_day = tonumber(redis.call('GET', KEYS[4]) or '-1')
+  local first_day = tonumber(redis.call('GET', KEYS[5]) or '-1')
+  if first_day <= day and day < next_day and redis.call('ZSCORE', KEYS[2], ARGV[4]) == false then
+    redis.call('ZADD', KEYS[2], 'NX', ARGV[6], ARGV[4])
+    redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+  end
+end
+return 1
+"""
+
 # KEYS: lease; ARGV: owner, ttl_ms
 _HOLD_LEASE = """
 local holder = redis.call('GET', KEYS[1])
@@ -107,6 +148,29 @@ class DirtyWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class Unpublished:
+    """A window's snapshot records that the store holds (or is about to) and the broker has
+    not acknowledged yet; ``generation`` is the window's queue generation when it was
+    computed (-1: not computed from the queue, e.g. by replay)."""
+
+    member: str
+    generation: int
+    version: int
+    records: tuple[tuple[bytes, bytes], ...]
+
+    def encode(self) -> bytes:
+        """``<version> <generation> <records as JSON>`` (the scripts read the version)."""
+        records = orjson.dumps([[key.decode(), value.decode()] for key, value in self.records])
+        return f"{self.version} {self.generation} ".encode() + records
+
+    @classmethod
+    def decode(cls, member: str, data: bytes) -> Unpublished:
+        version, generation, records = data.split(b" ", 2)
+        pairs = tuple((key.encode(), value.encode()) for key, value in orjson.loads(records))
+        return cls(member, int(generation), int(version), pairs)
+
+
+@dataclass(frozen=True, slots=True)
 class Pointers:
     next_hour: int  # every hour before it is closed (or queued to close)
     next_day: int
@@ -114,6 +178,10 @@ class Pointers:
 
     def day_closed(self, day: int) -> bool:
         return self.first_day <= day < self.next_day
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def window_member(period_type: str, start_ms: int) -> str:
@@ -129,6 +197,8 @@ class WindowState:
         self._done = redis.register_script(_DONE)
         self._hold_lease = redis.register_script(_HOLD_LEASE)
         self._next_version = redis.register_script(_NEXT_VERSION)
+        self._hold_unpublished = redis.register_script(_HOLD_UNPUBLISHED)
+        self._published = redis.register_script(_PUBLISHED)
 
     # -- ingest side ------------------------------------------------------------------------
     async def record_written(
@@ -175,15 +245,6 @@ class WindowState:
         keys_ = [keys.CLOSER_LEASE, pointer_key, keys.DIRTY, keys.DIRTY_GENERATION]
         return bool(await self._queue(keys=keys_, args=[owner, pointer, score, *members]))
 
-    async def mark_dirty(self, member: str, score: int) -> None:
-        """Queue ``member`` (again); a window already queued keeps its place."""
-        if await self._redis.zscore(keys.DIRTY, member) is not None:
-            return
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.zadd(keys.DIRTY, {member: score}, nx=True)
-        pipe.hincrby(keys.DIRTY_GENERATION, member, 1)
-        await pipe.execute()
-
     async def dirty(self, up_to_score: int) -> list[DirtyWindow]:
         """Queued windows first marked at or before ``up_to_score``, oldest window first."""
         found = await self._redis.zrangebyscore(keys.DIRTY, "-inf", up_to_score)
@@ -204,3 +265,33 @@ class WindowState:
 
     async def next_version(self, now_ms: int) -> int:
         return int(await self._next_version(keys=[keys.SNAPSHOT_VERSION], args=[now_ms]))
+
+    async def hold_unpublished(self, owner: str, entry: Unpublished) -> bool:
+        """Keep ``entry`` until its records are acknowledged (replacing an older entry of the
+        same window), if ``owner`` holds the lease ('' for anyone). Called before the rows
+        are written."""
+        keys_ = [keys.CLOSER_LEASE, UNPUBLISHED]
+        return bool(
+            await self._hold_unpublished(keys=keys_, args=[owner, entry.member, entry.encode()])
+        )
+
+    async def unpublished(self) -> list[Unpublished]:
+        """Every entry kept by ``hold_unpublished`` and not yet ``published``, oldest
+        window first (hours before days)."""
+        raw = await self._redis.hgetall(UNPUBLISHED)
+        entries = [
+            Unpublished.decode(_text(member), data if isinstance(data, bytes) else data.encode())
+            for member, data in raw.items()
+        ]
+        return sorted(entries, key=lambda e: (not e.member.startswith("hourly"), e.member))
+
+    async def published(
+        self, entry: Unpublished, day: tuple[str, int] = ("", 0), score: int = 0
+    ) -> None:
+        """The broker acknowledged every record of ``entry``: forget it, unqueue its window
+        unless marked again, and queue ``day`` (member, start ms) again if it is closed."""
+        keys_ = [UNPUBLISHED, keys.DIRTY, keys.DIRTY_GENERATION, keys.NEXT_DAY, keys.FIRST_DAY]
+        args: list[str | int] = [
+            entry.member, entry.version, entry.generation, day[0], day[1], score
+        ]  # fmt: skip
+        await self._published(keys=keys_, args=args)

@@ -126,11 +126,17 @@ def replay(
             progress.update(task, completed=done, total=total)
 
         now_ms = int(time.time() * 1000)
-        report = asyncio.run(run_replay(closer, state, client, start_ms, end_ms, now_ms, advance))
+        report = asyncio.run(
+            run_replay(closer.unfenced(), state, client, start_ms, end_ms, now_ms, advance)
+        )
     console.print(
         f"replayed {len(report.windows)} window(s): {report.changed} row(s) changed, "
         f"{report.unchanged} unchanged, {report.added} new"
     )
+    for window, why in report.kept.items():
+        console.print(f"kept {window}: {escape(why)}")
+    for window in report.unpublished:
+        console.print(f"not yet published {window}: written, the closer publishes it")
 
 
 def close_windows(

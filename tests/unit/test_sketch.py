@@ -132,3 +132,73 @@ def test_quantile_within_one_percent_of_nearest_rank(p: float, samples: list[flo
         assert estimate == 0.0
     else:
         assert abs(estimate - expected) <= 0.01 * expected, (estimate, expected)
+
+
+# -- bounded size (issue 16, item 9) ---------------------------------------------------------
+
+FLOOR = 1e-3  # the documented floor (voicemon.sketch.FLOOR_MS): one microsecond
+# log_gamma(86,400,000 / floor) + 1 log buckets, and the zero bucket
+BOUND = math.ceil(math.log(86_400_000 / FLOOR) / math.log(GAMMA)) + 2
+EXTREMES = [0.0, 5e-324, 2.2250738585072014e-308, 1e-300, 1e-12, 1e-6, FLOOR, 1.0, 86_400_000.0]
+
+
+def test_any_mix_of_valid_durations_fills_at_most_a_few_thousand_buckets() -> None:
+    # Every double between the smallest subnormal and 1 ms (~10^308 distinct values before,
+    # each its own bucket), then a log-spaced sweep up to the validator's maximum.
+    tiny = [math.ldexp(5e-324, i) for i in range(1075)] + [
+        math.ldexp(3e-324, i) for i in range(1075)
+    ]
+    sweep = [FLOOR * 1.001**i for i in range(26_000)]
+    buckets = {bucket(x) for x in [*EXTREMES, *tiny, *sweep] if x <= 86_400_000}
+    assert 2500 < len(buckets) <= BOUND == 2521
+
+
+@given(x=st.floats(min_value=0.0, max_value=86_400_000.0))
+def test_every_valid_duration_falls_in_a_bucket_of_the_bounded_range(x: float) -> None:
+    k = bucket(x)
+    assert k == ZERO_BUCKET or math.ceil(math.log(FLOOR) / math.log(GAMMA)) <= k
+    assert k <= math.ceil(math.log(86_400_000) / math.log(GAMMA))
+
+
+def test_the_floor_is_the_smallest_sample_told_from_zero() -> None:
+    below, above = math.nextafter(FLOOR, 0.0), math.nextafter(FLOOR, 1.0)
+    assert bucket(below) == ZERO_BUCKET
+    assert bucket(FLOOR) != ZERO_BUCKET and bucket(above) == bucket(FLOOR)
+    assert quantile(sketch_of([below]), 0.5) == 0.0
+    for x in (FLOOR, above):
+        assert quantile(sketch_of([x]), 0.5) == pytest.approx(x, rel=0.005)
+
+
+def test_the_largest_valid_duration_is_within_the_accuracy() -> None:
+    top = 86_400_000.0
+    assert quantile(sketch_of([top]), 0.99) == pytest.approx(top, rel=0.005)
+    assert bucket(math.nextafter(top, 0.0)) == bucket(top) == bucket(top / 1.001)
+
+
+extreme_samples = st.lists(
+    st.floats(min_value=0.0, max_value=86_400_000.0) | st.sampled_from(EXTREMES),
+    min_size=1,
+    max_size=300,
+)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.95, 0.99])
+@given(samples=extreme_samples)
+def test_quantile_of_extreme_mixes_is_within_one_percent_above_the_floor(
+    p: float, samples: list[float]
+) -> None:
+    expected = exact(samples, p)
+    estimate = quantile(sketch_of(samples), p)
+    if expected < FLOOR:
+        assert estimate == 0.0  # below one microsecond: reads 0
+    else:
+        assert abs(estimate - expected) <= 0.01 * expected, (estimate, expected)
+
+
+def test_sketches_stored_before_the_floor_are_folded_into_the_zero_bucket() -> None:
+    from voicemon.sketch import bounded
+
+    old = {ZERO_BUCKET: 2, -74_000: 3, -691: 1, -690: 4, 5: 6, 1828: 1, 1900: 2}
+    assert bounded(old) == {ZERO_BUCKET: 6, -690: 4, 5: 6, 1828: 3}
+    assert sum(bounded(old).values()) == sum(old.values())
+    assert quantile(bounded(old), 0.5) == quantile(old, 0.5) == pytest.approx(FLOOR, rel=0.01)

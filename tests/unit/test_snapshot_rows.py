@@ -3,6 +3,7 @@ record, and agreement with the DDL of voicemon/migrations/0003_snapshots.sql."""
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter
 from datetime import UTC, datetime
@@ -398,3 +399,69 @@ def test_stage_columns_match_the_ddl() -> None:
     sql = MIGRATION.read_text(encoding="utf-8")
     assert set(STAGE_COLUMNS) == ddl_columns(sql, "voicemon.stage_snapshots")
     assert len(STAGE_COLUMNS) == len(set(STAGE_COLUMNS))
+
+
+# -- the record's size (issue 16, item 9) ----------------------------------------------------
+
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+TWELVE_STAGES = [f"stage-{i:02d}" for i in range(12)]
+
+
+def extreme_durations(n: int, seed: int) -> list[float]:
+    """Valid durations from 5e-324 ms to 86,400,000 ms, log-uniform, with zeros and the
+    bounds themselves mixed in."""
+    rng = random.Random(seed)
+    fixed = [0.0, 5e-324, 86_400_000.0]
+    return [
+        fixed[i % 3] if i % 7 == 0 else min(2.0 ** rng.uniform(-1074, 26.37), 86_400_000.0)
+        for i in range(n)
+    ]
+
+
+def test_a_million_extreme_events_over_twelve_stages_make_a_record_under_kafkas_limit() -> None:
+    # The sketch inputs of ~1M events: a twelfth of them completed artifacts, the others
+    # stage completions spread over 12 stages (~77k samples per sketch).
+    durations = extreme_durations(1_000_000, seed=16)
+    sketches = [Counter(bucket(x) for x in durations[i::13]) for i in range(13)]
+    latency = artifact_metrics(
+        artifacts_row(latency_samples=len(durations[0::13]), latency_sketch=sketches[0]),
+        exact=False,
+    )
+    stage_rows = {
+        ("org-a", stage): stage_metrics(stage_row(duration_sketch=sketches[i + 1]), exact=False)
+        for i, stage in enumerate(TWELVE_STAGES)
+    }
+    rows = snapshot_rows("daily", T0, DAY, {"org-a": latency}, stage_rows, TWELVE_STAGES, 2**40, T0)
+    org_row = rows.snapshots[1]
+    key, value = message(org_row, [r for r in rows.stage_snapshots if r.organization_id])
+    assert len(key) + len(value) + 256 <= KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+    assert max(len(s) for s in sketches) <= 2520
+
+
+def test_the_worst_case_record_bounds_every_record_and_fits_twelve_stages() -> None:
+    from aggregators.snapshot_rows import RECORD_OVERHEAD_BYTES, worst_case_record_bytes
+
+    worst = worst_case_record_bytes(TWELVE_STAGES)
+    assert worst <= KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+    assert worst_case_record_bytes([*TWELVE_STAGES, "thirteenth"]) > worst
+    # A full record of real rows (every bucket taken, huge counts) stays under the bound.
+    full = dict.fromkeys([*range(-690, 1829), -(2**31)], 2**64 - 1)
+    latency = artifact_metrics(artifacts_row(latency_sketch=full), exact=False)
+    stage_rows = {("o" * 128, s): stage_metrics(stage_row(duration_sketch=full), exact=False)
+                  for s in TWELVE_STAGES}  # fmt: skip
+    rows = snapshot_rows("hourly", T0, HOUR, {"o" * 128: latency}, stage_rows, TWELVE_STAGES,
+                         2**64 - 1, T0)  # fmt: skip
+    key, value = message(rows.snapshots[1], rows.stage_snapshots[len(TWELVE_STAGES) :])
+    assert len(key) + len(value) + RECORD_OVERHEAD_BYTES <= worst
+
+
+def test_a_record_decodes_back_into_its_rows() -> None:
+    from aggregators.snapshot_rows import from_message
+
+    sketch = {bucket(x): 3 for x in (0.0, 1e-3, 7.5, 86_400_000.0)}
+    latency = artifact_metrics(artifacts_row(latency_sketch=sketch), exact=True)
+    stage_rows = {("org-a", "asr"): stage_metrics(stage_row(duration_sketch=sketch), exact=True)}
+    rows = snapshot_rows("hourly", T0, HOUR, {"org-a": latency}, stage_rows, ["asr"], 7, T0 + 5)
+    for row in rows.snapshots:
+        stages = [s for s in rows.stage_snapshots if s.organization_id == row.organization_id]
+        assert from_message(message(row, stages)[1]) == (row, stages)

@@ -28,9 +28,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigResource,
     NewTopic,
 )
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis as AsyncRedis
 
-from aggregators.closer import build_closer
+from aggregators.closer import TickReport, build_closer
 from consumers.dead_letters import ENVELOPE_BYTES, DeadLetter, DeadLetters
 from consumers.decode import RejectedPayload
 from consumers.publish_once import OncePublisher
@@ -318,8 +319,10 @@ def test_publisher_reports_each_failure_to_its_sender(
         try:
             state = WindowState(redis)
             refusing = settings.model_copy(update={"snapshots_topic": tiny})
+            # The closer believes the topic takes any record: the broker refuses it.
             closer = build_closer(refusing, state, clean_store, publisher,
-                                  clock=lambda: now_ms / 1000)  # fmt: skip
+                                  clock=lambda: now_ms / 1000,
+                                  max_record_bytes=1_048_588)  # fmt: skip
             dlq = OncePublisher(redis, DeadLetters(publisher, settings.kafka_bootstrap,
                                                    settings.dlq_topic))  # fmt: skip
             results = await asyncio.gather(
@@ -331,8 +334,14 @@ def test_publisher_reports_each_failure_to_its_sender(
         finally:
             await redis.aclose()
 
+    def refusals() -> float:
+        labels = {"reason": "refused"}
+        return REGISTRY.get_sample_value("voicemon_snapshots_unpublished_total", labels) or 0.0
+
+    before = refusals()
     (tick, published), queued = asyncio.run(scenario())
-    assert isinstance(tick, PublishFailed) and tick.topic == tiny and tick.too_large
+    assert isinstance(tick, TickReport) and tick.unpublished and not tick.emitted
+    assert refusals() == before + len(tick.unpublished)
     assert published is None
     assert queued, "the window whose snapshot was refused was unqueued"
     letters = [h for _, h in dlq_records(pipeline) if h.get("voicemon-source-offset") == "7"]

@@ -3,13 +3,14 @@ what its rows change in the window state. No I/O; ``consumers.ingest`` does the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from consumers.dead_letters import DeadLetter
-from consumers.decode import RejectedPayload, element_spans
+from consumers.decode import RejectedPayload, batch_elements
 from consumers.raw_writer import RawRow
 from voicemon import keys
 from voicemon.event import FUTURE_TOLERANCE_MS, Rejection, RejectReason
@@ -63,9 +64,15 @@ def letter_of(row: RawRow, message: Message, rejection: Rejection) -> DeadLetter
     batch_index: int | None = None
     if payload.lstrip().startswith(b"["):
         batch_index = row.position.batch_index
-        payload = payload[slice(*element_spans(payload)[batch_index])]
+        payload = _elements(payload)[batch_index]
     rejected = RejectedPayload(rejection, payload, batch_index)
     return DeadLetter(rejected, message.key, message.partition, message.offset)
+
+
+@functools.lru_cache(maxsize=16)
+def _elements(payload: bytes) -> list[bytes]:
+    """A batch's elements, split once for all the letters of its elements."""
+    return batch_elements(payload)
 
 
 def beyond_markers(row: RawRow, now_ms: int) -> bool:

@@ -44,6 +44,7 @@ from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
 from voicemon import rolling, telemetry
 from voicemon.event import (
+    FUTURE_TOLERANCE_MS,
     RAW_RETENTION_MS,
     EventType,
     PipelineEvent,
@@ -54,6 +55,9 @@ from voicemon.window_state import WindowState
 
 FOLLOW_POLL_S = 0.2
 FOLLOW_DEADLINE_S = 30.0  # a store-only worker waits this long for the counters' markers
+# A store-only worker's clock may differ from its counting workers' by this much: it judges
+# time with this to spare, and leaves the events at the edges to them.
+ROLE_CLOCK_SLACK_MS = 10 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +116,7 @@ class Ingest:
 
     async def _count(self, messages: Sequence[Message], hold: tuple[int, ...]) -> Counted:
         now_ms = int(self._clock() * 1000)
-        rows, letters, late, unsure = self._decode(messages, now_ms)
+        rows, letters, late, unsure, edge = self._decode(messages, now_ms)
         kept, late_letters = await self._decided_before(late, messages, now_ms)
         accepted = await self._not_rejected_before(unsure, messages)
         rows += kept + accepted
@@ -122,7 +126,7 @@ class Ingest:
             await self._dead_letters.publish_once(letters)
             classified = await self._count_once(rows, now_ms)
         else:
-            classified = await self._follow_counters(rows, now_ms)
+            classified = await self._follow_counters(rows, now_ms, edge, messages)
         return Counted(messages, classified, rejected, now_ms, hold)
 
     async def store(self, counted: Counted) -> BatchOutcome:
@@ -180,18 +184,29 @@ class Ingest:
             decrements = rolling.negated(rolling.increments([row.event], now_ms))
             await self._counters.settle(row.event.event_id, str(row.position), decrements, now_ms)
 
-    async def _follow_counters(self, rows: list[RawRow], now_ms: int) -> Classified:
+    async def _follow_counters(
+        self, rows: list[RawRow], now_ms: int, edge: set[Position], messages: Sequence[Message]
+    ) -> Classified:
         """For a store-only worker: keep the events the counting workers counted at their own
         position. An event's owner is its seen-marker's, or the store's for an event beyond
-        the markers' reach; an event with neither is waited for (at most FOLLOW_DEADLINE_S:
-        the counting workers mark every event they count, old ones too), then decided by
-        the store alone."""
+        the markers' reach. An event with neither is waited for (at most FOLLOW_DEADLINE_S:
+        the counting workers mark every event they count, old ones too) unless they rejected
+        it (its DLQ marker); then it is decided by the store alone, unless it lies at an
+        ``edge`` of the time rules, which only the counting workers decide."""
         deadline = time.monotonic() + FOLLOW_DEADLINE_S
         stored = await self._owners_of_old(rows, now_ms)
         while True:
             marked = await self._counters.owners([row.event.event_id for row in rows], now_ms)
             owners = [m if m is not None else s for s, m in zip(stored, marked, strict=True)]
             waiting = [i for i, owner in enumerate(owners) if owner is None]
+            if waiting:
+                sources = {i: _source(rows[i], _message_of(rows[i], messages)) for i in waiting}
+                rejected = await self._dead_letters.rejected_before(list(sources.values()))
+                dropped = {i for i, source in sources.items() if source in rejected}
+                if dropped:
+                    keep = [i for i in range(len(rows)) if i not in dropped]
+                    rows, stored = [rows[i] for i in keep], [stored[i] for i in keep]
+                    continue
             if not waiting:
                 return classify(rows, owners)
             if time.monotonic() > deadline:
@@ -200,7 +215,9 @@ class Ingest:
         late = await self._stored_owners([rows[i] for i in waiting])
         for i in waiting:
             owners[i] = late.get(rows[i].event.event_id)
-        return classify(rows, owners)
+        alone = [i for i in waiting if owners[i] is None and rows[i].position in edge]
+        return classify([r for i, r in enumerate(rows) if i not in alone],
+                        [o for i, o in enumerate(owners) if i not in alone])  # fmt: skip
 
     async def _decided_before(
         self, late: Sequence[RawRow], messages: Sequence[Message], now_ms: int
@@ -228,34 +245,48 @@ class Ingest:
 
     def _decode(
         self, messages: Sequence[Message], now_ms: int
-    ) -> tuple[list[RawRow], list[DeadLetter], list[RawRow], list[RawRow]]:
+    ) -> tuple[list[RawRow], list[DeadLetter], list[RawRow], list[RawRow], set[Position]]:
         """The accepted rows; the rejections; the rows accepted by their record's time that
-        the worker's clock finds too late (``_decided_before`` decides those); and the rows
-        accepted by the worker's clock because their record's create time lay too far from
-        it (``_not_rejected_before`` keeps a first rejection of those)."""
+        the worker's clock finds too late (``_decided_before`` decides those); the rows
+        accepted by the worker's clock because their record had no time it could trust
+        (``_not_rejected_before`` keeps a first rejection of those); and, for a store-only
+        worker, which judges time with ``ROLE_CLOCK_SLACK_MS`` to spare (its clock is not
+        its counting workers'), the rows its own clock would have rejected: those it
+        stores only if the counting workers counted them."""
+        slack = 0 if self._counts else ROLE_CLOCK_SLACK_MS
         rows: list[RawRow] = []
         letters: list[DeadLetter] = []
         late: list[RawRow] = []
         unsure: list[RawRow] = []
+        edge: set[Position] = set()
         oldest_ms = now_ms - RAW_RETENTION_MS
         for message in messages:
             record_ms, log_append = message.timestamp_ms, message.log_append
             decided_at = decision_time_ms(record_ms, log_append, now_ms)
             late_at = late_rule_time_ms(record_ms, log_append, now_ms)
-            by_clock = record_ms is not None and record_ms >= 0 and decided_at != record_ms
-            decoded = decode_message(message.value, now_ms=decided_at, stages=self._stages,
-                                     late_ms=late_at)  # fmt: skip
+            by_clock = not log_append and decided_at != record_ms
+            decoded = decode_message(message.value, now_ms=decided_at + slack,
+                                     stages=self._stages, late_ms=late_at - slack)  # fmt: skip
             for item in decoded:
                 if isinstance(item, AcceptedEvent):
+                    at = item.event.occurred_at_ms
                     row = RawRow(item.event, Position(message.partition, message.offset,
                                                       item.batch_index))  # fmt: skip
-                    if item.event.occurred_at_ms < oldest_ms:
+                    if (
+                        slack
+                        and not late_at - RAW_RETENTION_MS <= at <= decided_at + FUTURE_TOLERANCE_MS
+                    ):
+                        edge.add(row.position)
+                    if at < oldest_ms - slack:
                         late.append(row)
+                    elif at < oldest_ms:
+                        edge.add(row.position)
+                        rows.append(row)
                     else:
                         (unsure if by_clock else rows).append(row)
                 else:
                     letters.append(DeadLetter(item, message.key, message.partition, message.offset))
-        return rows, letters, late, unsure
+        return rows, letters, late, unsure, edge
 
     async def _not_rejected_before(
         self, unsure: Sequence[RawRow], messages: Sequence[Message]

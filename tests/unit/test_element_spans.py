@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.decode import RejectedPayload, decode_message, element_spans
+from consumers.decode import RejectedPayload, batch_elements, decode_message, element_spans
 
 NOW = 1_750_000_000_000
 STAGES = frozenset({"transcription"})
@@ -36,7 +36,9 @@ def test_spans_are_the_elements_own_bytes(elements: list[object], data: st.DataO
     raw = (data.draw(blanks) + "[" + ",".join(parts) + "]" + data.draw(blanks)).encode()
     spans = element_spans(raw)
     assert [orjson.loads(raw[start:end]) for start, end in spans] == orjson.loads(raw)
-    assert [raw[start:end].decode() for start, end in spans] == [p.strip(" \t\n\r") for p in parts]
+    own = [p.strip(" \t\n\r").encode() for p in parts]
+    assert [raw[start:end] for start, end in spans] == own  # the scan
+    assert batch_elements(raw) == own  # the one C pass
 
 
 def test_a_rejected_element_keeps_its_bytes_even_an_integer_past_64_bits() -> None:

@@ -166,7 +166,9 @@ class Ingest:
             if leases is not None:
                 await leases.give_back(hold)
         stored = [row for row in written if row not in refused] if refused else written
-        late = await self._window_state.record_written(*written_windows(stored), counted.now_ms)
+        present = [row for row in replayed if row not in missing]  # stored before a crash
+        windows = written_windows(stored + present)  # their hours too, if the crash came first
+        late = await self._window_state.record_written(*windows, counted.now_ms)
         telemetry.EVENTS_LATE.inc(late)
         return missing, refused
 
@@ -188,8 +190,9 @@ class Ingest:
         self, rows: list[RawRow], now_ms: int, edge: set[Position], messages: Sequence[Message]
     ) -> Classified:
         """For a store-only worker: keep the events the counting workers counted at their own
-        position. An event's owner is its seen-marker's, or the store's for an event beyond
-        the markers' reach. An event with neither is waited for (at most FOLLOW_DEADLINE_S:
+        position. An event's owner is the store's for an event beyond the markers' reach (a
+        counting worker without a store may have marked an old copy anew), else its
+        seen-marker's. An event with neither is waited for (at most FOLLOW_DEADLINE_S:
         the counting workers mark every event they count, old ones too) unless they rejected
         it (its DLQ marker); then it is decided by the store alone, unless it lies at an
         ``edge`` of the time rules, which only the counting workers decide."""
@@ -197,7 +200,7 @@ class Ingest:
         stored = await self._owners_of_old(rows, now_ms)
         while True:
             marked = await self._counters.owners([row.event.event_id for row in rows], now_ms)
-            owners = [m if m is not None else s for s, m in zip(stored, marked, strict=True)]
+            owners = [s if s is not None else m for s, m in zip(stored, marked, strict=True)]
             waiting = [i for i, owner in enumerate(owners) if owner is None]
             if waiting:
                 sources = {i: _source(rows[i], _message_of(rows[i], messages)) for i in waiting}
@@ -223,8 +226,9 @@ class Ingest:
         self, late: Sequence[RawRow], messages: Sequence[Message], now_ms: int
     ) -> tuple[list[RawRow], list[DeadLetter]]:
         """Events too late by the worker's clock but not by their record's time (CONTRACT
-        §3.2): rejected as ``too_late``, unless this very position was accepted before (a
-        replay keeps the first decision: its marker or its row says so)."""
+        §3.2): rejected as ``too_late``, unless the event was counted before (a replay keeps
+        the first decision, a copy of a retained event changes nothing: its marker or its row
+        says so)."""
         if not late:
             return [], []
         marked = await self._counters.owners([row.event.event_id for row in late], now_ms)
@@ -232,8 +236,8 @@ class Ingest:
         kept: list[RawRow] = []
         letters: list[DeadLetter] = []
         for row, marker in zip(late, marked, strict=True):
-            if (marker or stored.get(row.event.event_id)) == str(row.position):
-                kept.append(row)
+            if marker or stored.get(row.event.event_id):
+                kept.append(row)  # counted before, here or at another position: not new
             else:
                 letters.append(letter_of(row, _message_of(row, messages), TOO_LATE_BY_CLOCK))
         return kept, letters

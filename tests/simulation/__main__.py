@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=int, default=20, help="discrepancies to print")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # the closer's warnings about kept hours are expected
-    plan = schedule.generate(args.seed, args.arrivals, int(time.time() * 1000), args.hours,
-                             args.topology)  # fmt: skip
+    plan = schedule.generate(
+        args.seed, args.arrivals, int(time.time() * 1000), args.hours, args.topology
+    )
     expected = oracle.expect(plan)
     with tempfile.TemporaryDirectory(prefix="vm-sim-store-") as path, redis_server() as url:
         store = connect(f"chdb://{path}")
@@ -50,13 +51,20 @@ def main(argv: list[str] | None = None) -> int:
             view["counted_twice"] += found.twice
             view["other"] += int(not found.lost and not found.twice)
         summary = {
-            "seed": args.seed, "topology": plan.topology, "virtual_hours": args.hours,
-            "arrivals": plan.arrivals(), "distinct_events": len(expected.winners),
-            "duplicates": expected.duplicates, "dlq_letters": len(expected.letters),
-            "chunks": len(plan.chunks), "steps": outcome.steps, "seconds": round(seconds, 1),
-            "redis_keys_max": outcome.redis_keys_max, "discrepancies": len(outcome.discrepancies),
+            "seed": args.seed,
+            "topology": plan.topology,
+            "virtual_hours": args.hours,
+            "arrivals": plan.arrivals(),
+            "distinct_events": len(expected.winners),
+            "duplicates": expected.duplicates,
+            "dlq_letters": len(expected.letters),
+            "chunks": len(plan.chunks),
+            "steps": outcome.steps,
+            "seconds": round(seconds, 1),
+            "redis_keys_max": outcome.redis_keys_max,
+            "discrepancies": len(outcome.discrepancies),
             "views": dict(views),
-        }  # fmt: skip
+        }
         print(json.dumps(summary, indent=2))
         for found in outcome.discrepancies[: args.show]:
             print(str(found)[:400], file=sys.stderr)

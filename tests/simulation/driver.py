@@ -47,13 +47,13 @@ from consumers.raw_writer import RawRow, RawWriter
 from consumers.rolling_counters import RollingCounters
 from tests import reference
 from tests.simulation import oracle
-from tests.simulation.oracle import COUNTS, Expected, Window
+from tests.simulation.oracle import COUNTS, Window
 from tests.simulation.schedule import PARTITIONS, STAGES, Chunk, Schedule
 from voicemon import telemetry
 from voicemon.producer import DeliveryError
 from voicemon.settings import DEFAULT_STAGES
 from voicemon.store import Client
-from voicemon.window_state import WindowState
+from voicemon.window_state import Pointers, WindowState
 
 HOUR_MS = reference.HOUR_MS
 SCOPES = (None, "org-a", "org.c:1")  # real-time reads: the platform and two organizations
@@ -106,15 +106,17 @@ class DlqRecorder:
             headers = [(k, bytes(v)) for k, v in letter.headers()]
             size = len(letter.rejected.payload or b"") + sum(len(k) + len(v) for k, v in headers)
             if self.max_bytes is not None and size > self.max_bytes:
-                raise DeliveryError("KafkaError{code=MSG_SIZE_TOO_LARGE,val=10,str=\"Broker: "
-                                    "Message size too large\"}")  # fmt: skip
+                raise DeliveryError(
+                    'KafkaError{code=MSG_SIZE_TOO_LARGE,val=10,str="Broker: '
+                    'Message size too large"}'
+                )
             self.partitions[self.partition_of(letter)].append(
                 Letter(
                     letter.source,
                     letter.rejected.rejection.reason.value,
                     letter.rejected.payload,
                     {k: v.decode() for k, v in headers},
-                )  # fmt: skip
+                )
             )
 
     def letters(self) -> list[Letter]:
@@ -169,8 +171,12 @@ class Outcome:
 
 
 def messages_of(chunk: Chunk) -> list[Message]:
-    return [Message(r.partition, r.offset, f"k{r.partition}".encode(), r.value, r.record_ms,
-                    r.log_append) for r in chunk.records]  # fmt: skip
+    return [
+        Message(
+            r.partition, r.offset, f"k{r.partition}".encode(), r.value, r.record_ms, r.log_append
+        )
+        for r in chunk.records
+    ]
 
 
 def _duplicates_total() -> float:
@@ -197,9 +203,15 @@ class Driver:
     # -- set-up ------------------------------------------------------------------------------
     def _worker(self, *, counts: bool, writes: bool) -> Worker:
         writer = FaultyRawWriter(self.store) if writes else None
-        ingest = Ingest(RollingCounters(self.redis), WindowState(self.redis), STAGES,
-                        dead_letters=OncePublisher(self.redis, self.dlq, self.clock),  # type: ignore[arg-type]
-                        raw_writer=writer, counts=counts, clock=self.clock)  # fmt: skip
+        ingest = Ingest(
+            RollingCounters(self.redis),
+            WindowState(self.redis),
+            STAGES,
+            dead_letters=OncePublisher(self.redis, self.dlq, self.clock),  # type: ignore[arg-type]
+            raw_writer=writer,
+            counts=counts,
+            clock=self.clock,
+        )
         worker = Worker(ingest, writer)
         self.workers.append(worker)
         return worker
@@ -249,6 +261,11 @@ class Driver:
         self.counter = self._worker(counts=True, writes=not split)
         self.storer = self._worker(counts=False, writes=True) if split else None
         self.closer: WindowCloser | None = self._closer()
+        if self.schedule.closer and self.schedule.closer_from_ms is not None:
+            hour = self.schedule.closer_from_ms
+            assert await self.closer.holds_lease()
+            day = oracle.first_day(self.schedule)
+            await WindowState(self.redis).initialize(self.closer.owner, Pointers(hour, day, day))
         self.successor_at: int | None = None
         order = itertools.count()
         timeline: list[tuple[int, int, int, Callable[[], Awaitable[None]]]] = []
@@ -266,13 +283,13 @@ class Driver:
                 await step()
             except SimulatedCrash:
                 raise
-            except Exception as error:  # noqa: BLE001 - every failure of a step is a finding
+            except Exception as error:  # every failure of a step is a finding
                 self.outcome.discrepancies.append(
                     Discrepancy(
                         "step",
                         f"t+{(at - self.schedule.start_ms) / 60_000:.1f}min",
                         f"a step raised {error!r}",
-                    )  # fmt: skip
+                    )
                 )
 
     def _chunk_step(
@@ -435,27 +452,50 @@ class Driver:
             diffs["avg_latency_ms"] = actual["avg_latency_ms"] - latency
         if diffs:
             counts = [v for k, v in diffs.items() if isinstance(v, int)]
-            self._found("realtime", f"{scope or 'platform'}@{self._when(at)}", f"actual - expected: {diffs}",
-                        lost=-sum(v for v in counts if v < 0), twice=sum(v for v in counts if v > 0),
-                        event_ids=self._window_ids(scope, at))  # fmt: skip
+            self._found(
+                "realtime",
+                f"{scope or 'platform'}@{self._when(at)}",
+                f"actual - expected: {diffs}",
+                lost=-sum(v for v in counts if v < 0),
+                twice=sum(v for v in counts if v > 0),
+                event_ids=self._window_ids(scope, at),
+            )
 
     def _window_ids(self, scope: str | None, at: int) -> tuple[str, ...]:
         last = at // reference.MINUTE_MS
-        return tuple(w.body["event_id"] for m in range(last - 65, last + 6)
-                     for w in self.expected.by_minute.get(m, ())
-                     if scope is None or w.body.get("organization_id") == scope)  # fmt: skip
+        return tuple(
+            w.body["event_id"]
+            for m in range(last - 65, last + 6)
+            for w in self.expected.by_minute.get(m, ())
+            if scope is None or w.body.get("organization_id") == scope
+        )
 
     def _check_no_double_rows(self, at: int) -> None:
-        rows = self.store.query("SELECT event_id, count() FROM voicemon.pipeline_events "
-                                "GROUP BY event_id HAVING count() > 1").result_rows  # fmt: skip
+        rows = self.store.query(
+            "SELECT event_id, count() FROM voicemon.pipeline_events "
+            "GROUP BY event_id HAVING count() > 1"
+        ).result_rows
         for event_id, count in rows:
             if ("raw", event_id) not in self._reported:
                 self._reported.add(("raw", event_id))
-                self._found("raw", event_id, f"{count} raw rows at {self._when(at)}",
-                            twice=count - 1, event_ids=(event_id,))  # fmt: skip
+                self._found(
+                    "raw",
+                    event_id,
+                    f"{count} raw rows at {self._when(at)}",
+                    twice=count - 1,
+                    event_ids=(event_id,),
+                )
 
-    def _found(self, view: str, key: str, detail: str, *, lost: int = 0, twice: int = 0,
-               event_ids: tuple[str, ...] = ()) -> None:  # fmt: skip
+    def _found(
+        self,
+        view: str,
+        key: str,
+        detail: str,
+        *,
+        lost: int = 0,
+        twice: int = 0,
+        event_ids: tuple[str, ...] = (),
+    ) -> None:
         self.outcome.discrepancies.append(Discrepancy(view, key, detail, lost, twice, event_ids))
 
     def _when(self, at: int) -> str:
@@ -481,20 +521,36 @@ class Driver:
             seen[event_id] += 1
             winner = wanted.get(event_id) or self.expected.winners.get(event_id)
             if winner is None:
-                self._found("raw", event_id, "a raw row for an event the contract rejects",
-                            twice=1, event_ids=(event_id,))  # fmt: skip
+                self._found(
+                    "raw",
+                    event_id,
+                    "a raw row for an event the contract rejects",
+                    twice=1,
+                    event_ids=(event_id,),
+                )
             elif (event_type, occurred, org, artifact) != (
                 winner.body["event_type"],
                 winner.occurred_ms,
                 winner.body.get("organization_id"),
                 winner.body["artifact_id"],
             ):
-                self._found("raw", event_id, f"a row of another copy than the first: {event_type} "
-                            f"{self._when(occurred)} {artifact}", twice=1, event_ids=(event_id,))  # fmt: skip
+                self._found(
+                    "raw",
+                    event_id,
+                    f"a row of another copy than the first: {event_type} "
+                    f"{self._when(occurred)} {artifact}",
+                    twice=1,
+                    event_ids=(event_id,),
+                )
         for event_id, count in seen.items():
             if count > 1 and ("raw", event_id) not in self._reported:
-                self._found("raw", event_id, f"{count} raw rows at the end", twice=count - 1,
-                            event_ids=(event_id,))  # fmt: skip
+                self._found(
+                    "raw",
+                    event_id,
+                    f"{count} raw rows at the end",
+                    twice=count - 1,
+                    event_ids=(event_id,),
+                )
         for event_id in wanted.keys() - seen.keys():
             self._found(
                 "raw", event_id, "no raw row for an accepted event", lost=1, event_ids=(event_id,)
@@ -528,28 +584,45 @@ class Driver:
                     event_ids=ids,
                 )
             elif letters[0].payload != payload and "voicemon-truncated" not in letters[0].headers:
-                self._found("dlq", str(source), f"payload {letters[0].payload!r:.120} is not the "
-                            f"original bytes {payload!r:.120}", event_ids=ids)  # fmt: skip
+                self._found(
+                    "dlq",
+                    str(source),
+                    f"payload {letters[0].payload!r:.120} is not the "
+                    f"original bytes {payload!r:.120}",
+                    event_ids=ids,
+                )
         for source, letters in got.items():
-            self._found("dlq", str(source), f"a letter ({letters[0].reason}) for an accepted copy",
-                        twice=len(letters), event_ids=self._ids_at(source))  # fmt: skip
+            self._found(
+                "dlq",
+                str(source),
+                f"a letter ({letters[0].reason}) for an accepted copy",
+                twice=len(letters),
+                event_ids=self._ids_at(source),
+            )
 
     def _ids_at(self, source: tuple[int, int, int | None]) -> tuple[str, ...]:
         for chunk in self.schedule.chunks:
             for record in chunk.records:
                 if (record.partition, record.offset) == source[:2]:
-                    return tuple(e.body["event_id"] for e in record.elements
-                                 if e.body is not None and "event_id" in e.body)  # fmt: skip
+                    return tuple(
+                        e.body["event_id"]
+                        for e in record.elements
+                        if e.body is not None and "event_id" in e.body
+                    )
         return ()
 
     def _compare_duplicates(self) -> None:
         counted = sum(w.duplicates for w in self.workers if w.alive)
         low, high = self.expected.duplicates_due, self.expected.duplicates
         if not low <= counted <= high:
-            self._found("duplicates", "voicemon_events_duplicate_total",
-                        f"{counted:g} counted by the live workers; {low} distinct duplicate copies "
-                        f"must be, {high} may be", lost=max(0, int(low - counted)),
-                        twice=max(0, int(counted - high)))  # fmt: skip
+            self._found(
+                "duplicates",
+                "voicemon_events_duplicate_total",
+                f"{counted:g} counted by the live workers; {low} distinct duplicate copies "
+                f"must be, {high} may be",
+                lost=max(0, int(low - counted)),
+                twice=max(0, int(counted - high)),
+            )
 
     def _slack(self) -> int:
         successor = max(
@@ -558,10 +631,18 @@ class Driver:
         return oracle.TICK_MS + successor + oracle.DEBOUNCE_MS
 
     def _snapshot_rows(self) -> dict[tuple[str, str, int], dict[str, Any]]:
-        found = queries.rows_of(self.store, "SELECT *, toUnixTimestamp(period_start) * 1000 AS start_ms "
-                                "FROM voicemon.snapshots_latest", {})  # fmt: skip
-        stage_rows = queries.rows_of(self.store, "SELECT *, toUnixTimestamp(period_start) * 1000 AS "
-                                     "start_ms FROM voicemon.stage_snapshots_latest", {})  # fmt: skip
+        found = queries.rows_of(
+            self.store,
+            "SELECT *, toUnixTimestamp(period_start) * 1000 AS start_ms "
+            "FROM voicemon.snapshots_latest",
+            {},
+        )
+        stage_rows = queries.rows_of(
+            self.store,
+            "SELECT *, toUnixTimestamp(period_start) * 1000 AS "
+            "start_ms FROM voicemon.stage_snapshots_latest",
+            {},
+        )
         rows = {
             (r["period_type"], r["organization_id"], int(r["start_ms"])): r | {"stages": {}}
             for r in found
@@ -587,22 +668,29 @@ class Driver:
                     window = expect(start, org, slack)
                     row = rows.pop((period, org or "", start), None)
                     self._compare_window(period, start, org, window, row)
-        first = oracle.first_hour(self.schedule.ticks[0])
+        first = oracle.first_hour(self.schedule)
         for (period, org, start), _ in rows.items():
             if period == "hourly" and start < first:
-                self._found("hourly", f"{org or 'platform'}@{self._when(start)}",
-                            "a snapshot of an hour whose raw events were not all retained")  # fmt: skip
+                self._found(
+                    "hourly",
+                    f"{org or 'platform'}@{self._when(start)}",
+                    "a snapshot of an hour whose raw events were not all retained",
+                )
         if hours:
             self._compare_range("hourly", hours, self.expected.hour, slack)
         if days:
             self._compare_range("daily", days, self.expected.day, slack)
 
-    def _compare_window(self, period: str, start: int, org: str | None, window: Window,
-                        row: dict[str, Any] | None) -> None:  # fmt: skip
+    def _compare_window(
+        self, period: str, start: int, org: str | None, window: Window, row: dict[str, Any] | None
+    ) -> None:
         key = f"{period} {org or 'platform'} {self._when(start)}"
-        ids = tuple(w.body["event_id"] for h in range(24 if period == "daily" else 1)
-                    for w in self.expected.by_hour.get(start + h * HOUR_MS, ())
-                    if org is None or w.body.get("organization_id") == org)  # fmt: skip
+        ids = tuple(
+            w.body["event_id"]
+            for h in range(24 if period == "daily" else 1)
+            for w in self.expected.by_hour.get(start + h * HOUR_MS, ())
+            if org is None or w.body.get("organization_id") == org
+        )
         if row is None:
             if org is None or any(window.low[n] for n in COUNTS):
                 self._found(
@@ -625,16 +713,19 @@ class Driver:
         for name in COUNTS:
             low, high = sum(w.low[name] for w in windows), sum(w.high[name] for w in windows)
             if not low <= summary[name] <= high:
-                self._found("range", f"{period} {name}", f"{summary[name]} not in [{low}, {high}]",
-                            lost=max(0, low - summary[name]), twice=max(0, summary[name] - high))  # fmt: skip
+                self._found(
+                    "range",
+                    f"{period} {name}",
+                    f"{summary[name]} not in [{low}, {high}]",
+                    lost=max(0, low - summary[name]),
+                    twice=max(0, summary[name] - high),
+                )
 
     def _compare_topic(self) -> None:
         on_topic: dict[str, set[int]] = defaultdict(set)
         for key, value in self.published:
             on_topic[key].add(int(value["version"]))
         for (period, org, start), row in self._snapshot_rows().items():
-            iso = datetime.fromtimestamp(start / 1000).astimezone().strftime("")  # unused
-            del iso
             key = f"{period}:{row['scope']}:{org}:{_iso(start)}"
             if int(row["version"]) not in on_topic.get(key, set()):
                 self._found("topic", key, f"version {row['version']} written, never published")
@@ -650,16 +741,23 @@ def _close_enough(actual: float, wanted: float, rel: float = 1e-9) -> bool:
     return math.isclose(actual, wanted, rel_tol=rel, abs_tol=1e-6)
 
 
-def _window_diffs(row: dict[str, Any], window: Window, *, exact_percentiles: bool
-                  ) -> tuple[dict[str, Any], int, int]:  # fmt: skip
+def _window_diffs(
+    row: dict[str, Any], window: Window, *, exact_percentiles: bool
+) -> tuple[dict[str, Any], int, int]:
     diffs: dict[str, Any] = {}
     lost = twice = 0
     pairs = [(n, row[n], window.low[n], window.high[n]) for n in COUNTS]
     for stage in STAGES:
         got = row["stages"].get(stage, {})
         for name in ("started", "completed", "failed"):
-            pairs.append((f"{stage}.{name}", int(got.get(name, 0)), window.low["stages"][stage][name],
-                          window.high["stages"][stage][name]))  # fmt: skip
+            pairs.append(
+                (
+                    f"{stage}.{name}",
+                    int(got.get(name, 0)),
+                    window.low["stages"][stage][name],
+                    window.high["stages"][stage][name],
+                )
+            )
     for name, actual, low, high in pairs:
         if not low <= actual <= high:
             diffs[name] = (actual, low if low == high else (low, high))

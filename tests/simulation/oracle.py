@@ -69,13 +69,21 @@ class Expected:
         winners = [w for w in self.by_hour.get(hour_ms, ()) if _in_scope(w, organization)]
         edge = hour_ms + RETENTION_MS - GRACE_MS - slack_ms
         sure = [w.body for w in winners if w.counted_at_ms < edge]
-        return Window(reference.metrics(sure, STAGES), reference.metrics([w.body for w in winners], STAGES),
-                      len(sure) < len(winners), bool(winners))  # fmt: skip
+        return Window(
+            reference.metrics(sure, STAGES),
+            reference.metrics([w.body for w in winners], STAGES),
+            len(sure) < len(winners),
+            bool(winners),
+        )
 
     def day(self, day_ms: int, organization: str | None, slack_ms: int) -> Window:
         hours = [self.hour(day_ms + h * HOUR_MS, organization, slack_ms) for h in range(24)]
-        bodies = [w.body for h in range(24) for w in self.by_hour.get(day_ms + h * HOUR_MS, ())
-                  if _in_scope(w, organization)]  # fmt: skip
+        bodies = [
+            w.body
+            for h in range(24)
+            for w in self.by_hour.get(day_ms + h * HOUR_MS, ())
+            if _in_scope(w, organization)
+        ]
         edge_free = not any(h.uncertain for h in hours)
         low = reference.metrics(bodies, STAGES) if edge_free else _sum_counts(h.low for h in hours)
         return Window(low, reference.metrics(bodies, STAGES), not edge_free, bool(bodies))
@@ -129,8 +137,9 @@ def expect(schedule: Schedule) -> Expected:
                     continue
                 assert element.body is not None
                 occurred = reference.event_ms(element.body)
-                verdict = reference.time_verdict(occurred, record.record_ms, record.log_append,
-                                                 chunk.at_ms)  # fmt: skip
+                verdict = reference.time_verdict(
+                    occurred, record.record_ms, record.log_append, chunk.at_ms
+                )
                 if verdict != "accepted":
                     expected.letters[source] = (verdict, payload)
                 elif element.body["event_id"] in expected.winners:
@@ -138,8 +147,12 @@ def expect(schedule: Schedule) -> Expected:
                     first = expected.winners[element.body["event_id"]]
                     expected.duplicates_due += _duplicate_due(first, chunk.at_ms)
                 else:
-                    winner = Winner(element.body, occurred, chunk.at_ms,
-                                    (record.partition, record.offset, index))  # fmt: skip
+                    winner = Winner(
+                        element.body,
+                        occurred,
+                        chunk.at_ms,
+                        (record.partition, record.offset, index),
+                    )
                     expected.winners[element.body["event_id"]] = winner
                     expected.by_minute[occurred // MINUTE_MS].append(winner)
                     expected.by_hour[hour_of(occurred)].append(winner)
@@ -153,23 +166,26 @@ def _duplicate_due(first: Winner, now_ms: int) -> bool:
     return in_window or now_ms - first.counted_at_ms <= HOUR_MS
 
 
-def first_hour(first_tick_ms: int) -> int:
-    """The oldest hour whose raw events are all retained at the closer's first tick: the
-    first hour it closes (hours before it get no snapshot)."""
-    oldest = first_tick_ms - RETENTION_MS
+def first_hour(schedule: Schedule) -> int:
+    """The first hour the closer closes: where a closer with history stands, or for a new
+    one the oldest hour whose raw events are all retained at its first tick (hours before it
+    get no snapshot)."""
+    if schedule.closer_from_ms is not None:
+        return schedule.closer_from_ms
+    oldest = schedule.ticks[0] - RETENTION_MS
     return hour_of(oldest + HOUR_MS - 1)
 
 
-def first_day(first_tick_ms: int) -> int:
-    return day_of(first_hour(first_tick_ms) + DAY_MS - 1)
+def first_day(schedule: Schedule) -> int:
+    return day_of(first_hour(schedule) + DAY_MS - 1)
 
 
 def closed_hours(schedule: Schedule) -> list[int]:
     """Hours surely closed by the last tick (wall clock past H + 1h + grace)."""
-    start, last = first_hour(schedule.ticks[0]), schedule.ticks[-1]
+    start, last = first_hour(schedule), schedule.ticks[-1]
     return list(range(start, hour_of(last - HOUR_MS - GRACE_MS) - HOUR_MS + 1, HOUR_MS))
 
 
 def closed_days(schedule: Schedule) -> list[int]:
-    start, last = first_day(schedule.ticks[0]), schedule.ticks[-1]
+    start, last = first_day(schedule), schedule.ticks[-1]
     return [d for d in range(start, last, DAY_MS) if d + DAY_CLOSE_MS + TICK_MS <= last]

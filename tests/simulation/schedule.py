@@ -19,8 +19,14 @@ from tests.reference import DAY_MS, HOUR_MS, MINUTE_MS, RETENTION_MS, decision_n
 
 STAGES = ("transcription", "claims_extraction", "entity_resolution", "draft_generation")
 PARTITIONS = 3
-EVENT_TYPES = ("artifact_received", "artifact_completed", "artifact_failed",
-               "stage_started", "stage_completed", "stage_failed")  # fmt: skip
+EVENT_TYPES = (
+    "artifact_received",
+    "artifact_completed",
+    "artifact_failed",
+    "stage_started",
+    "stage_completed",
+    "stage_failed",
+)
 ORGS = ("org-a", "org-b", "org.c:1", None)
 GENERATION_MS = 20 * MINUTE_MS  # the seen-markers' generation (voicemon.keys), a seam to aim at
 MARKER_GENERATIONS = 5
@@ -87,6 +93,7 @@ class Schedule:
     dlq_max_bytes: int | None = None  # None: every letter fits (CONTRACT §2)
     ticks: tuple[int, ...] = field(default=())
     closer: bool = True  # False: no window closer (a shrunk schedule of ingest views)
+    closer_from_ms: int | None = None  # the hour a closer with history has reached (None: new)
 
     def arrivals(self) -> int:
         return sum(len(r.elements) or 1 for c in self.chunks for r in c.records)
@@ -112,8 +119,12 @@ class _Copy:
 
 def _body(rng: random.Random, event_id: str, occurred_ms: int) -> dict[str, Any]:
     kind = rng.choice(EVENT_TYPES)
-    body: dict[str, Any] = {"event_id": event_id, "event_type": kind,
-                            "occurred_at": occurred_ms, "artifact_id": f"art-{event_id}"}  # fmt: skip
+    body: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": kind,
+        "occurred_at": occurred_ms,
+        "artifact_id": f"art-{event_id}",
+    }
     org = rng.choice(ORGS)
     if org is not None:
         body["organization_id"] = org
@@ -191,8 +202,18 @@ def _resend_delays(rng: random.Random, first_ms: int, occurred_ms: int) -> Itera
 
 def _conflicting(rng: random.Random, body: dict[str, Any], occurred_ms: int) -> dict[str, Any]:
     """Same event_id, another payload, often in another hour or day."""
-    shift = rng.choice([0, HOUR_MS, -HOUR_MS, DAY_MS, -DAY_MS, 3 * HOUR_MS,
-                        HOUR_MS - occurred_ms % HOUR_MS, -(occurred_ms % HOUR_MS) - 1])  # fmt: skip
+    shift = rng.choice(
+        [
+            0,
+            HOUR_MS,
+            -HOUR_MS,
+            DAY_MS,
+            -DAY_MS,
+            3 * HOUR_MS,
+            HOUR_MS - occurred_ms % HOUR_MS,
+            -(occurred_ms % HOUR_MS) - 1,
+        ]
+    )
     other = _body(rng, body["event_id"], occurred_ms + shift)
     other["artifact_id"] = body["artifact_id"] + "-other"
     return other
@@ -201,11 +222,28 @@ def _conflicting(rng: random.Random, body: dict[str, Any], occurred_ms: int) -> 
 def _malformed(rng: random.Random, event_id: str, read_ms: int) -> _Copy:
     good = _body(rng, event_id, read_ms - 1000)
     good["occurred_at"] = read_ms - 1000
-    kind = rng.choice(["invalid_json", "invalid_utf8", "not_an_object", "empty_batch",
-                       "missing_field", "unknown_event_type", "unknown_stage", "invalid_field",
-                       "newline_time", "big_int", "null"])  # fmt: skip
-    whole = {"invalid_json": b'{"event_id": "x", ', "invalid_utf8": b'{"event_id": "\xff"}',
-             "not_an_object": b"42", "empty_batch": b"[]", "null": b""}  # fmt: skip
+    kind = rng.choice(
+        [
+            "invalid_json",
+            "invalid_utf8",
+            "not_an_object",
+            "empty_batch",
+            "missing_field",
+            "unknown_event_type",
+            "unknown_stage",
+            "invalid_field",
+            "newline_time",
+            "big_int",
+            "null",
+        ]
+    )
+    whole = {
+        "invalid_json": b'{"event_id": "x", ',
+        "invalid_utf8": b'{"event_id": "\xff"}',
+        "not_an_object": b"42",
+        "empty_batch": b"[]",
+        "null": b"",
+    }
     if kind in whole:
         reason = {"empty_batch": "not_an_object", "null": "invalid_json"}.get(kind, kind)
         return _Copy(read_ms, None, reason, whole=whole[kind])
@@ -287,8 +325,11 @@ def _records(rng: random.Random, group: list[_Copy], offsets: list[int]) -> list
         offset = offsets[partition]
         offsets[partition] += 1
         if copy.whole is not None:
-            records.append(Record(partition, offset, copy.whole, record_ms, log_append, (),
-                                  False, copy.malformed))  # fmt: skip
+            records.append(
+                Record(
+                    partition, offset, copy.whole, record_ms, log_append, (), False, copy.malformed
+                )
+            )
             i += 1
             continue
         size = 1 if copy.solo or rng.random() < 0.5 else rng.randint(1, 6)
@@ -303,8 +344,9 @@ def _records(rng: random.Random, group: list[_Copy], offsets: list[int]) -> list
     return records
 
 
-def generate(seed: int, arrivals: int, real_now_ms: int, hours: int = 52,
-             topology: str | None = None) -> Schedule:  # fmt: skip
+def generate(
+    seed: int, arrivals: int, real_now_ms: int, hours: int = 52, topology: str | None = None
+) -> Schedule:
     """A schedule of about ``arrivals`` copies over ``hours`` virtual hours."""
     rng = random.Random(seed)
     start = start_of(real_now_ms, rng)
@@ -330,8 +372,16 @@ def generate(seed: int, arrivals: int, real_now_ms: int, hours: int = 52,
         chunks.append(Chunk(group[-1].read_ms, tuple(_records(rng, group, offsets))))
     chunks = _faults(rng, chunks)
     ticks = tuple(range(start - start % TICK_MS + TICK_MS, end + 2 * TICK_MS, TICK_MS))
-    return Schedule(seed, start, end + 2 * TICK_MS, topology or ("all", "split")[seed % 2],
-                    tuple(chunks), _closer_faults(rng, ticks), None, ticks)  # fmt: skip
+    return Schedule(
+        seed,
+        start,
+        end + 2 * TICK_MS,
+        topology or ("all", "split")[seed % 2],
+        tuple(chunks),
+        _closer_faults(rng, ticks),
+        None,
+        ticks,
+    )
 
 
 def _faults(rng: random.Random, chunks: list[Chunk]) -> list[Chunk]:

@@ -27,10 +27,7 @@ def _rebuilt(record: Record, keep: Callable[[int], bool]) -> Record | None:
     elements = tuple(e for i, e in enumerate(record.elements) if keep(i))
     if not elements:
         return None
-    if record.batch:
-        value = b"[" + b",".join(e.raw for e in elements) + b"]"
-    else:
-        value = elements[0].raw
+    value = b"[" + b",".join(e.raw for e in elements) + b"]" if record.batch else elements[0].raw
     return replace(record, elements=elements, value=value)
 
 
@@ -108,7 +105,7 @@ def shrink(schedule: Schedule, found: Discrepancy, run: Run, budget: int = 40) -
 
 
 def _with(chunks: tuple[Chunk, ...], k: int, chunk: Chunk) -> tuple[Chunk, ...]:
-    return chunks[:k] + (chunk,) + chunks[k + 1 :]
+    return (*chunks[:k], chunk, *chunks[k + 1:])
 
 
 def describe(schedule: Schedule) -> list[str]:
@@ -121,8 +118,10 @@ def describe(schedule: Schedule) -> list[str]:
         clock = (ms % (24 * HOUR_MS)) / MINUTE_MS
         return f"t{rel:+.3f}min({int(clock // 60):02d}:{clock % 60:06.3f})"
 
-    lines = [f"seed {schedule.seed}, topology {schedule.topology}, start {schedule.start_ms}, "
-             f"{len(schedule.chunks)} chunks, closer {'on' if schedule.closer else 'off'}"]  # fmt: skip
+    lines = [
+        f"seed {schedule.seed}, topology {schedule.topology}, start {schedule.start_ms}, "
+        f"{len(schedule.chunks)} chunks, closer {'on' if schedule.closer else 'off'}"
+    ]
     for chunk in schedule.chunks:
         fault = "" if chunk.fault == "none" else f" fault={chunk.fault}"
         if chunk.replay_at_ms:
@@ -130,14 +129,18 @@ def describe(schedule: Schedule) -> list[str]:
         lines.append(f"chunk read@{when(chunk.at_ms)}{fault}")
         for record in chunk.records:
             stamp = "log-append" if record.log_append else "create"
-            lines.append(f"  record p{record.partition}/o{record.offset} {stamp}@"
-                         f"{when(record.record_ms)} {'batch' if record.batch else 'single'}")  # fmt: skip
+            lines.append(
+                f"  record p{record.partition}/o{record.offset} {stamp}@"
+                f"{when(record.record_ms)} {'batch' if record.batch else 'single'}"
+            )
             for element in record.elements:
                 body = element.body or {}
                 occurred = body.get("occurred_at")
                 at = when(occurred) if isinstance(occurred, int) else repr(occurred)
-                lines.append(f"    {body.get('event_id')} {body.get('event_type')} occurred@{at} "
-                             f"org={body.get('organization_id')} {element.malformed or ''}")  # fmt: skip
+                lines.append(
+                    f"    {body.get('event_id')} {body.get('event_type')} occurred@{at} "
+                    f"org={body.get('organization_id')} {element.malformed or ''}"
+                )
     for fault in schedule.closer_faults:
         lines.append(f"closer {fault.kind} at {when(fault.at_ms)} publish #{fault.call}")
     return lines

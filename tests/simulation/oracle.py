@@ -176,13 +176,18 @@ def first_hour(schedule: Schedule) -> int:
     return hour_of(oldest + HOUR_MS - 1)
 
 
+def natural_first_hour(schedule: Schedule) -> int:
+    """The oldest hour any event can still be accepted into at the first tick."""
+    return hour_of(schedule.ticks[0] - RETENTION_MS + HOUR_MS - 1)
+
+
 def first_day(schedule: Schedule) -> int:
     return day_of(first_hour(schedule) + DAY_MS - 1)
 
 
 def closed_hours(schedule: Schedule) -> list[int]:
     """Hours surely closed by the last tick (wall clock past H + 1h + grace)."""
-    start, last = first_hour(schedule), schedule.ticks[-1]
+    start, last = natural_first_hour(schedule), schedule.ticks[-1]
     return list(range(start, hour_of(last - HOUR_MS - GRACE_MS) - HOUR_MS + 1, HOUR_MS))
 
 

@@ -357,7 +357,8 @@ def generate(
     offsets = [0] * PARTITIONS
     i = 0
     while i < len(copies):
-        if copies[i].solo:
+        # a copy on an edge is read alone, at its exact instant (in the long mode, a sample)
+        if copies[i].solo and (per_chunk == 1 or rng.random() < 1 / per_chunk):
             group = [copies[i]]
         else:
             size = rng.randint(1, 6) * per_chunk
@@ -365,7 +366,7 @@ def generate(
             while (
                 i + len(group) < len(copies)
                 and len(group) < size
-                and not copies[i + len(group)].solo
+                and not (copies[i + len(group)].solo and per_chunk == 1)
             ):
                 group.append(copies[i + len(group)])
         i += len(group)

@@ -105,7 +105,7 @@ def shrink(schedule: Schedule, found: Discrepancy, run: Run, budget: int = 40) -
 
 
 def _with(chunks: tuple[Chunk, ...], k: int, chunk: Chunk) -> tuple[Chunk, ...]:
-    return (*chunks[:k], chunk, *chunks[k + 1:])
+    return (*chunks[:k], chunk, *chunks[k + 1 :])
 
 
 def describe(schedule: Schedule) -> list[str]:

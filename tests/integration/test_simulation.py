@@ -97,8 +97,13 @@ def test_the_simulation_sees_a_lost_event(
     strict=True,
     reason="issue 16 items 2-7 (and the DLQ-marker TTL below): the minimal cases below show each",
 )
-def test_a_seeded_schedule_matches_the_oracle(store: Client, redis_url: str) -> None:
-    generated = schedule.generate(2, 70, int(time.time() * 1000), 52, "all")
+@pytest.mark.parametrize(("seed", "topology"), [(2, "all"), (1, "split")])
+def test_a_seeded_schedule_matches_the_oracle(
+    store: Client, redis_url: str, seed: int, topology: str
+) -> None:
+    """52 virtual hours of generated arrivals with every seam and fault (the short seed set;
+    the long mode is ``python -m tests.simulation``)."""
+    generated = schedule.generate(seed, 60, int(time.time() * 1000), 52, topology)
     assert views(run(generated, store, redis_url)) == []
 
 

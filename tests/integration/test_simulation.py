@@ -146,11 +146,6 @@ def test_item1_a_letter_the_dlq_refuses_for_its_size_does_not_stop_ingest(
     assert views(run(refusing, store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 2: an identical resend past the markers' "
-    "life but short of their reach is stored and counted again",
-)
 def test_item2_an_identical_resend_82_minutes_later_changes_nothing(
     store: Client, redis_url: str
 ) -> None:
@@ -163,36 +158,41 @@ def test_item2_an_identical_resend_82_minutes_later_changes_nothing(
     assert views(run(resend, store, redis_url)) == []
 
 
+@pytest.mark.parametrize("shift", [HOUR_MS, -24 * HOUR_MS])
+def test_item3_a_conflicting_copy_in_another_hour_counts_in_no_snapshot_twice(
+    store: Client, redis_url: str, shift: int
+) -> None:
+    """The first copy's hour counts it, the later copy's hour, day and range do not."""
+    found = run(_conflicting_copy(shift), store, redis_url).discrepancies
+    assert [str(f) for f in found if f.view != "raw"] == []
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 16 item 3: a conflicting copy whose occurred_at "
-    "is in another hour is stored and counted in both hours",
+    reason="issue 16 item 3 / invariant 'at most one raw row per event_id while retained': a "
+    "conflicting copy in another hour past the markers' reach adds a second raw row",
 )
-@pytest.mark.parametrize(
-    ("shift", "closer"), [(HOUR_MS, True), (-HOUR_MS, False), (-24 * HOUR_MS, False)]
-)
-def test_item3_a_conflicting_copy_in_another_hour_changes_nothing(
-    store: Client, redis_url: str, shift: int, closer: bool
+@pytest.mark.parametrize("shift", [HOUR_MS, -HOUR_MS, -24 * HOUR_MS])
+def test_item3_a_conflicting_copy_in_another_hour_adds_no_raw_row(
+    store: Client, redis_url: str, shift: int
 ) -> None:
-    """Checked in the raw rows and, with the closer, in both hours' snapshots and the day."""
+    found = run(replace(_conflicting_copy(shift), closer=False), store, redis_url).discrepancies
+    assert [str(f) for f in found if f.view == "raw"] == []
+
+
+def _conflicting_copy(shift: int) -> Schedule:
     at = T0 + 30 * MINUTE_MS
     first = event("conflict", at - 3 * HOUR_MS)
     later = event("conflict", at - 3 * HOUR_MS + shift, "artifact_failed", organization_id="org-a")
     then = at + 3 * HOUR_MS
-    conflicting = plan(
+    return plan(
         chunk(at, record(0, 0, first, at=at)),
         chunk(then, record(1, 0, later, at=then)),
-        closer=closer,
+        closer=True,
         closer_from_ms=at - 5 * HOUR_MS - at % HOUR_MS,
     )
-    assert views(run(conflicting, store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 4: role store decides alone past the "
-    "markers' reach and stores an old event's resend twice",
-)
 @pytest.mark.parametrize("in_flight", [True, False], ids=["chunks-overlapping", "same-batch"])
 def test_item4_role_store_stores_an_old_event_once(
     store: Client, redis_url: str, in_flight: bool
@@ -210,11 +210,6 @@ def test_item4_role_store_stores_an_old_event_once(
     assert views(run(plan(*chunks, topology="split"), store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 5: after a handover both owners store "
-    "the same rows when the old owner's store outlasts the rebalance",
-)
 @pytest.mark.parametrize(("topology", "age"), [("all", 1000), ("split", 3 * HOUR_MS)])
 def test_item5_a_handover_mid_chunk_stores_each_row_once(
     store: Client, redis_url: str, topology: str, age: int
@@ -227,9 +222,6 @@ def test_item5_a_handover_mid_chunk_stores_each_row_once(
     assert views(run(handover, store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 16 item 6: a create time far from the worker's clock is used as now"
-)
 @pytest.mark.parametrize(
     ("occurred", "created", "log_append"),
     [
@@ -247,11 +239,6 @@ def test_item6_the_time_rules_use_the_workers_clock_when_the_record_is_far_from_
     assert views(run(plan(chunk(at, skewed)), store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 7: an RFC 3339 time with a trailing "
-    "newline is accepted; a rejected batch element is re-encoded",
-)
 @pytest.mark.parametrize("kind", ["newline", "big-int"])
 def test_item7_rejections_of_the_strict_rules(store: Client, redis_url: str, kind: str) -> None:
     at = T0 + 19 * MINUTE_MS

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=int, default=52)
     parser.add_argument("--topology", choices=["all", "split"], default=None)
     parser.add_argument("--shrink", action="store_true")
+    parser.add_argument("--progress", action="store_true", help="a line per virtual hour")
     parser.add_argument("--show", type=int, default=20, help="discrepancies to print")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # the closer's warnings about kept hours are expected
@@ -40,7 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         store = connect(f"chdb://{path}")
         migrate(store)
         started = time.monotonic()
-        outcome = driver.run_sync(plan, store, url)
+
+        def progress(tick: int, outcome: driver.Outcome) -> None:
+            hours = (tick - plan.start_ms) / 3_600_000
+            if args.progress and tick % 3_600_000 == 0:
+                print(
+                    f"virtual hour {hours:.0f}: {outcome.steps} steps, "
+                    f"{len(outcome.discrepancies)} discrepancies, "
+                    f"{time.monotonic() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        outcome = driver.run_sync(plan, store, url, progress)
         seconds = time.monotonic() - started
         views: dict[str, dict[str, int]] = defaultdict(
             lambda: {"lost": 0, "counted_twice": 0, "other": 0}

@@ -45,11 +45,12 @@ from consumers.ingest import Counted, Ingest
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawRow, RawWriter
 from consumers.rolling_counters import RollingCounters
+from consumers.store_leases import StoreLeases
 from tests import reference
 from tests.simulation import oracle
 from tests.simulation.oracle import COUNTS, Window
 from tests.simulation.schedule import PARTITIONS, STAGES, Chunk, Schedule
-from voicemon import telemetry
+from voicemon import keys, telemetry
 from voicemon.producer import DeliveryError
 from voicemon.settings import DEFAULT_STAGES
 from voicemon.store import Client
@@ -61,6 +62,10 @@ TABLES = ("pipeline_events", "snapshots", "stage_snapshots")
 # A store-only worker waits this long (real seconds) for the counters' markers; the
 # simulation always counts first, so a wait is itself a finding and need not take 30 s.
 FOLLOW_DEADLINE_S = 2.0
+# Store leases fence concurrent writers in real time (renewed by a task, lapsing after
+# LEASE_MS): the reaper leaves them to Redis; a crashed worker's are deleted when it dies.
+LEASES = keys.store_lease(0)[:-1].encode()
+HANDOVER_WAIT_S = 1.0  # real seconds a new owner's replay may take before the old store ends
 
 
 class SimulatedCrash(Exception):
@@ -142,6 +147,7 @@ class Worker:
 
     ingest: Ingest
     writer: FaultyRawWriter | None
+    leases: StoreLeases | None = None
     duplicates: float = 0.0  # its share of voicemon_events_duplicate_total
     alive: bool = True
 
@@ -184,7 +190,14 @@ def _duplicates_total() -> float:
 
 
 class Driver:
-    def __init__(self, schedule: Schedule, store: Client, redis_url: str) -> None:
+    def __init__(
+        self,
+        schedule: Schedule,
+        store: Client,
+        redis_url: str,
+        progress: Callable[[int, Outcome], None] | None = None,
+    ) -> None:
+        self.progress = progress
         assert tuple(DEFAULT_STAGES) == STAGES
         self.schedule = schedule
         self.store = store
@@ -203,6 +216,7 @@ class Driver:
     # -- set-up ------------------------------------------------------------------------------
     def _worker(self, *, counts: bool, writes: bool) -> Worker:
         writer = FaultyRawWriter(self.store) if writes else None
+        leases = StoreLeases(self.redis) if writes else None
         ingest = Ingest(
             RollingCounters(self.redis),
             WindowState(self.redis),
@@ -210,9 +224,10 @@ class Driver:
             dead_letters=OncePublisher(self.redis, self.dlq, self.clock),  # type: ignore[arg-type]
             raw_writer=writer,
             counts=counts,
+            leases=leases,
             clock=self.clock,
         )
-        worker = Worker(ingest, writer)
+        worker = Worker(ingest, writer, leases)
         self.workers.append(worker)
         return worker
 
@@ -252,6 +267,9 @@ class Driver:
             await self._final_checks()
         finally:
             consumers.ingest.FOLLOW_DEADLINE_S = saved
+            for worker in self.workers:
+                if worker.leases is not None and worker.leases._renewer is not None:
+                    worker.leases._renewer.cancel()
             await self.redis.aclose()
             self.sync_redis.close()
         return self.outcome
@@ -311,14 +329,14 @@ class Driver:
             if chunk.fault == "overlap":
                 self.pending = [(worker, counted)]
             elif chunk.fault in ("crash_after_count", "outage"):
-                replay = self._crash_and_replay(worker, messages)
+                replay = await self._crash_and_replay(worker, messages)
             elif chunk.fault == "crash_in_store":
                 assert worker.writer is not None
                 worker.writer.crash_next = True
                 try:
                     await worker.ingest.store(counted)
                 except SimulatedCrash:
-                    replay = self._crash_and_replay(worker, messages)
+                    replay = await self._crash_and_replay(worker, messages)
             elif chunk.fault == "handover":
                 replay = self._handover(worker, counted, messages)
             else:
@@ -336,10 +354,10 @@ class Driver:
             self.counter = successor
         return successor
 
-    def _crash_and_replay(
+    async def _crash_and_replay(
         self, worker: Worker, messages: list[Message]
     ) -> Callable[[], Awaitable[None]]:
-        worker.alive = False  # its process memory (its share of the counters) is gone
+        await self._die(worker)
         successor = self._successor(worker)
         replay_counter = self.storer is not None and worker is self.storer
 
@@ -350,6 +368,19 @@ class Driver:
 
         return replay
 
+    async def _die(self, worker: Worker) -> None:
+        """The worker's process is gone: its memory (its share of the counters) with it, and
+        its store leases lapse (the replay comes after ``LEASE_MS``)."""
+        worker.alive = False
+        if worker.leases is not None:
+            renewer = worker.leases._renewer
+            if renewer is not None:
+                renewer.cancel()
+            held = [key async for key in self.redis.scan_iter(match=LEASES + b"*")]
+            for key in held:
+                if await self.redis.get(key) == worker.leases.holder.encode():
+                    await self.redis.delete(key)
+
     def _handover(
         self, old: Worker, counted: Counted, messages: list[Message]
     ) -> Callable[[], Awaitable[None]]:
@@ -358,8 +389,12 @@ class Driver:
         async def replay() -> None:
             if self.storer is not None:
                 await self._process(self.counter, messages)
-            await self._process(new, messages)  # the new owner replays the chunk
-            await old.ingest.store(counted)  # the old owner's store, outlasting the rebalance
+            # The new owner replays the chunk while the old owner's store still hangs; the old
+            # one finishes after the new one's replay, or when the new one waits for it.
+            replaying = asyncio.ensure_future(self._process(new, messages))
+            await asyncio.wait({replaying}, timeout=HANDOVER_WAIT_S)
+            await old.ingest.store(counted)
+            await replaying
 
         return replay
 
@@ -377,6 +412,8 @@ class Driver:
     # -- ticks: virtual time's housekeeping, the closer, samples --------------------------------
     def _tick_step(self, tick: int) -> Callable[[], Awaitable[None]]:
         async def step() -> None:
+            if self.progress is not None:
+                self.progress(tick, self.outcome)
             await self._reap()
             self._retain()
             await self._close(tick)
@@ -398,7 +435,11 @@ class Driver:
             for name in batch:
                 pipe.execute_command("PEXPIRETIME", name)
             times = await pipe.execute()
-            due = [n for n, t in zip(batch, times, strict=True) if 0 <= int(t) <= self.clock.ms]
+            due = [
+                n
+                for n, t in zip(batch, times, strict=True)
+                if 0 <= int(t) <= self.clock.ms and not n.startswith(LEASES)
+            ]
             if due:
                 await self.redis.delete(*due)
                 self.outcome.reaped += len(due)
@@ -787,9 +828,10 @@ def _window_diffs(
     return diffs, lost, twice
 
 
-async def run(schedule: Schedule, store: Client, redis_url: str) -> Outcome:
-    return await Driver(schedule, store, redis_url).run()
-
-
-def run_sync(schedule: Schedule, store: Client, redis_url: str) -> Outcome:
-    return asyncio.run(run(schedule, store, redis_url))
+def run_sync(
+    schedule: Schedule,
+    store: Client,
+    redis_url: str,
+    progress: Callable[[int, Outcome], None] | None = None,
+) -> Outcome:
+    return asyncio.run(Driver(schedule, store, redis_url, progress).run())

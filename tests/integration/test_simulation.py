@@ -293,3 +293,21 @@ def test_a_rejection_replayed_after_a_long_outage_is_not_sent_twice(
     bad = Record(1, 0, b'{"event_id": ', at, True, (), False, "invalid_json")
     outage = plan(chunk(at, bad, fault="outage", replay_at=at + 2 * HOUR_MS + 10 * MINUTE_MS))
     assert views(run(outage, store, redis_url)) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the simulation (not in issue 16's list): a copy accepted as a duplicate "
+    "exactly at the 48 h edge, replayed after a crash half a second later, goes to the DLQ as "
+    "too_late (its first decision left no trace to keep)",
+)
+def test_a_duplicate_at_the_retention_edge_keeps_its_decision_on_replay(
+    store: Client, redis_url: str
+) -> None:
+    at = T0 + 31 * MINUTE_MS
+    edge = event("edge", at - 48 * HOUR_MS, "stage_completed", stage="transcription")
+    first = chunk(at, record(2, 0, edge, at=at))
+    created = at - 9 * MINUTE_MS  # not trusted: the worker's clock decides
+    again = chunk(at, record(1, 0, edge, at=created, log_append=False, batch=True),
+                  fault="crash_after_count", replay_at=at + 500)  # fmt: skip
+    assert views(run(plan(first, again), store, redis_url)) == []

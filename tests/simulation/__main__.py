@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="a line per virtual hour")
     parser.add_argument("--show", type=int, default=20, help="discrepancies to print")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the redis-server too
     logging.disable(logging.WARNING)  # the closer's warnings about kept hours are expected
     plan = schedule.generate(
         args.seed, args.arrivals, int(time.time() * 1000), args.hours, args.topology

@@ -311,3 +311,19 @@ def test_a_duplicate_at_the_retention_edge_keeps_its_decision_on_replay(
     again = chunk(at, record(1, 0, edge, at=created, log_append=False, batch=True),
                   fault="crash_after_count", replay_at=at + 500)  # fmt: skip
     assert views(run(plan(first, again), store, redis_url)) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the simulation on the fix of item 4 (071308b): with roles counters + store "
+    "(counters without a store, as embedded), an identical resend past the markers' reach is "
+    "marked by the counters as their own and the store worker, following the marker, stores it "
+    "again",
+)
+def test_split_roles_store_an_old_identical_resend_once(store: Client, redis_url: str) -> None:
+    at = T0 + 37 * MINUTE_MS
+    old = event("old-again", at - 3 * HOUR_MS, "stage_started", stage="transcription")
+    later = at + 10 * HOUR_MS
+    resent = plan(chunk(at, record(0, 0, old, at=at)), chunk(later, record(2, 0, old, at=later)),
+                  topology="split")  # fmt: skip
+    assert views(run(resent, store, redis_url)) == []

@@ -49,7 +49,7 @@ from consumers.store_leases import StoreLeases
 from tests import reference
 from tests.simulation import oracle
 from tests.simulation.oracle import COUNTS, Window
-from tests.simulation.schedule import PARTITIONS, STAGES, Chunk, Schedule
+from tests.simulation.schedule import OVERLAP_MS, PARTITIONS, STAGES, Chunk, Schedule
 from voicemon import keys, telemetry
 from voicemon.producer import DeliveryError
 from voicemon.settings import DEFAULT_STAGES
@@ -322,12 +322,12 @@ class Driver:
                     self.counter = self._worker(counts=True, writes=False)
             worker = self.storer or self.counter
             counted = await self._count(worker, messages)
-            for old, old_counted in self.pending:  # the chunk before, in flight until now
-                await old.ingest.store(old_counted)
-            self.pending = []
+            await self._flush_pending()  # the chunk before, in flight until now
             replay: Callable[[], Awaitable[None]] | None = None
-            if chunk.fault == "overlap":
+            if chunk.fault == "overlap":  # stored once the next chunk is counted, or in 1 s
                 self.pending = [(worker, counted)]
+                flush_at = chunk.at_ms + OVERLAP_MS
+                heapq.heappush(timeline, (flush_at, 3, next(order), self._flush_pending))
             elif chunk.fault in ("crash_after_count", "outage"):
                 replay = await self._crash_and_replay(worker, messages)
             elif chunk.fault == "crash_in_store":
@@ -345,6 +345,11 @@ class Driver:
                 heapq.heappush(timeline, (chunk.replay_at_ms, 0, next(order), replay))
 
         return step
+
+    async def _flush_pending(self) -> None:
+        pending, self.pending = self.pending, []
+        for old, old_counted in pending:
+            await old.ingest.store(old_counted)
 
     def _successor(self, worker: Worker) -> Worker:
         successor = self._worker(counts=worker is self.counter, writes=worker.writer is not None)

@@ -32,6 +32,7 @@ GENERATION_MS = 20 * MINUTE_MS  # the seen-markers' generation (voicemon.keys), 
 MARKER_GENERATIONS = 5
 MARKER_REACH_MS = 80 * MINUTE_MS + 5 * MINUTE_MS  # beyond_markers: 80 min + the 5 min tolerance
 TICK_MS = 10 * MINUTE_MS
+OVERLAP_MS = 1000  # a chunk's store overlaps the next chunk's count if it comes this soon
 SECOND = 1000
 
 
@@ -386,6 +387,7 @@ def generate(
 
 
 def _faults(rng: random.Random, chunks: list[Chunk]) -> list[Chunk]:
+    chunks = list(chunks)
     result: list[Chunk] = []
     shift_to = 0  # an outage: chunks read before it ends are read when it ends
     for k, chunk in enumerate(chunks):
@@ -395,7 +397,9 @@ def _faults(rng: random.Random, chunks: list[Chunk]) -> list[Chunk]:
         roll = rng.random()
         fault, replay = "none", 0
         if roll < 0.25:
-            fault = "overlap"
+            fault = "overlap"  # the next chunk is read while this one is stored: within 1 s
+            if k + 1 < len(chunks) and chunks[k + 1].at_ms - at > OVERLAP_MS:
+                chunks[k + 1] = replace(chunks[k + 1], at_ms=at + rng.randrange(OVERLAP_MS))
         elif roll < 0.28:
             fault, replay = "crash_after_count", at + min(gap, rng.choice([0, 1000, 30_000]))
         elif roll < 0.30:

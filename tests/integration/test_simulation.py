@@ -134,11 +134,6 @@ def test_every_copy_decided_at_the_edges_of_the_time_rules(store: Client, redis_
     assert views(run(plan(*chunks), store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 1: a rejection the DLQ refuses for its "
-    "size stops ingest instead of going out as an envelope",
-)
 def test_item1_a_letter_the_dlq_refuses_for_its_size_does_not_stop_ingest(
     store: Client, redis_url: str
 ) -> None:
@@ -263,11 +258,6 @@ def test_item7_rejections_of_the_strict_rules(store: Client, redis_url: str, kin
     assert views(run(plan(chunk(at, bad)), store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 11: a closer killed between writing and publishing a snapshot, "
-    "with no successor for 48 h, leaves it unpublished",
-)
 def test_item11_a_snapshot_written_is_published_whatever_the_closer_does(
     store: Client, redis_url: str
 ) -> None:

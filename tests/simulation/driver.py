@@ -27,11 +27,13 @@ import itertools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaError
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
@@ -40,7 +42,7 @@ from aggregators import queries
 from aggregators.closer import CloserConfig, WindowCloser
 from aggregators.realtime import read_realtime
 from consumers.batch import Message
-from consumers.dead_letters import DeadLetter
+from consumers.dead_letters import DeadLetters
 from consumers.ingest import Counted, Ingest
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawRow, RawWriter
@@ -51,7 +53,7 @@ from tests.simulation import oracle
 from tests.simulation.oracle import COUNTS, Window
 from tests.simulation.schedule import OVERLAP_MS, PARTITIONS, STAGES, Chunk, Schedule
 from voicemon import keys, telemetry
-from voicemon.producer import DeliveryError
+from voicemon.publisher import DeliveryError, Published, PublishFailed
 from voicemon.settings import DEFAULT_STAGES
 from voicemon.store import Client
 from voicemon.window_state import Pointers, WindowState
@@ -68,8 +70,9 @@ LEASES = keys.store_lease(0)[:-1].encode()
 HANDOVER_WAIT_S = 1.0  # real seconds a new owner's replay may take before the old store ends
 
 
-class SimulatedCrash(Exception):
-    """The process of the step dies here."""
+class SimulatedCrash(BaseException):
+    """The process of the step dies here (no ``except Exception`` of the code under test
+    may survive it, as none survives a SIGKILL)."""
 
 
 class VirtualClock:
@@ -88,44 +91,57 @@ class Letter:
     headers: dict[str, str]
 
 
-class DlqRecorder:
-    """The DLQ's Kafka side as ``OncePublisher`` uses it (``consumers.dead_letters``): each
-    DLQ partition a list of records. ``max_bytes`` set: a letter larger than that (value plus
-    headers) is refused as the broker refuses a record over ``max.message.bytes``."""
+class _RecordingProducer:
+    """The Kafka producer under ``DeadLetters``: each record appended to its DLQ partition and
+    acknowledged at once, or refused for its size (value plus headers over ``max_bytes``)."""
+
+    def __init__(self, dlq: DlqRecorder, max_bytes: int | None) -> None:
+        self._dlq = dlq
+        self._max_bytes = max_bytes
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        partition: int,
+    ) -> Future[Published]:
+        sent: Future[Published] = Future()
+        size = len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        if self._max_bytes is not None and size > self._max_bytes:
+            sent.set_exception(PublishFailed(topic, "Broker: Message size too large",
+                                             KafkaError.MSG_SIZE_TOO_LARGE))  # fmt: skip
+            return sent
+        named = {k: bytes(v).decode(errors="replace") for k, v in headers}
+        batch_index = named.get("voicemon-batch-index")
+        source = (int(named["voicemon-source-partition"]), int(named["voicemon-source-offset"]),
+                  None if batch_index is None else int(batch_index))  # fmt: skip
+        records = self._dlq.records[partition]
+        records.append(Letter(source, named["voicemon-reason"], value, named))
+        sent.set_result(Published(topic, partition, len(records) - 1))
+        return sent
+
+
+class DlqRecorder(DeadLetters):
+    """The real ``DeadLetters`` (its envelopes, refusals and per-letter deliveries) over a
+    recording producer and reader instead of Kafka: each DLQ partition is a list."""
 
     def __init__(self, partitions: int = PARTITIONS, max_bytes: int | None = None) -> None:
-        self.partitions = [list[Letter]() for _ in range(partitions)]
-        self.max_bytes = max_bytes
-
-    def partition_of(self, letter: DeadLetter) -> int:
-        return letter.partition % len(self.partitions)
+        self._topic = "simulated.dlq"
+        self._partitions = partitions
+        self._in_flight = {}
+        self._publisher = _RecordingProducer(self, max_bytes)  # type: ignore[assignment]
+        self.records: list[list[Letter]] = [[] for _ in range(partitions)]
 
     def end_offset(self, partition: int) -> int:
-        return len(self.partitions[partition])
+        return len(self.records[partition])
 
     def published_since(self, partition: int, offset: int) -> set[tuple[int, int, int | None]]:
-        return {letter.source for letter in self.partitions[partition][offset:]}
-
-    async def send(self, letters: Sequence[DeadLetter]) -> None:
-        for letter in letters:
-            headers = [(k, bytes(v)) for k, v in letter.headers()]
-            size = len(letter.rejected.payload or b"") + sum(len(k) + len(v) for k, v in headers)
-            if self.max_bytes is not None and size > self.max_bytes:
-                raise DeliveryError(
-                    'KafkaError{code=MSG_SIZE_TOO_LARGE,val=10,str="Broker: '
-                    'Message size too large"}'
-                )
-            self.partitions[self.partition_of(letter)].append(
-                Letter(
-                    letter.source,
-                    letter.rejected.rejection.reason.value,
-                    letter.rejected.payload,
-                    {k: v.decode() for k, v in headers},
-                )
-            )
+        return {letter.source for letter in self.records[partition][offset:]}
 
     def letters(self) -> list[Letter]:
-        return [letter for partition in self.partitions for letter in partition]
+        return [letter for partition in self.records for letter in partition]
 
 
 class FaultyRawWriter(RawWriter):

@@ -86,3 +86,85 @@ def metrics(events: Iterable[dict[str, Any]], stages: Iterable[str]) -> dict[str
             "p95_duration_ms": nearest_rank(durations, 0.95),
         }
     return result
+
+
+# -- CONTRACT §3.2: the time rules of one copy, decided once at its first delivery ---------
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+FUTURE_LIMIT_MS = 5 * MINUTE_MS  # "more than 5 minutes in the future" is rejected
+RETENTION_MS = 48 * HOUR_MS  # "older than the raw retention (48 h)" is too late
+CREATE_TIME_TRUST_MS = 5 * MINUTE_MS  # a create time within 5 min of the clock, either side
+
+
+def decision_now(record_ms: int | None, log_append: bool, clock_ms: int) -> int:
+    """The "now" of the future rule and of the record side of the late rule: the log-append
+    time; a create time only within 5 minutes of the worker's clock; else the clock."""
+    if record_ms is None or record_ms < 0:
+        return clock_ms
+    if log_append or abs(record_ms - clock_ms) <= CREATE_TIME_TRUST_MS:
+        return record_ms
+    return clock_ms
+
+
+def time_verdict(occurred_ms: int, record_ms: int | None, log_append: bool, clock_ms: int) -> str:
+    """'accepted', 'future_timestamp' or 'too_late' for a well-formed event (§3.2): too late by
+    its record's time or by the worker's clock."""
+    now = decision_now(record_ms, log_append, clock_ms)
+    if occurred_ms > now + FUTURE_LIMIT_MS:
+        return "future_timestamp"
+    if occurred_ms < now - RETENTION_MS or occurred_ms < clock_ms - RETENTION_MS:
+        return "too_late"
+    return "accepted"
+
+
+# -- CONTRACT §5: the rolling window, by event time, one-minute buckets --------------------
+
+
+def in_rolling_window(occurred_ms: int, counted_at_ms: int, read_at_ms: int) -> bool:
+    """Whether an event counted at ``counted_at_ms`` shows in a real-time read at
+    ``read_at_ms``: its minute is one of the 60 ending with the read's minute, and was still
+    inside the window when it was counted (an older minute is no longer kept)."""
+    minute = occurred_ms // MINUTE_MS
+    if minute < counted_at_ms // MINUTE_MS - 59:
+        return False
+    return read_at_ms // MINUTE_MS - 59 <= minute <= read_at_ms // MINUTE_MS
+
+
+def rolling_totals(events: Iterable[dict[str, Any]], stages: Iterable[str]) -> dict[str, Any]:
+    """The §5 counts and sums of the events in a window (plain numbers, no ratios)."""
+    events = list(events)
+    totals: dict[str, Any] = {
+        "artifacts_received": 0,
+        "artifacts_completed": 0,
+        "artifacts_failed": 0,
+        "ai_cost_usd": 0.0,
+        "latency_sum": 0.0,
+        "latency_n": 0,
+        "stages": {stage: {"started": 0, "completed": 0, "failed": 0} for stage in stages},
+    }
+    names = {
+        "artifact_received": "artifacts_received",
+        "artifact_completed": "artifacts_completed",
+        "artifact_failed": "artifacts_failed",
+    }
+    for event in events:
+        kind = event["event_type"]
+        totals["ai_cost_usd"] += float(event.get("ai_cost_usd") or 0)
+        if kind in names:
+            totals[names[kind]] += 1
+            if kind == "artifact_completed" and event.get("duration_ms") is not None:
+                totals["latency_sum"] += float(event["duration_ms"])
+                totals["latency_n"] += 1
+        elif event.get("stage") in totals["stages"]:
+            totals["stages"][event["stage"]][kind.removeprefix("stage_")] += 1
+    return totals
+
+
+def hour_of(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+def day_of(ms: int) -> int:
+    return ms - ms % DAY_MS

@@ -289,12 +289,6 @@ def test_a_rejection_replayed_after_a_long_outage_is_not_sent_twice(
     assert views(run(outage, store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the simulation (not in issue 16's list): a copy accepted as a duplicate "
-    "exactly at the 48 h edge, replayed after a crash half a second later, goes to the DLQ as "
-    "too_late (its first decision left no trace to keep)",
-)
 def test_a_duplicate_at_the_retention_edge_keeps_its_decision_on_replay(
     store: Client, redis_url: str
 ) -> None:
@@ -307,13 +301,6 @@ def test_a_duplicate_at_the_retention_edge_keeps_its_decision_on_replay(
     assert views(run(plan(first, again), store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the simulation on the fix of item 4 (071308b): with roles counters + store "
-    "(counters without a store, as embedded), an identical resend past the markers' reach is "
-    "marked by the counters as their own and the store worker, following the marker, stores it "
-    "again",
-)
 def test_split_roles_store_an_old_identical_resend_once(store: Client, redis_url: str) -> None:
     at = T0 + 37 * MINUTE_MS
     old = event("old-again", at - 3 * HOUR_MS, "stage_started", stage="transcription")
@@ -323,12 +310,6 @@ def test_split_roles_store_an_old_identical_resend_once(store: Client, redis_url
     assert views(run(resent, store, redis_url)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the simulation (not in issue 16's list): a late event whose insert finished "
-    "just before a crash is never re-emitted: the replay finds its row and marks no closed hour "
-    "dirty (nor raises the watermark)",
-)
 @pytest.mark.parametrize("topology", ["all", "split"])
 def test_a_late_event_stored_just_before_a_crash_reaches_its_hours_snapshot(
     store: Client, redis_url: str, topology: str

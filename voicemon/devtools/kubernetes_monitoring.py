@@ -1,11 +1,16 @@
 """The Kubernetes monitoring manifests generated from their single sources: the PrometheusRule
 from deploy/prometheus/rules/voicemon.yml and the Grafana dashboard ConfigMaps from
 deploy/grafana/dashboards/*.json. ``python -m voicemon.devtools.kubernetes_monitoring``
-rewrites them; tests/unit/test_kubernetes_monitoring.py fails when they differ."""
+rewrites them; tests/unit/test_kubernetes_monitoring.py fails when they differ.
+
+``python -m voicemon.devtools.kubernetes_monitoring --cluster-label region --runbook-base-url
+URL`` prints the alert rules for another cluster label and runbook base instead."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,32 @@ DASHBOARDS = ROOT / "deploy/grafana/dashboards"
 MONITORING = ROOT / "deploy/kubernetes/monitoring"
 NAMESPACE = "voicemon"
 PART_OF = {"app.kubernetes.io/part-of": "voicemon"}
+# The rules file's own cluster label and runbook base; render_rules() swaps in others.
+CLUSTER_LABEL = "cluster"
+RUNBOOK_BASE_URL = "https://voicemon.example.com/docs/runbook.md"
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_GROUPING = re.compile(r"\b(by|on)\s*\(([^)]*)\)")
+
+
+class RenderError(ValueError):
+    """A cluster label or runbook base URL the rules cannot carry."""
+
+
+def render_rules(text: str, cluster_label: str, runbook_base_url: str) -> str:
+    """The rules file's text with ``cluster_label`` for the cluster label in every ``by``/``on``
+    grouping and every runbook link under ``runbook_base_url`` (absolute http(s), no ``#``)."""
+    if not _LABEL_NAME.fullmatch(cluster_label):
+        raise RenderError(f"{cluster_label!r} is not a Prometheus label name.")
+    if not re.fullmatch(r"https?://[^\s#]+", runbook_base_url):
+        raise RenderError(f"{runbook_base_url!r} is not an absolute http(s) URL without a #.")
+
+    def grouping(match: re.Match[str]) -> str:
+        labels = [cluster_label if label.strip() == CLUSTER_LABEL else label.strip()
+                  for label in match.group(2).split(",")]  # fmt: skip
+        return f"{match.group(1)} ({', '.join(labels)})"
+
+    text = _GROUPING.sub(grouping, text)
+    return text.replace(f"runbook_url: {RUNBOOK_BASE_URL}#", f"runbook_url: {runbook_base_url}#")
 
 
 class _Dumper(yaml.SafeDumper):
@@ -89,7 +120,16 @@ def generated() -> dict[Path, str]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--cluster-label", help="print the rules with this cluster label")
+    parser.add_argument("--runbook-base-url", help="print the rules linking this runbook")
+    args = parser.parse_args(argv)
+    if args.cluster_label or args.runbook_base_url:
+        text = RULES.read_text()
+        label = args.cluster_label or CLUSTER_LABEL
+        print(render_rules(text, label, args.runbook_base_url or RUNBOOK_BASE_URL), end="")
+        return
     for path, text in generated().items():
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import typer
 from redis.asyncio import Redis
 
 from aggregators.auth import mint
-from runtime.cli.common import console, fail, open_store, settings
+from runtime.cli.common import fail, open_store, settings
 
+log = logging.getLogger("voicemon.api")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for operators.")
 TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -29,8 +31,8 @@ def api(
     redis = Redis.from_url(config.redis_url.get_secret_value())
     application = create_app(config, open_store(), redis)
     bind, listen = host or config.api_bind, port or config.api_port
-    console.print(f"query API on http://{bind}:{listen} (OpenAPI at /openapi.json)")
-    asyncio.run(server(application, bind, listen, embedded=False).serve())
+    log.info("query API on http://%s:%s (OpenAPI at /openapi.json)", bind, listen)
+    asyncio.run(server(application, bind, listen, embedded=False, settings=config).serve())
 
 
 def ttl_seconds(ttl: str) -> int | None:

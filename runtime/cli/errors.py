@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import KafkaError, KafkaException
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,6 +40,7 @@ from aggregators.organizations import DirectoryError
 from aggregators.queries import QueryError
 from runtime.cli.preflight import KafkaAccessError, KafkaUnreachable
 from runtime.cli.remote import ApiError, ApiUnreachable, shown_url
+from voicemon.logs import LIBRDKAFKA_LOGGER, configure_logging, secrets_of
 from voicemon.settings import Settings
 from voicemon.store import StoreError
 from voicemon.topics import TopicRulesBroken, TopicsError
@@ -48,7 +48,7 @@ from voicemon.topics import TopicRulesBroken, TopicsError
 MAX_SENTENCE = 400
 TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 # Client libraries that log a failure on their own before raising it (shown with --debug).
-NOISY_LOGGERS = ("clickhouse_connect",)
+NOISY_LOGGERS = ("clickhouse_connect", LIBRDKAFKA_LOGGER)
 SECRET_SETTINGS = frozenset(
     name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
 )
@@ -230,18 +230,8 @@ class Addresses:
 def addresses(config: Settings) -> Addresses:
     redis_url = config.redis_url.get_secret_value()
     dsn = config.clickhouse_dsn.get_secret_value()
-    secrets = [_password(redis_url), _password(dsn)]
-    if isinstance(config.jwt_secret, SecretStr):
-        secrets.append(config.jwt_secret.get_secret_value())
     shown = shown_url(redis_url)
-    return Addresses(config.kafka_bootstrap, shown, dsn, tuple(s for s in secrets if s))
-
-
-def _password(url: str) -> str:
-    try:
-        return urlsplit(url).password or ""
-    except ValueError:
-        return ""
+    return Addresses(config.kafka_bootstrap, shown, dsn, secrets_of(config))
 
 
 def _configured() -> Addresses:
@@ -331,7 +321,10 @@ def say(message: str) -> None:
 
 def run(command: Callable[[], Any], debug: bool) -> int:
     """Run ``command`` (click outside its standalone mode); its exit code, a failure said in
-    one sentence."""
+    one sentence. Log lines follow VOICEMON_LOG_FORMAT and VOICEMON_LOG_LEVEL (when the
+    settings are valid: otherwise the command fails on them in one sentence)."""
+    with contextlib.suppress(ValidationError, SettingsError):
+        configure_logging(Settings())
     if not debug:
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -55,6 +55,9 @@ _._stages_not_empty  # unused method (voicemon/settings.py:70)
 unstorable  # unused variable (consumers/ingest.py:63)
 _.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
 _._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator
+_._lower  # pydantic validator (voicemon/settings.py): log format and level any case
+_._jwt_keys_strong  # pydantic validator (voicemon/settings.py)
+_._jwt_signing_key_known  # pydantic model validator (voicemon/settings.py)
 topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command
 _kafka_security_consistent  # pydantic model validator (voicemon/settings.py)
 make_tls_files  # used by tests (voicemon/devtools/secure_broker.py)

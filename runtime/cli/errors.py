@@ -322,9 +322,14 @@ def say(message: str) -> None:
 def run(command: Callable[[], Any], debug: bool) -> int:
     """Run ``command`` (click outside its standalone mode); its exit code, a failure said in
     one sentence. Log lines follow VOICEMON_LOG_FORMAT and VOICEMON_LOG_LEVEL (when the
-    settings are valid: otherwise the command fails on them in one sentence)."""
+    settings are valid: otherwise the command fails on them in one sentence); a command's
+    output is its own, so unless VOICEMON_LOG_LEVEL is set only warnings and worse are logged
+    (the long-running commands, worker and api, log at the settings' level)."""
     with contextlib.suppress(ValidationError, SettingsError):
-        configure_logging(Settings())
+        config = Settings()
+        if "log_level" not in config.model_fields_set:
+            config = config.model_copy(update={"log_level": "warning"})
+        configure_logging(config)
     if not debug:
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -60,7 +60,8 @@ def api(settings: Settings, counting_store: CountingStore) -> Iterator[TestClien
 
 
 def token(**claims: Any) -> dict[str, str]:
-    body = {"sub": "tester", "exp": int(time.time()) + 600} | claims
+    body = {"sub": "tester", "iss": "voicemon", "aud": "voicemon-api",
+            "exp": int(time.time()) + 600} | claims  # fmt: skip
     return {"Authorization": f"Bearer {jwt.encode(body, SECRET, algorithm='HS256')}"}
 
 

@@ -40,12 +40,13 @@ from aggregators.organizations import DirectoryError
 from aggregators.queries import QueryError
 from runtime.cli.preflight import KafkaAccessError, KafkaUnreachable
 from runtime.cli.remote import ApiError, ApiUnreachable, shown_url
-from voicemon.logs import LIBRDKAFKA_LOGGER, configure_logging, secrets_of
+from voicemon.logs import LIBRDKAFKA_LOGGER, configure_logging, escaped_forms, secrets_of
 from voicemon.settings import Settings
 from voicemon.store import StoreError
 from voicemon.topics import TopicRulesBroken, TopicsError
 
 MAX_SENTENCE = 400
+MIN_TOKEN_CHARS = 8  # shorter is no bearer token (a JWT is far longer): not masked in words
 TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 # Client libraries that log a failure on their own before raising it (shown with --debug).
 NOISY_LOGGERS = ("clickhouse_connect", LIBRDKAFKA_LOGGER)
@@ -234,11 +235,27 @@ def addresses(config: Settings) -> Addresses:
     return Addresses(config.kafka_bootstrap, shown, dsn, secrets_of(config))
 
 
-def _configured() -> Addresses:
+def command_secrets(args: Sequence[str], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets a command line carries outside the settings: the bearer token of
+    ``--token`` or ``VOICEMON_TOKEN``, in every form it may show up in (pure)."""
+    tokens = [environ.get("VOICEMON_TOKEN", "")]
+    for arg, following in zip(args, [*args[1:], ""], strict=True):
+        if arg == "--token":
+            tokens.append(following)
+        elif arg.startswith("--token="):
+            tokens.append(arg.removeprefix("--token="))
+    forms = escaped_forms(form for token in tokens for form in (token, token.strip()))
+    kept = {form for form in forms if len(form.strip()) >= MIN_TOKEN_CHARS}
+    return tuple(sorted(kept, key=len, reverse=True))
+
+
+def _configured(extra_secrets: Sequence[str] = ()) -> Addresses:
     try:
-        return addresses(Settings())
+        where = addresses(Settings())
     except Exception:  # the settings themselves are what failed: no address to show
-        return Addresses()
+        where = Addresses()
+    secrets = sorted({*where.secrets, *extra_secrets}, key=len, reverse=True)
+    return Addresses(where.kafka, where.redis, where.store_dsn, tuple(secrets))
 
 
 def sentence(error: BaseException, where: Addresses) -> str:
@@ -319,7 +336,7 @@ def say(message: str) -> None:
     _stderr.print(f"[bold red]error:[/bold red] {escape(one_line(message))}")
 
 
-def run(command: Callable[[], Any], debug: bool) -> int:
+def run(command: Callable[[], Any], debug: bool, secrets: Sequence[str] = ()) -> int:
     """Run ``command`` (click outside its standalone mode); its exit code, a failure said in
     one sentence. Log lines follow VOICEMON_LOG_FORMAT and VOICEMON_LOG_LEVEL (when the
     settings are valid: otherwise the command fails on them in one sentence); a command's
@@ -343,7 +360,7 @@ def run(command: Callable[[], Any], debug: bool) -> int:
             return 2
         if debug:
             traceback.print_exc()
-        say(sentence(error, _configured()))
+        say(sentence(error, _configured(secrets)))
         return error.exit_code if isinstance(error, TyperException) else 1
     return code if isinstance(code, int) else 0
 
@@ -366,4 +383,5 @@ class OneSentenceGroup(TyperGroup):
         command = partial(
             super().main, arguments, prog_name, complete_var, False, windows_expand_args, **extra
         )
-        sys.exit(run(command, debug_requested(arguments, os.environ)))
+        secrets = command_secrets(arguments, os.environ)
+        sys.exit(run(command, debug_requested(arguments, os.environ), secrets))

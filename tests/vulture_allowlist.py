@@ -78,6 +78,7 @@ dlq_tail  # unused function (runtime/cli/dlq.py): a typer command
 dlq_inspect  # unused function (runtime/cli/dlq.py): a typer command
 dlq_replay  # unused function (runtime/cli/dlq.py): a typer command
 options  # unused function (runtime/cli/__init__.py): the typer callback that declares --debug
+show_version  # unused variable (runtime/cli/__init__.py): the eager --version option, handled by its callback
 _._store_dsn_scheme  # unused method (voicemon/settings.py): a pydantic field validator
 _.on_message_in  # unused method (consumers/app.py): a Faust sensor hook, Faust calls it
 _.on_stream_event_in  # unused method (consumers/app.py): a Faust sensor hook

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import sys
+import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 from pydantic import ValidationError
 
-from voicemon import logs
+from voicemon import kafka_client, logs
 from voicemon.settings import Settings
 
 SECRET = "a-jwt-key-with-ünïcödé-and-a-newline-0123456789\n"
@@ -117,3 +120,26 @@ def test_format_and_level_come_from_the_settings(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv("VOICEMON_LOG_FORMAT", bad)
         with pytest.raises(ValidationError):
             Settings()
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_librdkafka_logs_through_python_logging_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real librdkafka client (no broker needed: it logs that none answers) configured like
+    every client voicemon opens writes JSON lines through the root handler, not to stderr."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("VOICEMON_LOG_FORMAT", "json")
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{port}")
+    stream = io.StringIO()
+    logs.configure_logging(settings)
+    logging.root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    producer = Producer(kafka_client.confluent_config(settings, {"client.id": "log-probe"}))
+    deadline = time.monotonic() + 20
+    while "log-probe" not in stream.getvalue() and time.monotonic() < deadline:
+        producer.poll(0.2)  # serves librdkafka's log queue on this thread
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    kafka = [line for line in lines if line["logger"] == logs.LIBRDKAFKA_LOGGER]
+    assert kafka, stream.getvalue()
+    assert all(line["client"].startswith("log-probe") and line["facility"] for line in kafka)
+    assert any(str(port) in line["message"] for line in kafka)

@@ -59,14 +59,22 @@ def test_a_worker_logs_one_json_object_per_line(pipeline: Pipeline) -> None:
         VOICEMON_JWT_SECRET=JWT_SECRET,
     )
     pipeline.publish([event("log-1"), b"{not json"])
+    directory = pipeline.settings.organizations_topic  # a record the directory agent ignores
+    pipeline.publisher.send(directory, b"[not a directory record]", b"acme")
+    pipeline.publisher.flush()
     pipeline.wait_consumed()
     wait_http(f"http://127.0.0.1:{port}/healthz", worker)
     forged = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLW5vdC12YWxpZA"
     refused = httpx.get(f"http://127.0.0.1:{port}/v1/metrics/realtime",
                         headers={"Authorization": forged})  # fmt: skip
     assert refused.status_code == 401
+    log = pipeline.workdir / "worker-1.log"
+    deadline = time.monotonic() + 60
+    while b'"logger":"voicemon.directory"' not in log.read_bytes():
+        assert time.monotonic() < deadline, "the directory agent logged nothing"
+        time.sleep(0.5)
     pipeline.stop_workers()
-    raw = (pipeline.workdir / "worker-1.log").read_bytes()
+    raw = log.read_bytes()
     entries = json_lines(raw)
     loggers = {entry["logger"] for entry in entries}
     assert any(name.startswith(("faust", "mode")) for name in loggers), loggers
@@ -76,6 +84,10 @@ def test_a_worker_logs_one_json_object_per_line(pipeline: Pipeline) -> None:
     assert {(e.get("method"), e.get("path"), e.get("status")) for e in access} >= {
         ("GET", "/healthz", 200), ("GET", "/v1/metrics/realtime", 401)}  # fmt: skip
     assert JWT_SECRET.encode() not in raw and forged.split()[1].encode() not in raw
+    ignored = [e for e in entries if e["logger"] == "voicemon.directory"]  # names where it read
+    assert ignored, [e["message"] for e in entries if e["level"] != "info"]
+    assert ignored[0]["topic"] == directory
+    assert (ignored[0]["partition"], ignored[0]["offset"]) == (0, 0)
 
 
 def test_the_api_logs_one_json_object_per_line(tmp_path: Path, pipeline: Pipeline) -> None:

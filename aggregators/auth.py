@@ -103,18 +103,17 @@ class Verifier:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing bearer token: send 'Authorization: Bearer <JWT>'")
-        claims = self._claims(token.strip())
+        claims, expires = self._claims(token.strip())
         organization_id = claims.get("organization_id")
         if not isinstance(claims["sub"], str) or not isinstance(organization_id, str | None):
             raise Unauthorized("invalid token claims")
         staff = claims.get("platform_staff") is True
-        expires = claims["exp"]
-        assert isinstance(expires, int | float)  # checked by _claims
         if expires - self.clock() > self.rules.max_ttl(staff):
             raise Unauthorized("token lives longer than this API allows; mint a shorter one")
         return Principal(claims["sub"], staff, organization_id)
 
-    def _claims(self, token: str) -> dict[str, object]:
+    def _claims(self, token: str) -> tuple[dict[str, object], float]:
+        """The verified claims and the expiry, on this verifier's clock."""
         try:
             key, algorithms = self._key(token)
             claims: dict[str, object] = jwt.decode(
@@ -133,7 +132,7 @@ class Verifier:
         not_before = claims.get("nbf", 0)
         if not isinstance(not_before, int | float) or not_before > self.clock():
             raise Unauthorized("token not valid yet")
-        return claims
+        return claims, float(expires)
 
     def _key(self, token: str) -> tuple[Any, list[str]]:
         if self.jwks is not None:

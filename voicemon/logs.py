@@ -33,8 +33,6 @@ LIBRDKAFKA_LOGGER = "voicemon.librdkafka"
 CONTEXT_FIELDS = ("topic", "partition", "offset", "organization_id", "event_id", "reason")
 ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 MASK = "***"
-# librdkafka's syslog levels, as confluent-kafka hands them to Logger.log: already Python's
-# numbers (it maps 0-7 onto CRITICAL..DEBUG), so nothing to translate here.
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:

@@ -440,3 +440,15 @@ def test_ports_partitions_drains_and_scrapes_match_the_settings() -> None:
             port = Settings.model_fields["api_port"].default
             assert container["args"] == ["api", "--host", "0.0.0.0", "--port", str(port)]
             assert container["ports"][0]["containerPort"] == port
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_helm_lint_passes_strictly(name: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(VALUE_SETS[name]))
+    done = subprocess.run(
+        [helm(), "lint", "--strict", str(CHART), "--values", str(values), "--kube-version",
+         "1.30.0"], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout, done.stdout

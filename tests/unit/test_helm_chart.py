@@ -452,3 +452,24 @@ def test_helm_lint_passes_strictly(name: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"workers": {"all": {"replica": 3}}}, "additional properties 'replica' not allowed"),
+        ({"image": {"api": {"digest": "sha256:abc"}}}, "/image/api/digest"),
+        ({"logs": {"format": "xml"}}, "/logs/format"),
+        ({"topics": {"partitions": 0}}, "/topics/partitions"),
+        ({"extraEnv": {"CLOSE_GRACE_SECONDS": "1"}}, "'CLOSE_GRACE_SECONDS' does not match"),
+        ({"monitoring": {"serviceMonitor": {"labels": {"release": 1}}}}, "labels/release"),
+    ],
+)
+def test_the_values_schema_refuses_typos_and_wrong_types(
+    values: dict[str, Any], words: str, tmp_path: Path
+) -> None:
+    done = render_text(values, "1.30", tmp_path)
+    assert done.returncode != 0
+    assert "don't meet the specifications of the schema" in done.stderr and words in done.stderr, (
+        done.stderr
+    )

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aggregators import queries, snapshot_rows
-from aggregators.auth import Forbidden, Principal, Unauthorized, authorize, principal_from_header
+from aggregators.auth import Forbidden, Principal, Unauthorized, Verifier, authorize
 from aggregators.auth import require_staff as _require_staff
 from aggregators.realtime import read_realtime_async
 from aggregators.snapshot_rows import SKETCHES
@@ -139,7 +139,8 @@ Organizations = _ranged("Organizations", organizations=(_list_of(OrganizationRow
 def _principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    return principal_from_header(authorization, request.app.state.jwt_secret)
+    verifier: Verifier = request.app.state.verifier
+    return verifier.principal(authorization)
 
 
 Caller = Annotated[Principal, Depends(_principal)]
@@ -155,10 +156,16 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: Settings, store: Client, redis: Redis) -> FastAPI:
     """The API bound to its store and Redis clients (opened by the caller)."""
-    if settings.jwt_secret is None:
-        raise ValueError("VOICEMON_JWT_SECRET must be set to serve the query API")
-    app = FastAPI(title="voicemon", version="1", description=__doc__)
-    app.state.jwt_secret = settings.jwt_secret.get_secret_value()
+    verifier = Verifier.of(settings)  # no key configured: ValueError naming the settings
+    docs = settings.api_docs_enabled  # the interactive pages only where a setting says so
+    app = FastAPI(
+        title="voicemon",
+        version="1",
+        description=__doc__,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
+    app.state.verifier = verifier
 
     async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
         return await run_in_threadpool(function, *args)
@@ -248,8 +255,10 @@ def create_app(settings: Settings, store: Client, redis: Redis) -> FastAPI:
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if settings.api_metrics_enabled:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -30,8 +30,11 @@ def add_directory_agent(
             for record in records:
                 parsed = organizations.directory_record(record.message.key, record.message.value)
                 if parsed is None:
+                    message = record.message  # where, as JSON log fields too
+                    at = {"topic": message.topic, "partition": message.partition,
+                          "offset": message.offset}  # fmt: skip
                     log.warning("ignored a malformed organizations record at offset %s",
-                                record.message.offset)  # fmt: skip
+                                message.offset, extra=at)  # fmt: skip
                 else:
                     names[parsed[0]] = parsed[1]
             await until_done(

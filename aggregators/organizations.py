@@ -7,6 +7,7 @@ imports. Reads are one batched lookup, never one query per organization.
 from __future__ import annotations
 
 import csv
+import io
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -52,20 +53,36 @@ def lookup(client: Client, organization_ids: Iterable[str]) -> dict[str, str]:
     return {org: found.get(org, UNKNOWN) for org in wanted}
 
 
-def read_csv(path: Path) -> dict[str, str]:
-    """``organization_id,name`` rows (a header line is allowed)."""
+def read_csv(path: Path, encoding: str = "utf-8") -> dict[str, str]:
+    """``organization_id,name`` rows (a header line is allowed), in ``encoding``; a UTF-8
+    byte-order mark (Excel's "CSV UTF-8") is dropped. A file that is not in ``encoding`` is a
+    ``DirectoryError`` saying where and what to do."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    except UnicodeDecodeError as error:
+        raise DirectoryError(
+            f"{path} is not {encoding} text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); save it as UTF-8 (Excel: 'CSV UTF-8') or pass --encoding, e.g. "
+            "--encoding latin-1"
+        ) from None
+    except LookupError:
+        raise DirectoryError(f"--encoding {encoding!r} is not an encoding Python knows") from None
     names: dict[str, str] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or (number == 1 and row[0].strip() == "organization_id"):
-                continue
-            if len(row) != 2 or not ORGANIZATION_ID.fullmatch(row[0].strip()) or not row[1].strip():
-                raise DirectoryError(
-                    f"{path}:{number}: expected 'organization_id,name' with an id of 1-128 "
-                    "characters from [A-Za-z0-9_.:-]"
-                )
-            names[row[0].strip()] = row[1].strip()
+    for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not row or (number == 1 and row[0].strip() == "organization_id"):
+            continue
+        if len(row) != 2 or not ORGANIZATION_ID.fullmatch(row[0].strip()) or not row[1].strip():
+            raise DirectoryError(
+                f"{path}:{number}: expected 'organization_id,name' with an id of 1-128 "
+                "characters from [A-Za-z0-9_.:-]"
+            )
+        names[row[0].strip()] = row[1].strip()
     return names
+
+
+def directory_value(organization_id: str, name: str) -> bytes:
+    """The ``voice.organizations`` record value of a name (CONTRACT §2)."""
+    return orjson.dumps({"organization_id": organization_id, "name": name})
 
 
 def directory_record(key: bytes | None, value: bytes | None) -> tuple[str, str | None] | None:

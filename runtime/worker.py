@@ -27,9 +27,9 @@ from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
 from runtime import timers
-from voicemon import health, store, telemetry
+from voicemon import health, logs, store, telemetry
 from voicemon.health import Outage
-from voicemon.kafka_client import confluent_security
+from voicemon.kafka_client import confluent_logging, confluent_security
 from voicemon.resources import Resources, open_resources
 from voicemon.settings import Settings
 from voicemon.window_state import WindowState
@@ -77,7 +77,7 @@ class WorkerParts:
         if resources.store is not None:
             closer = build_closer(settings, window_state, resources.store, resources.publisher)
         dlq = DeadLetters(resources.publisher, settings.kafka_bootstrap, settings.dlq_topic,
-                          security=confluent_security(settings))  # fmt: skip
+                          security=confluent_security(settings) | confluent_logging())  # fmt: skip
         raw_writer = None if resources.store is None else RawWriter(resources.store)
         ingest = Ingest(
             RollingCounters(resources.redis),
@@ -126,7 +126,9 @@ def _add_api(app: Any, settings: Settings, parts: WorkerParts) -> None:
             return
         application = create_app(settings, opened.store, opened.resources.redis)
         log.info("query API on http://%s:%s", settings.api_bind, settings.api_port)
-        await server(application, settings.api_bind, settings.api_port, embedded=True).serve()
+        await server(
+            application, settings.api_bind, settings.api_port, embedded=True, settings=settings
+        ).serve()
 
     app.task(serve_api)
 
@@ -195,8 +197,15 @@ def _stop_now(signum: int) -> None:
     os._exit(128 + signum)
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> None:
+def run_worker(settings: Settings) -> None:
     """Start the Faust worker (blocks until stopped, or ``STOP_DEADLINE_S`` after a stop
-    signal at the latest)."""
+    signal at the latest), logging as the settings say (voicemon/logs.py); with JSON logs,
+    Faust's start-up banner is left out (it is a table for a terminal) and whatever is
+    printed goes through logging too."""
     worker = build_worker(settings)
-    Worker(worker.app, loglevel=loglevel).execute_from_commandline()
+    Worker(
+        worker.app,
+        loglevel=settings.log_level,
+        logging_config=logs.logging_config(settings),
+        quiet=settings.log_format == "json",
+    ).execute_from_commandline()

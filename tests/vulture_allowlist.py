@@ -55,6 +55,9 @@ _._stages_not_empty  # unused method (voicemon/settings.py:70)
 unstorable  # unused variable (consumers/ingest.py:63)
 _.collect  # unused method (voicemon/telemetry.py:80): prometheus_client calls it
 _._jwt_secret_strong  # unused method (voicemon/settings.py:80): a pydantic validator
+_._lower  # pydantic validator (voicemon/settings.py): log format and level any case
+_._jwt_keys_strong  # pydantic validator (voicemon/settings.py)
+_._jwt_signing_key_known  # pydantic model validator (voicemon/settings.py)
 topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command
 _kafka_security_consistent  # pydantic model validator (voicemon/settings.py)
 make_tls_files  # used by tests (voicemon/devtools/secure_broker.py)
@@ -75,6 +78,7 @@ dlq_tail  # unused function (runtime/cli/dlq.py): a typer command
 dlq_inspect  # unused function (runtime/cli/dlq.py): a typer command
 dlq_replay  # unused function (runtime/cli/dlq.py): a typer command
 options  # unused function (runtime/cli/__init__.py): the typer callback that declares --debug
+show_version  # unused variable (runtime/cli/__init__.py): the eager --version option, handled by its callback
 _._store_dsn_scheme  # unused method (voicemon/settings.py): a pydantic field validator
 _.on_message_in  # unused method (consumers/app.py): a Faust sensor hook, Faust calls it
 _.on_stream_event_in  # unused method (consumers/app.py): a Faust sensor hook

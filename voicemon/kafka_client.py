@@ -9,10 +9,12 @@ here from the same ``VOICEMON_KAFKA_*`` settings, so every client connects the s
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
+from voicemon.logs import LIBRDKAFKA_LOGGER
 from voicemon.settings import Settings
 
 
@@ -38,11 +40,17 @@ def confluent_security(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def confluent_logging() -> dict[str, Any]:
+    """librdkafka's log through Python logging (the logger ``voicemon.librdkafka``, formatted
+    by voicemon/logs.py) instead of ``%3|…|FAIL|…`` lines written straight to stderr."""
+    return {"logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
+
+
 def confluent_config(settings: Settings, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A whole librdkafka configuration: the bootstrap servers, the security, then ``extra``
-    (``group.id`` and the like)."""
+    """A whole librdkafka configuration: the bootstrap servers, the security, the logger,
+    then ``extra`` (``group.id`` and the like)."""
     return {"bootstrap.servers": settings.kafka_bootstrap, **confluent_security(settings),
-            **(extra or {})}  # fmt: skip
+            **confluent_logging(), **(extra or {})}  # fmt: skip
 
 
 def faust_brokers(settings: Settings) -> list[str]:

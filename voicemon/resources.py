@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from voicemon import store
-from voicemon.kafka_client import confluent_security
+from voicemon.kafka_client import confluent_logging, confluent_security
 from voicemon.publisher import KafkaPublisher
 from voicemon.settings import Settings
 
@@ -45,5 +45,7 @@ def open_resources(settings: Settings, *, with_store: bool = True) -> Resources:
             socket_connect_timeout=REDIS_TIMEOUT_S,
         ),
         store=open_store(settings) if with_store else None,
-        publisher=KafkaPublisher(settings.kafka_bootstrap, **confluent_security(settings)),
+        publisher=KafkaPublisher(
+            settings.kafka_bootstrap, **confluent_security(settings), **confluent_logging()
+        ),
     )

@@ -66,10 +66,29 @@ class Settings(BaseSettings):
     close_grace_seconds: int = Field(default=1800, ge=0)
     late_debounce_seconds: float = Field(default=5.0, ge=0)
 
+    # API tokens (aggregators/auth.py). Keys: VOICEMON_JWT_SECRET (one key, tokens without a
+    # kid) and/or VOICEMON_JWT_KEYS, a JSON object {kid: secret}; every key verifies, the kid
+    # in a token's header picks one; `token create` signs with VOICEMON_JWT_SIGNING_KEY_ID.
+    # Or VOICEMON_JWT_JWKS_URL: verify against an OIDC provider's published keys instead.
     jwt_secret: SecretStr | None = None
+    jwt_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    jwt_signing_key_id: str | None = None
+    jwt_jwks_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    jwt_issuer: str = Field(default="voicemon", min_length=1)
+    jwt_audience: str = Field(default="voicemon-api", min_length=1)
+    jwt_max_ttl_staff_seconds: int = Field(default=86_400, ge=60)  # 1 day
+    jwt_max_ttl_org_seconds: int = Field(default=30 * 86_400, ge=60)  # 30 days
+
     api_enabled: bool = False  # also serve the query API from the worker process
     api_bind: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    api_docs_enabled: bool = False  # /docs and /redoc (/openapi.json is always served)
+    api_metrics_enabled: bool = True  # /metrics on the API port (workers: their own port)
+    api_access_log: bool = False  # one log line per request (uvicorn's access log)
+
+    # Logs of the worker, the API and the CLI (voicemon/logs.py).
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
     worker_web_bind: str = "127.0.0.1"
     worker_web_port: int = Field(default=6066, ge=1, le=65535)  # Faust refuses 0
@@ -96,17 +115,37 @@ class Settings(BaseSettings):
             raise ValueError("must start with chdb:// (embedded) or http(s):// (a server)")
         return value
 
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("jwt_secret")
     @classmethod
     def _jwt_secret_strong(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return value
-        secret = value.get_secret_value()
-        if secret.strip().lower() in PLACEHOLDER_SECRETS or "replace_me" in secret.lower():
-            raise ValueError("is a placeholder; set a random secret of at least 32 bytes")
-        if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
-            raise ValueError(f"must be at least {MIN_JWT_SECRET_BYTES} bytes long")
+        if value is not None:
+            weak_secret_problem(value.get_secret_value(), raising=True)
         return value
+
+    @field_validator("jwt_keys")
+    @classmethod
+    def _jwt_keys_strong(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for kid, secret in value.items():
+            if not kid.strip() or len(kid) > 128:
+                raise ValueError("every key id must be 1-128 characters")
+            problem = weak_secret_problem(secret.get_secret_value())
+            if problem:
+                raise ValueError(f"key {kid!r} {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _jwt_signing_key_known(self) -> Settings:
+        kid = self.jwt_signing_key_id
+        if kid is not None and kid not in self.jwt_keys:
+            raise ValueError(
+                f"VOICEMON_JWT_SIGNING_KEY_ID={kid!r} names no key of VOICEMON_JWT_KEYS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kafka_security_consistent(self) -> Settings:
@@ -128,6 +167,18 @@ class Settings(BaseSettings):
         """The Faust app id and consumer group: a store worker reads the input on its own."""
         suffix = "-store" if self.worker_role == "store" else ""
         return self.consumer_group + suffix
+
+
+def weak_secret_problem(secret: str, raising: bool = False) -> str:
+    """Why ``secret`` cannot sign tokens ('' if it can): a placeholder or under 32 bytes."""
+    problem = ""
+    if secret.strip().lower() in PLACEHOLDER_SECRETS or "replace_me" in secret.lower():
+        problem = "is a placeholder; set a random secret of at least 32 bytes"
+    elif len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        problem = f"must be at least {MIN_JWT_SECRET_BYTES} bytes long"
+    if problem and raising:
+        raise ValueError(problem)
+    return problem
 
 
 def kafka_security_problem(settings: Settings) -> str:

@@ -209,16 +209,27 @@ ORDER BY version""",
 )
 
 
+MIGRATION_NAME = re.compile(r"(\d{1,9})_(\w[\w.-]*)\.sql")
+
+
 def parse(name: str, data: bytes, cluster: str | None = None) -> Migration:
-    """The migration of the file ``name`` (``NNNN_what.sql``) holding ``data``."""
-    version, _, rest = name.partition("_")
-    lines = data.decode().splitlines()
+    """The migration of the file ``name`` (``NNNN_what.sql``) holding ``data``; a name that
+    does not parse or a file that is not UTF-8 is a ``MigrationError`` naming the file."""
+    named = MIGRATION_NAME.fullmatch(name)
+    if named is None:
+        raise MigrationError(f"the migration file {name!r} is not named NNNN_what.sql (a number, "
+                             "an underscore, a name): rename it")  # fmt: skip
+    version, rest = named.groups()
+    try:
+        lines = data.decode().splitlines()
+    except UnicodeDecodeError:
+        raise MigrationError(f"the migration file {name!r} is not UTF-8 text: fix it") from None
     body = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
     statements = tuple(part.strip() for part in body.split(";") if part.strip())
     if cluster:
         statements = tuple(out for one in statements for out in render(one, cluster))
     checksum = hashlib.sha256(data).hexdigest()
-    return Migration(int(version), rest.removesuffix(".sql"), statements, checksum)
+    return Migration(int(version), rest, statements, checksum)
 
 
 def migrations(cluster: str | None = None, folder: Traversable = MIGRATIONS) -> list[Migration]:

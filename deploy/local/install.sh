@@ -3,7 +3,8 @@
 # Debian's redis-server (and prometheus, promtool and amtool for the alert and dashboard
 # tests, python3-venv if `venv` cannot make an environment), a virtual environment .venv in
 # the project root holding exactly the versions of requirements/dev.lock (hash-checked) and
-# voicemon itself (editable), and the Apache Kafka broker jars from Maven Central.
+# voicemon itself (editable), the Apache Kafka broker jars from Maven Central, and helm (built
+# from its Go module into .tools/bin).
 # Idempotent; the system Python is never touched.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,5 +51,17 @@ fi
 
 if ! ls deploy/local/kafka/lib/kafka_2.13-*.jar >/dev/null 2>&1; then
   mvn -q -B -f deploy/local/kafka/pom.xml package
+fi
+# helm, for the chart's tests (tests/unit/test_helm_chart.py runs `helm template`), built from
+# its Go module into .tools/bin (gitignored) once: no binary download, the Go toolchain checks
+# the module's sums. Needs Go (the machine's, or /usr/local/go).
+HELM_VERSION=v3.22.0
+if [ ! -x .tools/bin/helm ]; then
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  if [ ! -x "$go" ]; then
+    echo "install.sh: Go is needed to build helm $HELM_VERSION (apt-get install golang-go, or go.dev/dl)" >&2
+    exit 1
+  fi
+  GOFLAGS=-mod=mod GOBIN="$PWD/.tools/bin" "$go" install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
 echo "voicemon installed in .venv (activate: . .venv/bin/activate)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from importlib.metadata import version
 from typing import Annotated
 
 import typer
@@ -26,8 +27,23 @@ if importlib.util.find_spec("voicemon.devtools") is not None:
 app.add_typer(metrics.app, name="metrics")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"voicemon {version('voicemon')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print voicemon's version and exit.",
+        ),
+    ] = False,
     debug: Annotated[
         bool,
         typer.Option(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import typer
 from redis.asyncio import Redis
 
-from aggregators.auth import mint
-from runtime.cli.common import console, fail, open_store, settings
+from aggregators.auth import TokenError, mint_for, shared_keys
+from runtime.cli.common import fail, open_store, settings
+from voicemon.logs import configure_logging
 
+log = logging.getLogger("voicemon.api")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for operators.")
 TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -24,13 +27,15 @@ def api(
     from aggregators.serve import server
 
     config = settings()
-    if config.jwt_secret is None:
-        fail("VOICEMON_JWT_SECRET must be set to serve the query API")
+    if not shared_keys(config) and config.jwt_jwks_url is None:
+        fail("VOICEMON_JWT_SECRET, VOICEMON_JWT_KEYS or VOICEMON_JWT_JWKS_URL must be set to "
+             "serve the query API")  # fmt: skip
     redis = Redis.from_url(config.redis_url.get_secret_value())
     application = create_app(config, open_store(), redis)
     bind, listen = host or config.api_bind, port or config.api_port
-    console.print(f"query API on http://{bind}:{listen} (OpenAPI at /openapi.json)")
-    asyncio.run(server(application, bind, listen, embedded=False).serve())
+    configure_logging(config)
+    log.info("query API on http://%s:%s (OpenAPI at /openapi.json)", bind, listen)
+    asyncio.run(server(application, bind, listen, embedded=False, settings=config).serve())
 
 
 def ttl_seconds(ttl: str) -> int | None:
@@ -48,16 +53,20 @@ def token_create(
     ttl: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d or seconds.")] = "1h",
     subject: Annotated[str, typer.Option("--sub", help="Who the token is for.")] = "operator",
 ) -> None:
-    """Mint a signed token (HS256 with VOICEMON_JWT_SECRET) and print it."""
-    secret = settings().jwt_secret
-    if secret is None:
-        fail("VOICEMON_JWT_SECRET must be set to mint tokens")
+    """Mint a signed token (HS256 with the signing key of VOICEMON_JWT_KEYS, or
+    VOICEMON_JWT_SECRET) and print it; no longer than VOICEMON_JWT_MAX_TTL_*_SECONDS."""
+    config = settings()
+    if not shared_keys(config):
+        fail("VOICEMON_JWT_SECRET or VOICEMON_JWT_KEYS must be set to mint tokens")
     if staff == (org is not None):
         fail("give exactly one of --staff or --org ID")
     seconds = ttl_seconds(ttl)
     if seconds is None or seconds <= 0:
         fail(f"--ttl {ttl!r}: use a positive lifetime, e.g. 30m, 1h, 7d or a number of seconds")
-    print(mint(secret.get_secret_value(), subject, staff=staff, organization_id=org, ttl_s=seconds))
+    try:
+        print(mint_for(config, subject, staff=staff, organization_id=org, ttl_s=seconds))
+    except TokenError as error:
+        fail(str(error))
 
 
 def register(app: typer.Typer) -> None:

@@ -44,7 +44,9 @@ def patch_fixup(document: object) -> Fixup:
     try:
         # The constructor checks the document's shape itself (raising what is caught below).
         patch = jsonpatch.JsonPatch(cast("list[dict[str, Any]]", document))
-    except (jsonpatch.JsonPatchException, TypeError, AttributeError) as error:
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError,
+            AttributeError, KeyError) as error:  # fmt: skip
+        # e.g. a path without its leading "/": jsonpointer's "Location must start with /"
         raise DlqToolError(f"the patch is not an RFC 6902 JSON patch: {error}") from None
 
     def apply(event: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +85,11 @@ def load_callable(spec: str) -> Fixup:
             module = importlib.import_module(target)
     except (ImportError, OSError, SyntaxError) as error:
         raise DlqToolError(f"--fixup: cannot import {target}: {error}") from None
+    except Exception as error:  # the operator's module itself failed while it loaded
+        raise DlqToolError(
+            f"--fixup: {target} raised {type(error).__name__} while loading: {error}; fix the "
+            "module (it runs once, before any record is read)"
+        ) from None
     function = getattr(module, name, None)
     if not callable(function):
         raise DlqToolError(f"--fixup: {target} has no callable named {name}")

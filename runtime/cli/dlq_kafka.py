@@ -19,7 +19,7 @@ from confluent_kafka import (
 
 from runtime.cli.dlq_fixups import ReplayStep, replay_headers
 from runtime.cli.dlq_records import DeadLetterRecord, dead_letter
-from voicemon.kafka_client import confluent_config, confluent_security
+from voicemon.kafka_client import confluent_config, confluent_logging, confluent_security
 from voicemon.publisher import KafkaPublisher
 from voicemon.settings import Settings
 
@@ -145,7 +145,7 @@ def publish_replay(settings: Settings, topic: str, steps: Sequence[ReplayStep]) 
     """Send the payload of every step marked to send to ``topic``, under its original key,
     and wait until Kafka acknowledged each of them; the number sent."""
     bootstrap = settings.kafka_bootstrap
-    publisher = KafkaPublisher(bootstrap, **confluent_security(settings))
+    publisher = KafkaPublisher(bootstrap, **confluent_security(settings), **confluent_logging())
     chosen = [step for step in steps if step.send]
     sent = [publisher.send(topic, step.value, step.record.key, replay_headers(step.record))
             for step in chosen]  # fmt: skip

@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import KafkaError, KafkaException
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,14 +40,16 @@ from aggregators.organizations import DirectoryError
 from aggregators.queries import QueryError
 from runtime.cli.preflight import KafkaAccessError, KafkaUnreachable
 from runtime.cli.remote import ApiError, ApiUnreachable, shown_url
+from voicemon.logs import LIBRDKAFKA_LOGGER, configure_logging, escaped_forms, secrets_of
 from voicemon.settings import Settings
 from voicemon.store import StoreError
 from voicemon.topics import TopicRulesBroken, TopicsError
 
 MAX_SENTENCE = 400
+MIN_TOKEN_CHARS = 8  # shorter is no bearer token (a JWT is far longer): not masked in words
 TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 # Client libraries that log a failure on their own before raising it (shown with --debug).
-NOISY_LOGGERS = ("clickhouse_connect",)
+NOISY_LOGGERS = ("clickhouse_connect", LIBRDKAFKA_LOGGER)
 SECRET_SETTINGS = frozenset(
     name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
 )
@@ -230,25 +231,31 @@ class Addresses:
 def addresses(config: Settings) -> Addresses:
     redis_url = config.redis_url.get_secret_value()
     dsn = config.clickhouse_dsn.get_secret_value()
-    secrets = [_password(redis_url), _password(dsn)]
-    if isinstance(config.jwt_secret, SecretStr):
-        secrets.append(config.jwt_secret.get_secret_value())
     shown = shown_url(redis_url)
-    return Addresses(config.kafka_bootstrap, shown, dsn, tuple(s for s in secrets if s))
+    return Addresses(config.kafka_bootstrap, shown, dsn, secrets_of(config))
 
 
-def _password(url: str) -> str:
+def command_secrets(args: Sequence[str], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets a command line carries outside the settings: the bearer token of
+    ``--token`` or ``VOICEMON_TOKEN``, in every form it may show up in (pure)."""
+    tokens = [environ.get("VOICEMON_TOKEN", "")]
+    for arg, following in zip(args, [*args[1:], ""], strict=True):
+        if arg == "--token":
+            tokens.append(following)
+        elif arg.startswith("--token="):
+            tokens.append(arg.removeprefix("--token="))
+    forms = escaped_forms(form for token in tokens for form in (token, token.strip()))
+    kept = {form for form in forms if len(form.strip()) >= MIN_TOKEN_CHARS}
+    return tuple(sorted(kept, key=len, reverse=True))
+
+
+def _configured(extra_secrets: Sequence[str] = ()) -> Addresses:
     try:
-        return urlsplit(url).password or ""
-    except ValueError:
-        return ""
-
-
-def _configured() -> Addresses:
-    try:
-        return addresses(Settings())
+        where = addresses(Settings())
     except Exception:  # the settings themselves are what failed: no address to show
-        return Addresses()
+        where = Addresses()
+    secrets = sorted({*where.secrets, *extra_secrets}, key=len, reverse=True)
+    return Addresses(where.kafka, where.redis, where.store_dsn, tuple(secrets))
 
 
 def sentence(error: BaseException, where: Addresses) -> str:
@@ -329,9 +336,17 @@ def say(message: str) -> None:
     _stderr.print(f"[bold red]error:[/bold red] {escape(one_line(message))}")
 
 
-def run(command: Callable[[], Any], debug: bool) -> int:
+def run(command: Callable[[], Any], debug: bool, secrets: Sequence[str] = ()) -> int:
     """Run ``command`` (click outside its standalone mode); its exit code, a failure said in
-    one sentence."""
+    one sentence. Log lines follow VOICEMON_LOG_FORMAT and VOICEMON_LOG_LEVEL (when the
+    settings are valid: otherwise the command fails on them in one sentence); a command's
+    output is its own, so unless VOICEMON_LOG_LEVEL is set only warnings and worse are logged
+    (the long-running commands, worker and api, log at the settings' level)."""
+    with contextlib.suppress(ValidationError, SettingsError):
+        config = Settings()
+        if "log_level" not in config.model_fields_set:
+            config = config.model_copy(update={"log_level": "warning"})
+        configure_logging(config)
     if not debug:
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -345,7 +360,7 @@ def run(command: Callable[[], Any], debug: bool) -> int:
             return 2
         if debug:
             traceback.print_exc()
-        say(sentence(error, _configured()))
+        say(sentence(error, _configured(secrets)))
         return error.exit_code if isinstance(error, TyperException) else 1
     return code if isinstance(code, int) else 0
 
@@ -368,4 +383,5 @@ class OneSentenceGroup(TyperGroup):
         command = partial(
             super().main, arguments, prog_name, complete_var, False, windows_expand_args, **extra
         )
-        sys.exit(run(command, debug_requested(arguments, os.environ)))
+        secrets = command_secrets(arguments, os.environ)
+        sys.exit(run(command, debug_requested(arguments, os.environ), secrets))

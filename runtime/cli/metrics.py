@@ -6,6 +6,7 @@ and a token the same commands ask the HTTP API and print the same tables and JSO
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -49,12 +50,19 @@ Every = Annotated[
 ]  # fmt: skip
 
 
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750's b64token
+
+
 def source(api: str | None, token: str | None) -> MetricsSource:
     """The API when ``--api`` is given (it needs a token), else Redis and the store."""
     if api is None:
         return Direct()
+    token = (token or "").strip()  # a token read from a file keeps its trailing newline
     if not token:
         fail("--api needs a token: pass --token or set VOICEMON_TOKEN (voicemon token create)")
+    if not BEARER_TOKEN.fullmatch(token):
+        fail("the token of --token or VOICEMON_TOKEN holds characters no bearer token has (a "
+             "space, a control character or non-ASCII); check how it was set")  # fmt: skip
     return OverApi(api, token)
 
 

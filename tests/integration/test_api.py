@@ -10,6 +10,7 @@ from typing import Any
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -60,7 +61,8 @@ def api(settings: Settings, counting_store: CountingStore) -> Iterator[TestClien
 
 
 def token(**claims: Any) -> dict[str, str]:
-    body = {"sub": "tester", "exp": int(time.time()) + 600} | claims
+    body = {"sub": "tester", "iss": "voicemon", "aud": "voicemon-api",
+            "exp": int(time.time()) + 600} | claims  # fmt: skip
     return {"Authorization": f"Bearer {jwt.encode(body, SECRET, algorithm='HS256')}"}
 
 
@@ -303,3 +305,48 @@ def test_every_timestamp_is_rfc3339_utc_with_z_and_platform_rows_have_no_organiz
     assert {row["organization_id"] for row in org["rows"]} == {"org-a"}
     realtime = api.get("/v1/metrics/realtime", headers=token(**STAFF)).json()
     assert all(realtime[k].endswith("Z") for k in ("window_start", "window_end", "as_of"))
+
+
+@pytest.mark.parametrize(("docs", "metrics"), [(False, True), (True, False), (True, True)])
+def test_docs_and_metrics_only_where_the_settings_say(
+    settings: Settings, clean_store: Client, docs: bool, metrics: bool
+) -> None:
+    configured = settings.model_copy(update={"api_docs_enabled": docs,
+                                             "api_metrics_enabled": metrics})  # fmt: skip
+    redis = Redis.from_url(configured.redis_url.get_secret_value())
+    with TestClient(create_app(configured, clean_store, redis)) as client:
+        for path in ("/docs", "/redoc"):
+            assert client.get(path).status_code == (200 if docs else 404), path
+        assert client.get("/metrics").status_code == (200 if metrics else 404)
+        assert client.get("/openapi.json").status_code == 200  # the schema stays
+        assert client.get("/healthz").status_code == 200
+
+
+def test_rotated_keys_issuer_audience_and_lifetime_over_http(
+    settings: Settings, clean_store: Client
+) -> None:
+    old, new = "the-old-signing-key-0123456789abcdefgh", "the-new-signing-key-0123456789abcdefgh"
+    both = settings.model_copy(update={"jwt_secret": None, "jwt_keys": {
+        "old": SecretStr(old), "new": SecretStr(new)}})  # fmt: skip
+    redis = Redis.from_url(both.redis_url.get_secret_value())
+    with TestClient(create_app(both, clean_store, redis)) as client:
+
+        def status(token: str) -> int:
+            headers = {"Authorization": f"Bearer {token}"}
+            return client.get("/v1/metrics/realtime", headers=headers).status_code
+
+        for kid, key in (("old", old), ("new", new)):
+            assert (
+                status(mint(key, "op", staff=True, organization_id=None, ttl_s=60, kid=kid)) == 200
+            )
+        assert status(mint(new, "op", staff=True, organization_id=None, ttl_s=60, kid="old")) == 401
+        assert status(mint(new, "op", staff=True, organization_id=None, ttl_s=60,
+                           kid="new", issuer="elsewhere")) == 401  # fmt: skip
+        assert status(mint(new, "op", staff=True, organization_id=None, ttl_s=60,
+                           kid="new", audience="another-api")) == 401  # fmt: skip
+        day = both.jwt_max_ttl_staff_seconds
+        assert (
+            status(mint(new, "op", staff=True, organization_id=None, ttl_s=day, kid="new")) == 200
+        )
+        assert status(mint(new, "op", staff=True, organization_id=None, ttl_s=day + 60,
+                           kid="new")) == 401  # fmt: skip

@@ -26,8 +26,14 @@ from tests.integration.harness import free_port
 from voicemon.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "hunter2-not-to-be-shown"
-JWT_SECRET = "a-test-jwt-secret-that-is-long-enough-0123456789"
+# Secrets as they arrive from files and Kubernetes Secrets: a newline inside or at the end,
+# non-ASCII. No fragment of any of them may show in any output.
+PASSWORD = "hünter2\nnot-to-be-shown"
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.bm90LWEtcmVhbC10b2tlbg.c2lnbmF0dXJl\n"
+NON_ASCII_TOKEN = "eyJhbGciOiJIUzI1NiJ9.tökén-wïth-ümläuts.c2ln\n"
+SECRET_FRAGMENTS = ("hünter2", "not-to-be-shown", "h%C3%BCnter2", "ünïcödé-that-is-long",
+                    "bm90LWEtcmVhbC10b2tlbg", "tökén-wïth-ümläuts")  # fmt: skip
+JWT_SECRET = "a-test-jwt-secret-ünïcödé-that-is-long-enough-0123456789\n"
 CLOSED = free_port()  # nothing listens here
 TIMEOUT_S = 60.0
 PARALLEL = 4
@@ -85,7 +91,8 @@ def _cases() -> dict[str, Case]:
     for name, args in EVERY_COMMAND.items():
         cases[f"bad-setting/{name}"] = Case(args, BAD_SETTING, ("VOICEMON_TOPIC_PARTITIONS",))
     kafka = ("Kafka", f"127.0.0.1:{CLOSED}", "VOICEMON_KAFKA_BOOTSTRAP")
-    for name in ("worker", "dlq-count", "topics", "produce", "replay", "close-windows"):
+    for name in ("worker", "dlq-count", "topics", "produce", "replay", "close-windows",
+                 "orgs-import"):  # fmt: skip
         cases[f"kafka-down/{name}"] = Case(EVERY_COMMAND[name], KAFKA_DOWN, kafka, within_s=30)
     redis = ("Redis", f"127.0.0.1:{CLOSED}", "VOICEMON_REDIS_URL")
     for name in ("metrics-realtime", "replay", "close-windows"):
@@ -107,8 +114,20 @@ def _cases() -> dict[str, Case]:
         )
     api = ("API", f"127.0.0.1:{CLOSED}", "--api")
     for name, args in METRICS.items():
-        remote = (*args, "--api", f"http://127.0.0.1:{CLOSED}", "--token", "t")
+        remote = (*args, "--api", f"http://127.0.0.1:{CLOSED}", "--token", TOKEN)
         cases[f"api-down/{name}"] = Case(remote, {}, api, within_s=30)
+    cases["api-token-from-env/realtime"] = Case(
+        (*METRICS["realtime"], "--api", f"http://127.0.0.1:{CLOSED}"), {"VOICEMON_TOKEN": TOKEN},
+        api, within_s=30,
+    )  # fmt: skip
+    for where, args, env in (
+        ("option", ("--token", NON_ASCII_TOKEN), {}),
+        ("env", (), {"VOICEMON_TOKEN": NON_ASCII_TOKEN}),
+    ):
+        cases[f"api-token-non-ascii-{where}/realtime"] = Case(
+            (*METRICS["realtime"], "--api", f"http://127.0.0.1:{CLOSED}", *args), env,
+            ("--token", "VOICEMON_TOKEN", "no bearer token has"),
+        )  # fmt: skip
     cases["api-no-token/realtime"] = Case(
         (*METRICS["realtime"], "--api", "http://127.0.0.1:1"), {}, ("--token", "VOICEMON_TOKEN")
     )
@@ -236,7 +255,8 @@ def test_a_failure_is_one_sentence(
     assert lines[0].startswith("error: "), outcome.output
     for name in case.names:
         assert _fill(name, {"locked": locked_store}) in lines[0], (name, lines[0])
-    assert PASSWORD not in outcome.output and JWT_SECRET not in outcome.output
+    for fragment in SECRET_FRAGMENTS:
+        assert fragment not in outcome.output, (fragment, outcome.output)
     assert outcome.seconds < case.within_s, (outcome.seconds, lines[0])
 
 

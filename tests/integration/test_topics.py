@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from pathlib import Path
 
+import pytest
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -16,6 +19,7 @@ from typer.testing import CliRunner
 from runtime.cli import app
 from runtime.cli.common import settings as cli_settings
 from voicemon import topics
+from voicemon.devtools.localstack import LocalStack, StackError
 from voicemon.settings import Settings
 
 
@@ -107,3 +111,22 @@ def test_ensure_sets_log_append_time_and_the_dlq_headroom_on_existing_topics(
     again = topics.ensure(bootstrap, topics.topic_specs(settings))
     assert [r.state for r in again] == ["ok", "ok", "ok", "ok"]  # a larger limit is kept
     assert config_of(admin, settings.dlq_topic)["max.message.bytes"] == "900000"
+
+
+def test_the_local_stack_takes_topics_with_more_partitions_than_configured(
+    stack: Settings, tmp_path: Path
+) -> None:
+    prefix = f"wider-{uuid.uuid4().hex[:8]}"
+    names = {"events_topic": f"{prefix}.events", "dlq_topic": f"{prefix}.dlq",
+             "snapshots_topic": f"{prefix}.snapshots",
+             "organizations_topic": f"{prefix}.orgs"}  # fmt: skip
+    LocalStack(stack.model_copy(update={**names, "topic_partitions": 6}), tmp_path).ensure_topics()
+    narrower = stack.model_copy(update={**names, "topic_partitions": 4})
+    assert [r.state for r in topics.ensure(narrower.kafka_bootstrap,
+                                           topics.topic_specs(narrower))] == ["ok"] * 4  # fmt: skip
+    started = time.monotonic()
+    LocalStack(narrower, tmp_path).ensure_topics(timeout_s=20)  # was: 60 s, then a failure
+    assert time.monotonic() - started < 10
+    wider = stack.model_copy(update={**names, "topic_partitions": 7})
+    with pytest.raises(StackError):  # fewer than configured: drift, reported at the deadline
+        LocalStack(wider, tmp_path).ensure_topics(timeout_s=3)

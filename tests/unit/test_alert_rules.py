@@ -1,8 +1,9 @@
 """The alert rules, their promtool unit tests, their runbook and Alertmanager's routing.
 
 ``promtool test rules deploy/prometheus/tests/voicemon_test.yml`` must show every alert both
-firing (with its labels and rendered annotations) and resolved; every alert links its own
-section of docs/runbook.md, and that section says what it means, what to check, what to do.
+firing (with its labels and rendered annotations) and resolved, for one install of three
+sharing a Prometheus; every alert links its own section of docs/runbook.md, and that section
+says what it means, what to check, what to do.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
+
+from voicemon.devtools.kubernetes_monitoring import (
+    RUNBOOK_BASE_URL,
+    RenderError,
+    render_rules,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/prometheus/rules/voicemon.yml"
@@ -49,8 +56,9 @@ def test_every_alert_links_its_own_runbook_section() -> None:
     anchors = []
     for rule in alerts():
         url = rule["annotations"]["runbook_url"]
-        path, anchor = url.split("#")
-        assert path == "docs/runbook.md" and anchor == rule["alert"].lower(), url
+        base, anchor = url.split("#")
+        assert base == RUNBOOK_BASE_URL and anchor == rule["alert"].lower(), url
+        assert base.startswith("https://") and base.endswith("/docs/runbook.md")
         anchors.append(anchor)
         body = sections[anchor]
         for part in ("**What it means.**", "**What to check.**", "**What to do.**"):
@@ -63,6 +71,57 @@ def test_every_alert_links_its_own_runbook_section() -> None:
 def test_no_rule_selects_by_a_scrape_job_name() -> None:
     for rule in alerts():
         assert not re.search(r"\bjob\s*=~?", rule["expr"]), rule["alert"]
+
+
+INSTALL_LABELS = ("cluster", "namespace")
+AGGREGATION = re.compile(r"\b(sum|max|min|count|avg|absent)\s*(by\s*\(([^)]*)\))?\s*\(")
+
+
+def test_every_aggregation_keeps_the_labels_that_tell_installs_apart() -> None:
+    for rule in alerts():
+        found = AGGREGATION.findall(rule["expr"])
+        for operator, _, labels in found:
+            if operator == "absent":  # fires only when no install at all has a worker
+                continue
+            names = [label.strip() for label in labels.split(",")]
+            assert names[:2] == list(INSTALL_LABELS), (rule["alert"], operator, labels)
+        joins = re.findall(r"\b(on|unless on|and on)\s*\(([^)]*)\)", rule["expr"])
+        for _, labels in joins:
+            names = [label.strip() for label in labels.split(",")]
+            assert names[:2] == list(INSTALL_LABELS) or names == ["job", "instance"], labels
+
+
+def test_rules_render_with_another_cluster_label_and_runbook_base(tmp_path: Path) -> None:
+    base = "https://git.example.org/platform/voicemon/blob/v1/docs/runbook.md"
+    rendered = render_rules(RULES.read_text(), "region", base)
+    path = tmp_path / "rules.yml"
+    path.write_text(rendered)
+    done = subprocess.run([tool("promtool"), "check", "rules", str(path)], capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    groups = yaml.safe_load(rendered)["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len(rules) == len(alerts())
+    for rule, original in zip(rules, alerts(), strict=True):
+        assert rule["annotations"]["runbook_url"] == f"{base}#{rule['alert'].lower()}"
+        assert "cluster" not in rule["expr"]
+        assert rule["expr"] == original["expr"].replace("(cluster, ", "(region, ")
+
+
+@pytest.mark.parametrize(
+    ("label", "base"),
+    [
+        ("re-gion", RUNBOOK_BASE_URL),
+        ("1cluster", RUNBOOK_BASE_URL),
+        ("", RUNBOOK_BASE_URL),
+        ("cluster", "docs/runbook.md"),
+        ("cluster", "https://example.org/runbook.md#top"),
+        ("cluster", "ftp://example.org/runbook.md"),
+    ],
+)
+def test_rules_refuse_a_label_or_base_they_cannot_carry(label: str, base: str) -> None:
+    with pytest.raises(RenderError):
+        render_rules(RULES.read_text(), label, base)
 
 
 def test_promtool_shows_every_alert_firing_and_resolving() -> None:
@@ -100,6 +159,47 @@ def test_alertmanager_config_is_valid_and_routes_by_severity() -> None:
             text=True,
         )
         assert routed.stdout.strip() == receiver, routed.stdout + routed.stderr
+
+
+def _matches(matcher: str, alert: dict[str, str]) -> bool:
+    found = re.fullmatch(r'(\w+)(=~?)"([^"]+)"', matcher)
+    assert found, matcher
+    name, operator, value = found.groups()
+    if operator == "=~":
+        return re.fullmatch(value, alert.get(name, "")) is not None
+    return alert.get(name, "") == value
+
+
+def _inhibited(target: dict[str, str], firing: list[dict[str, str]]) -> bool:
+    """Alertmanager's inhibition: a firing source alert and the target alert both match their
+    matchers and agree on every `equal` label (an absent label counts as empty)."""
+    for inhibit in yaml.safe_load(ALERTMANAGER.read_text())["inhibit_rules"]:
+        if not all(_matches(m, target) for m in inhibit["target_matchers"]):
+            continue
+        for source in firing:
+            if all(_matches(m, source) for m in inhibit["source_matchers"]) and all(
+                source.get(label, "") == target.get(label, "") for label in inhibit["equal"]
+            ):
+                return True
+    return False
+
+
+def test_one_installs_outage_silences_only_its_own_alerts() -> None:
+    for inhibit in yaml.safe_load(ALERTMANAGER.read_text())["inhibit_rules"]:
+        assert list(inhibit["equal"]) == list(INSTALL_LABELS), inhibit
+        source_name = re.findall(r'"([^"|]+)', inhibit["source_matchers"][0])[0]
+        for target_name in re.findall(r'"([^"]+)"', inhibit["target_matchers"][0])[0].split("|"):
+            staging = {"cluster": "eu-1", "namespace": "staging"}
+            source = {"alertname": source_name, **staging}
+            assert _inhibited({"alertname": target_name, **staging}, [source])
+            for other in ({"cluster": "eu-1", "namespace": "production"},
+                          {"cluster": "us-1", "namespace": "staging"}):  # fmt: skip
+                assert not _inhibited({"alertname": target_name, **other}, [source])
+
+
+def test_alertmanager_groups_each_install_apart() -> None:
+    group_by = yaml.safe_load(ALERTMANAGER.read_text())["route"]["group_by"]
+    assert set(INSTALL_LABELS) <= set(group_by)
 
 
 def test_inhibitions_name_real_alerts() -> None:

@@ -17,6 +17,7 @@ from runtime.cli.errors import (
     Addresses,
     addresses,
     api_sentence,
+    command_secrets,
     debug_requested,
     kafka_reason,
     kafka_sentence,
@@ -278,3 +279,39 @@ def test_usage_mistakes_through_the_app(args: list[str], code: int, words: str) 
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == code, result.output
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln\n"
+
+
+def test_the_command_lines_token_is_a_secret_in_every_form() -> None:
+    found = command_secrets(["metrics", "realtime", "--token", TOKEN], {})
+    assert TOKEN in found and TOKEN.strip() in found and repr(TOKEN)[1:-1] in found
+    assert TOKEN.strip() in command_secrets(["x", f"--token={TOKEN}"], {})
+    assert TOKEN.strip() in command_secrets(["x"], {"VOICEMON_TOKEN": TOKEN})
+    assert command_secrets(["x", "--token"], {"VOICEMON_TOKEN": " "}) == ()
+    assert command_secrets(["x", "--token", "1234567"], {}) == ()  # too short to be one
+    assert command_secrets(["x", "--token", "12345678"], {}) == ("12345678",)
+    text = f"Illegal header value b'Bearer {TOKEN!r}'"
+    assert TOKEN.strip() not in sentence(ValueError(text), Addresses(secrets=found))
+
+
+@pytest.mark.parametrize(
+    "token", ["tökén.x.y", "a b", "a\x00b", "abc\ndef", "Bearer abc", "abc\u200b"]
+)
+def test_a_token_no_bearer_token_can_be_is_one_sentence_without_it(token: str) -> None:
+    done = CliRunner().invoke(
+        app, ["metrics", "realtime", "--api", "http://127.0.0.1:1", "--token", token]
+    )
+    text = " ".join(done.output.split())
+    assert done.exit_code == 1 and text.startswith("error: "), text
+    assert "no bearer token has" in text and token.strip() not in done.output
+
+
+def test_a_token_with_a_trailing_newline_is_used_without_it() -> None:
+    done = CliRunner().invoke(
+        app, ["metrics", "realtime", "--api", "http://127.0.0.1:1", "--token", TOKEN]
+    )
+    text = " ".join(done.output.split())
+    assert done.exit_code == 1 and "cannot reach the voicemon API" in text, text
+    assert TOKEN.strip() not in done.output

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -292,3 +294,27 @@ def test_compose_builds_the_chdb_less_role_images_for_its_clickhouse_server(
     assert target in _dockerfile_stages()
     dsn = _env(spec)["VOICEMON_CLICKHOUSE_DSN"]
     assert dsn.startswith("http://")  # a server: the embedded image is not needed
+
+
+def _labels(steps: list[tuple[str, str]]) -> dict[str, str]:
+    """The LABELs of a chain of instructions, later ones winning (as docker build does)."""
+    found: dict[str, str] = {}
+    for kind, args in steps:
+        if kind == "LABEL":
+            found |= dict(re.findall(r'(\S+?)="([^"]*)"', args))
+    return found
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_each_role_image_carries_the_oci_labels(role: str) -> None:
+    steps = _chain(_dockerfile_stages(), role)
+    labels = _labels(steps)
+    prefix = "org.opencontainers.image."
+    assert labels[prefix + "title"] == f"voicemon-{role}"
+    for key in ("description", "version", "revision", "created", "base.name"):
+        assert labels[prefix + key], key
+    assert labels[prefix + "version"] == "${VERSION}"
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert ("ARG", f"VERSION={version}") in steps  # the default is the package's version
+    base = _dockerfile_stages()["python"][0][1]
+    assert labels[prefix + "base.name"].endswith("/" + base.split("@")[0])

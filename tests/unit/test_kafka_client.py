@@ -3,6 +3,7 @@ Faust/aiokafka (voicemon/kafka_client.py), refusals told apart (voicemon/kafka_a
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ def test_plaintext_is_the_default_and_adds_nothing() -> None:
     assert kafka_client.confluent_security(settings) == {}
     assert kafka_client.confluent_config(settings, {"group.id": "g"}) == {
         "bootstrap.servers": "k1:9092",
+        "logger": logging.getLogger("voicemon.librdkafka"),  # librdkafka's log via logging
         "group.id": "g",
     }
     assert kafka_client.faust_credentials(settings) is None

@@ -71,6 +71,27 @@ def test_two_files_with_one_number_are_refused(tmp_path: Path) -> None:
         store.migrations(folder=tmp_path)
 
 
+@pytest.mark.parametrize(
+    "name", ["0005.sql", "five_x.sql", "0005-x.sql", "0005_x.SQL.bak", "_x.sql", "0005_.sql",
+             "0005_x y.sql", "1234567890_x.sql"],
+)  # fmt: skip
+def test_a_file_name_that_does_not_parse_is_one_sentence(tmp_path: Path, name: str) -> None:
+    (tmp_path / "0001_a.sql").write_text("CREATE DATABASE IF NOT EXISTS a")
+    (tmp_path / name).write_text("CREATE DATABASE IF NOT EXISTS b")
+    if not name.endswith(".sql"):
+        assert [m.name for m in store.migrations(folder=tmp_path)] == ["a"]  # not a migration
+        return
+    with pytest.raises(store.MigrationError, match=r"is not named NNNN_what\.sql"):
+        store.migrations(folder=tmp_path)
+
+
+def test_names_that_parse_and_a_file_that_is_not_utf8() -> None:
+    assert store.parse("7_x.sql", b"").version == 7
+    assert store.parse("123456789_a.b-c.sql", b"").name == "a.b-c"
+    with pytest.raises(store.MigrationError, match="not UTF-8"):
+        store.parse("0007_x.sql", "CREATE TABLE é".encode("latin-1"))
+
+
 def _migration(version: int, checksum: str = "c") -> store.Migration:
     return store.Migration(version, f"m{version}", (f"-- {version}",), checksum)
 

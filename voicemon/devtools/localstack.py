@@ -13,9 +13,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 from urllib.parse import urlsplit
 
 from confluent_kafka.admin import AdminClient
@@ -200,17 +202,22 @@ class LocalStack:
         _wait_led(admin, {spec.name: spec.partitions for spec in specs}, deadline)
 
 
+def all_led(topics: Mapping[str, Any], partitions: Mapping[str, int]) -> bool:
+    """Whether every topic of ``partitions`` has at least its count of partitions, every one
+    led (more partitions than configured are fine, as ``voicemon topics ensure`` accepts)."""
+    return all(
+        name in topics
+        and len(topics[name].partitions) >= count
+        and all(p.leader >= 0 for p in topics[name].partitions.values())
+        for name, count in partitions.items()
+    )
+
+
 def _wait_led(admin: AdminClient, partitions: dict[str, int], deadline: float) -> None:
     """Until the broker's metadata shows every topic with all its partitions led: a consumer
     that joins its group before then is assigned nothing until its next metadata refresh."""
     while True:
-        topics = admin.list_topics(timeout=10).topics
-        if all(
-            name in topics
-            and len(topics[name].partitions) == count
-            and all(p.leader >= 0 for p in topics[name].partitions.values())
-            for name, count in partitions.items()
-        ):
+        if all_led(admin.list_topics(timeout=10).topics, partitions):
             return
         if time.monotonic() > deadline:
             raise StackError(f"topics not ready on the broker: {sorted(partitions)}")

@@ -78,6 +78,9 @@ class PublishFailed(DeliveryError):
         return self.code in TOO_LARGE
 
 
+MESSAGE_TIMEOUT_MS = 25_000
+
+
 class KafkaPublisher:
     """A confluent-kafka producer whose every record has its own delivery future; see the
     module docstring. Thread-safe; ``close`` stops its delivery-report thread."""
@@ -90,6 +93,9 @@ class KafkaPublisher:
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "message.max.bytes": 8 * 1024 * 1024,
+                # A record is given up after this (not librdkafka's 300 s): its sender, which
+                # waits 30 s, then knows it can never land beside a retry or a successor's copy.
+                "message.timeout.ms": MESSAGE_TIMEOUT_MS,
                 **config,
             }
         )

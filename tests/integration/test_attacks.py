@@ -195,7 +195,7 @@ def test_a_rejection_whose_publish_is_slow_is_not_published_twice(
     async def scenario(redis: AsyncRedis) -> None:
         old = Worker(pipeline, clean_store, redis)
         slow = SlowBroker(pipeline.settings.kafka_bootstrap, 12.0)
-        old.ingest._dead_letters._dead_letters._publisher = slow  # type: ignore[attr-defined]
+        old.ingest._dead_letters._dead_letters._publisher = slow
         publishing = asyncio.create_task(old.at(now_ms).process([record]))
         while not await redis.exists(keys.dead_lettered(0, 0, None)):  # A has claimed it
             await asyncio.sleep(0.05)

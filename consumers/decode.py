@@ -199,7 +199,7 @@ def batch_elements(raw: bytes) -> list[bytes]:
     took."""
     try:
         return [bytes(element) for element in _ELEMENTS.decode(raw)]
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested deeper than msgspec reads
         return [raw[start:end] for start, end in element_spans(raw)]
 
 

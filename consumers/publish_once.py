@@ -29,13 +29,14 @@ from consumers.dead_letters import DeadLetter, DeadLetters
 from voicemon import keys
 
 FOLLOW_POLL_S = 0.2
-WAIT_FOR_OTHERS_S = 150.0  # claims are abandoned after DLQ_ABANDONED_MS; this bounds the wait
+WAIT_FOR_OTHERS_S = 60.0  # claims are abandoned after DLQ_ABANDONED_MS; this bounds the wait
 
-# A claim this old, not marked sent, may be taken over: longer than a live worker may spend
-# on its letter (up to three delivery waits of dead_letters.DELIVERY_TIMEOUT_S: whole, alone,
-# as an envelope; each record given up by the client after publisher.MESSAGE_TIMEOUT_MS), so
-# a slow publish is never published a second time beside it.
-DLQ_ABANDONED_MS = 120_000
+# A claim this old, not marked sent, may be taken over: longer than a live worker waits for
+# its letter (dead_letters.DELIVERY_TIMEOUT_S; the client gives a record up after
+# publisher.MESSAGE_TIMEOUT_MS), so a slow publish is not published a second time beside it.
+# (A letter refused for its size is sent again alone, then as an envelope: those refusals
+# come back at once, so the last attempt still ends within this.)
+DLQ_ABANDONED_MS = 40_000
 DLQ_MARKER_TTL_MS = 2 * 3_600_000  # a replay after a crash or rebalance comes well within
 
 # A marker holds "claimant|claimed_at_ms|dlq_partition|dlq_offset" until Kafka acknowledged

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,11 +132,18 @@ class Soak:
             self.peak_rss_mb = max(self.peak_rss_mb, int(match.group(1)) / 1024)
 
     def ready(self, process: subprocess.Popen[bytes]) -> bool:
+        return self.readiness(process) == "ready"
+
+    def readiness(self, process: subprocess.Popen[bytes]) -> str:
+        """'ready', or what the worker's /readyz says (or why it did not answer)."""
         url = f"http://127.0.0.1:{process.web_port}/readyz"  # type: ignore[attr-defined]
         try:
-            return urllib.request.urlopen(url, timeout=3).status == 200
-        except Exception:
-            return False
+            with urllib.request.urlopen(url, timeout=3) as answer:
+                return "ready" if answer.status == 200 else answer.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.read().decode()
+        except Exception as error:
+            return repr(error)
 
     def wait_ready(self, timeout_s: float = 120) -> float:
         started = time.monotonic()
@@ -144,7 +152,8 @@ class Soak:
             if all(self.ready(p) for p in [self.store_worker, *self.counting]):
                 return time.monotonic() - started
             time.sleep(0.5)
-        raise AssertionError("workers did not become ready again")
+        states = {p.pid: self.readiness(p) for p in [self.store_worker, *self.counting]}
+        raise AssertionError(f"workers did not become ready again: {states}")
 
     def hold(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -13,6 +13,7 @@ these two rules at start.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -92,6 +93,19 @@ def drift(spec: TopicSpec, partitions: int, replication: int, config: dict[str, 
     return "; ".join(problems)
 
 
+def _listing(admin: AdminClient, name: str) -> Any:
+    """The broker's topics once ``name`` is among them: a topic another client just created
+    may be missing from the metadata for a moment."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        topics = admin.list_topics(timeout=TIMEOUT_S).topics
+        if name in topics or time.monotonic() > deadline:
+            if name not in topics:
+                raise TopicsError(f"topic {name} exists but the broker does not list it")
+            return topics
+        time.sleep(0.2)
+
+
 def ensure(
     bootstrap: str, specs: list[TopicSpec], security: Mapping[str, Any] | None = None
 ) -> list[TopicReport]:
@@ -109,7 +123,7 @@ def ensure(
                 if _create(admin, spec, wanted):
                     reports[spec.name] = TopicReport(spec.name, "created")
                     continue
-                existing = admin.list_topics(timeout=TIMEOUT_S).topics  # created meanwhile
+                existing = _listing(admin, spec.name)  # created meanwhile by someone else
             reports[spec.name] = _verify(admin, spec, existing[spec.name], wanted)
     except KafkaException as error:
         raise TopicsError(

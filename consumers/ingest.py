@@ -43,7 +43,7 @@ from consumers.dead_letters import DeadLetter
 from consumers.decode import AcceptedEvent, decode_message
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import Position, RawRow, RawWriter
-from consumers.rolling_counters import RollingCounters
+from consumers.rolling_counters import MARKED_NOW, RollingCounters
 from consumers.store_leases import StoreLeases
 from voicemon import rolling, telemetry
 from voicemon.event import (
@@ -318,21 +318,25 @@ class Ingest:
         already, says by whom, and the batch is sorted again with what it said. Then add the
         increments of every event the batch's positions own (``RollingCounters``)."""
         owners = await self._owners_of_old(rows, now_ms)
-        claimed: set[str] = set()  # positions this call marked
+        claimed: set[str] = set()  # event ids this call marked, in rounds before the last
         while True:
             classified = classify(rows, owners)
             new_events = [(row.event.event_id, str(row.position)) for row in classified.new]
             taken = await self._counters.claim(new_events, now_ms)
-            claimed.update(p for (_, p), owner in zip(new_events, taken, strict=True) if owner == p)
-            if all(owner == p for (_, p), owner in zip(new_events, taken, strict=True)):
+            if taken is None:
                 break
-            counted_by = {event_id: owner for (event_id, _), owner
-                          in zip(new_events, taken, strict=True) if owner is not None}  # fmt: skip
+            counted_by: dict[str, str] = {}
+            for (event_id, position), owner in zip(new_events, taken, strict=True):
+                if owner == MARKED_NOW:
+                    claimed.add(event_id)
+                    counted_by[event_id] = position
+                elif owner is not None:
+                    counted_by[event_id] = owner
             owners = [owner if owner is not None else counted_by.get(row.event.event_id)
                       for row, owner in zip(rows, owners, strict=True)]  # fmt: skip
-        if claimed:  # claimed now, in an earlier round: new, not replayed
-            owners = [None if str(row.position) in claimed else owner
-                      for row, owner in zip(rows, owners, strict=True)]  # fmt: skip
+        if claimed:  # marked by this call in an earlier round: new, not replayed
+            owners = [None if row.event.event_id in claimed and owner == str(row.position)
+                      else owner for row, owner in zip(rows, owners, strict=True)]  # fmt: skip
             classified = classify(rows, owners)
         await self._counters.add(classified.new + classified.replayed, now_ms)
         _observe(row.event for row in classified.new)

@@ -234,6 +234,7 @@ return 1
 )
 
 Call = tuple[AsyncScript, list[str], list[Any]]
+MARKED_NOW = ""  # RollingCounters.claim's answer for an event it marked (never a position)
 
 
 def packed_buckets(buckets: Mapping[str, BucketIncrement], first_key: int) -> list[Any]:
@@ -357,13 +358,16 @@ class RollingCounters:
                 found[i] = value.decode() if value else None
         return found
 
-    async def claim(self, new_events: Sequence[tuple[str, str]], now_ms: int) -> list[str | None]:
+    async def claim(
+        self, new_events: Sequence[tuple[str, str]], now_ms: int
+    ) -> list[str | None] | None:
         """Mark ``new_events`` (event id, position) seen, each shard group of them at once if
-        none of the group's is marked yet. Returns each event's owner afterwards: its own
-        position if this call marked it, else who counted it (None: nobody, its group was
-        refused for another event); the caller reclassifies and claims again."""
+        none of the group's is marked yet. Returns None if every group was marked; otherwise
+        per event ``MARKED_NOW`` if this call marked it, else who counted it (None: nobody,
+        its group was refused for another event). The caller reclassifies and claims the
+        events still unmarked."""
         if not new_events:
-            return []
+            return None
         shards = await self.shard_counts(now_ms, writing=True)
         generation = keys.seen_generation(now_ms)
         expire_at = keys.seen_expire_at_ms(now_ms)
@@ -374,11 +378,14 @@ class RollingCounters:
             positions = msgspec.msgpack.encode([new_events[i][1] for i in members])
             calls.append((self._claim, [keys.seen_count(generation, group)],
                           [*_packed(shards, ids, group), positions, expire_at]))  # fmt: skip
-        owners: list[str | None] = [None] * len(new_events)
+        owners: list[str | None] = [MARKED_NOW] * len(new_events)
+        refused = False
         for members, taken in zip(groups.values(), await self._run(calls), strict=True):
-            for j, i in enumerate(members):
-                owners[i] = taken[j].decode() or None if taken else new_events[i][1]
-        return owners
+            if taken:
+                refused = True
+                for j, i in enumerate(members):
+                    owners[i] = taken[j].decode() or None
+        return owners if refused else None
 
     async def add(self, owned: Sequence[RawRow], now_ms: int) -> None:
         """Add the increments of the ``owned`` rows (the events counted at their own

@@ -19,7 +19,7 @@ from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import SCHEMA, Position, RawRow, RawWriter
-from consumers.rolling_counters import RollingCounters
+from consumers.rolling_counters import MARKED_NOW, RollingCounters
 from tests.integration.harness import Pipeline
 from voicemon import keys, rolling
 from voicemon.event import PipelineEvent, validate_event
@@ -233,7 +233,7 @@ def test_the_scripts_markers_live_where_voicemon_keys_names_them(pipeline: Pipel
     new = [(f"e-{i}", f"0:{i}:0") for i in range(50)]
     retried = [*new[:2], ("e-new", "0:99:0")]
 
-    async def count() -> tuple[list[str | None], list[str | None]]:
+    async def count() -> tuple[list[str | None] | None, list[str | None] | None]:
         redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
         try:
             counters = RollingCounters(redis)
@@ -242,12 +242,12 @@ def test_the_scripts_markers_live_where_voicemon_keys_names_them(pipeline: Pipel
             await redis.aclose()
 
     first, again = asyncio.run(count())
-    assert first == [position for _, position in new]  # each claimed by its position
+    assert first is None  # every group marked
     # Refused, and says who counted what; "e-new" is claimed unless its shard group held one
     # of the others (a group is claimed whole or not at all).
     group_of = {event_id: keys.seen_group(keys.marker(event_id)) for event_id, _ in retried}
     refused = group_of["e-new"] in (group_of["e-0"], group_of["e-1"])
-    assert again == ["0:0:0", "0:1:0", None if refused else "0:99:0"]
+    assert again == ["0:0:0", "0:1:0", None if refused else MARKED_NOW]
     shards = int(pipeline.redis.get(keys.seen_shards(generation)) or 0)
     for i in range(50):
         found = keys.marker(f"e-{i}")
@@ -258,7 +258,7 @@ def test_the_scripts_markers_live_where_voicemon_keys_names_them(pipeline: Pipel
     older = keys.marker("e-old")
     pipeline.redis.hset(keys.seen_hash(generation - 1, 2048, older), older.field, "3:3:3")
 
-    async def count_old() -> list[str | None]:
+    async def count_old() -> list[str | None] | None:
         redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
         try:
             return await RollingCounters(redis).claim([("e-old", "0:7:0")], at)
@@ -275,7 +275,7 @@ def test_a_batch_crowding_one_marker_hash_is_counted_whole(pipeline: Pipeline) -
     pipeline.redis.set(keys.seen_shards(keys.seen_generation(at)), 1)
     new = [(f"crowd-{i}", f"1:{i}:0") for i in range(4_500)]
 
-    async def count() -> tuple[list[str | None], list[str | None]]:
+    async def count() -> tuple[list[str | None] | None, list[str | None] | None]:
         redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
         try:
             counters = RollingCounters(redis)
@@ -284,7 +284,8 @@ def test_a_batch_crowding_one_marker_hash_is_counted_whole(pipeline: Pipeline) -
             await redis.aclose()
 
     first, again = asyncio.run(count())
-    assert first == again == [position for _, position in new]  # claimed, then found
+    assert first is None
+    assert again == [position for _, position in new]  # marked, then found
     generation = keys.seen_generation(at)
     hashes = [f"vm:seen:{keys.seen_tag(g)}:{generation}:0" for g in range(keys.SEEN_GROUPS)]
     assert sum(pipeline.redis.hlen(name) for name in hashes) == 4_500

@@ -41,11 +41,13 @@ within that time need voicemon's Redis keys flushed, as the DLQ markers already 
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -441,16 +443,13 @@ class RollingCounters:
         return bool(await self._holds(keys=hashes, args=args))
 
     async def _run(self, calls: Sequence[Call]) -> list[Any]:
-        """Run script calls pipelined (one round trip per Redis node); a script the node does
-        not know yet (a new or failed-over primary) is loaded and its calls run again."""
+        """Run script calls at once: pipelined on one primary (one round trip), concurrently
+        on a Redis Cluster (whose client pipelines no scripts). A script the node does not know
+        yet (a new or failed-over primary) is loaded and its calls run again."""
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(3):
-            pipe = self._redis.pipeline(transaction=False)
-            for i in todo:
-                script, keys_, args = calls[i]
-                pipe.evalsha(script.sha, len(keys_), *keys_, *args)
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._send([calls[i] for i in todo])
             missing: list[int] = []
             for i, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, NoScriptError):
@@ -465,6 +464,16 @@ class RollingCounters:
                 await self._redis.script_load(script.script)  # on every primary of a cluster
             todo = missing
         raise NoScriptError("a script could not be loaded on the Redis node of its keys")
+
+    async def _send(self, calls: Sequence[Call]) -> list[Any]:
+        if isinstance(self._redis, RedisCluster):
+            cluster = self._redis
+            sent = (cluster.evalsha(s.sha, len(k), *k, *a) for s, k, a in calls)
+            return list(await asyncio.gather(*sent, return_exceptions=True))
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys_, args in calls:
+            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def lost(self) -> bool:
         """True when the rolling-counter keys were flushed: their sentinel is gone but the

@@ -21,7 +21,7 @@ from consumers.publish_once import OncePublisher
 from consumers.raw_writer import SCHEMA, Position, RawRow, RawWriter
 from consumers.rolling_counters import MARKED_NOW, RollingCounters
 from tests.integration.harness import Pipeline
-from voicemon import keys, rolling
+from voicemon import keys
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.publisher import KafkaPublisher
 from voicemon.store import Client

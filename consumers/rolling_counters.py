@@ -272,36 +272,41 @@ def scope_increments(
     found: dict[str, list[tuple[int, int, int, dict[str, BucketIncrement]]]] = defaultdict(list)
     for partition, owned in sorted(per_partition.items()):
         split = by_tag(rolling.increments((row.event for row in owned), now_ms))
+        first = min(row.position.offset for row in owned)
+        last = max(row.position.offset for row in owned)
         for tag, buckets in split.items():
             floor = after.get((tag, partition))
-            if floor is not None:
-                kept = [row for row in owned if row.position.offset > floor]
-                buckets = by_tag(rolling.increments((row.event for row in kept), now_ms)).get(
-                    tag, {}
-                )
-                owned_here = kept
-            else:
-                owned_here = owned
-            if buckets:
-                offsets = [row.position.offset for row in owned_here]
-                found[tag].append((partition, min(offsets), max(offsets), buckets))
+            if floor is None:
+                found[tag].append((partition, first, last, buckets))
+                continue
+            kept = [row for row in owned if row.position.offset > floor]
+            later = by_tag(rolling.increments((row.event for row in kept), now_ms)).get(tag)
+            if later:
+                offsets = [row.position.offset for row in kept]
+                found[tag].append((partition, min(offsets), max(offsets), later))
     return dict(found)
 
 
-def _packed(shards: Mapping[int, int], event_ids: Sequence[str], group: int) -> list[Any]:
-    """The generations (current first) with their shard counts, the events' digests (Redis's
-    MessagePack has no binary type, so they travel apart) and the group's key prefix."""
-    digests = b"".join(keys.digest(event_id) for event_id in event_ids)
+def _packed(shards: Mapping[int, int], digests: Sequence[bytes], group: int) -> list[Any]:
+    """The generations (current first) with their shard counts, the events' digests end to
+    end (Redis's MessagePack has no binary type, so they travel apart) and the group's key
+    prefix."""
     prefix = f"{keys.PREFIX}:seen:{keys.seen_tag(group)}:"
-    return [msgspec.msgpack.encode(list(shards.items())), digests, prefix]
+    return [msgspec.msgpack.encode(list(shards.items())), b"".join(digests), prefix]
 
 
-def _groups(event_ids: Sequence[str]) -> dict[int, list[int]]:
-    """The indexes of the events of each shard group, in order (pure)."""
-    groups: dict[int, list[int]] = defaultdict(list)
+def _groups(event_ids: Sequence[str]) -> dict[int, tuple[list[int], list[bytes]]]:
+    """Per shard group, the indexes of its events, in order, and their digests (pure)."""
+    groups: dict[int, tuple[list[int], list[bytes]]] = {}
     for index, event_id in enumerate(event_ids):
-        groups[keys.seen_group(keys.marker(event_id))].append(index)
-    return dict(groups)
+        digest = keys.digest(event_id)
+        group = int.from_bytes(digest[:4], "big") % keys.SEEN_GROUPS  # keys.seen_group
+        members = groups.get(group)
+        if members is None:
+            members = groups[group] = ([], [])
+        members[0].append(index)
+        members[1].append(digest)
+    return groups
 
 
 class RollingCounters:
@@ -350,12 +355,12 @@ class RollingCounters:
         count_generation = next(iter(shards))
         groups = _groups(event_ids)
         calls: list[Call] = []
-        for group, members in groups.items():
-            ids = [event_ids[i] for i in members]
+        for group, (_, digests) in groups.items():
             calls.append((self._owners, [keys.seen_count(count_generation, group)],
-                          _packed(shards, ids, group)))  # fmt: skip
+                          _packed(shards, digests, group)))  # fmt: skip
         found: list[str | None] = [None] * len(event_ids)
-        for members, owners in zip(groups.values(), await self._run(calls), strict=True):
+        replies = await self._run(calls)
+        for (members, _), owners in zip(groups.values(), replies, strict=True):
             for i, value in zip(members, owners, strict=True):
                 found[i] = value.decode() if value else None
         return found
@@ -375,14 +380,14 @@ class RollingCounters:
         expire_at = keys.seen_expire_at_ms(now_ms)
         groups = _groups([event_id for event_id, _ in new_events])
         calls: list[Call] = []
-        for group, members in groups.items():
-            ids = [new_events[i][0] for i in members]
+        for group, (members, digests) in groups.items():
             positions = msgspec.msgpack.encode([new_events[i][1] for i in members])
             calls.append((self._claim, [keys.seen_count(generation, group)],
-                          [*_packed(shards, ids, group), positions, expire_at]))  # fmt: skip
+                          [*_packed(shards, digests, group), positions, expire_at]))  # fmt: skip
         owners: list[str | None] = [MARKED_NOW] * len(new_events)
         refused = False
-        for members, taken in zip(groups.values(), await self._run(calls), strict=True):
+        replies = await self._run(calls)
+        for (members, _), taken in zip(groups.values(), replies, strict=True):
             if taken:
                 refused = True
                 for j, i in enumerate(members):

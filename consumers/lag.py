@@ -68,8 +68,8 @@ class BrokerLag:
     def measure(self) -> list[PartitionOffsets]:
         try:
             return self._measure()
-        except KafkaException as error:
-            raise LagUnavailable(f"consumer lag of group {self.group}: {error}") from None
+        except (KafkaException, TimeoutError) as error:  # a broker restarting: no answer yet
+            raise LagUnavailable(f"consumer lag of group {self.group}: {error!r}") from None
 
     def _measure(self) -> list[PartitionOffsets]:
         if self._admin is None:

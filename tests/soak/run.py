@@ -11,8 +11,9 @@ second counting worker joining and leaving; on a Redis of its own (``--redis sen
 ``cluster``, ``tests.integration.redis_topology``) the Redis fault is a failover instead: the
 Sentinel primary SIGKILLed, or a Cluster node SIGKILLed and restarted — then compares every
 number voicemon reports with the independent reference: real-time counters, raw rows, DLQ
-records and the snapshots of the closed hours the late events fell into. One store worker (the embedded store belongs
-to one process) and one or two counting workers run, as CONTRACT §1 allows on one machine.
+records and the snapshots of the closed hours the late events fell into. One store worker
+(the embedded store belongs to one process) and one or two counting workers run, as
+CONTRACT §1 allows on one machine.
 """
 
 from __future__ import annotations

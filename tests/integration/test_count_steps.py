@@ -20,7 +20,7 @@ from consumers.rolling_counters import RollingCounters
 from tests.integration.harness import Pipeline
 from tests.integration.test_ingest import realtime_counts, reference_counts
 from voicemon import keys
-from voicemon.producer import KafkaPublisher
+from voicemon.publisher import KafkaPublisher
 from voicemon.store import Client
 from voicemon.window_state import WindowState
 

@@ -54,7 +54,7 @@ from voicemon.event import (
     decision_time_ms,
     late_rule_time_ms,
 )
-from voicemon.redis_client import Replication
+from voicemon.redis_client import Primaries, Replication
 from voicemon.window_state import WindowState
 
 FOLLOW_POLL_S = 0.2
@@ -73,6 +73,7 @@ class Counted:
     rejected: int
     now_ms: int
     hold: tuple[int, ...] = ()  # the store leases held for it (``consumers.store_leases``)
+    primaries: Primaries = ()  # the Redis primaries it was counted on (``Replication``)
 
 
 class Ingest:
@@ -121,6 +122,7 @@ class Ingest:
             raise
 
     async def _count(self, messages: Sequence[Message], hold: tuple[int, ...]) -> Counted:
+        primaries = await self._replication.primaries() if self._replication else ()
         now_ms = int(self._clock() * 1000)
         rows, letters, late, unsure, edge = self._decode(messages, now_ms)
         kept, late_letters = await self._decided_before(late, messages, now_ms)
@@ -133,7 +135,7 @@ class Ingest:
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)
-        return Counted(messages, classified, rejected, now_ms, hold)
+        return Counted(messages, classified, rejected, now_ms, hold, primaries)
 
     async def store(self, counted: Counted) -> BatchOutcome:
         """Step 4: the raw rows. If it fails, retry the batch with ``process``: its events
@@ -145,7 +147,7 @@ class Ingest:
             recovered, refused = await self._store(self._raw_writer, counted)
             await self._take_back(refused, counted.messages, now_ms)
         if self._replication is not None:  # raises if not replicated: the batch is retried
-            await self._replication.confirm()
+            await self._replication.confirm(counted.primaries)
         return BatchOutcome(len(classified.new), len(recovered), classified.duplicates,
                             counted.rejected, len(refused))  # fmt: skip
 

@@ -29,6 +29,7 @@ TIMEOUT_S = 10.0
 
 AsyncRedis = redis.asyncio.Redis | AsyncCluster  # what voicemon's async code talks to
 SyncRedis = redis.Redis | RedisCluster
+Primaries = tuple[str, ...]  # replication ids (``Replication.primaries``)
 
 
 class ReplicationError(redis.exceptions.ConnectionError):
@@ -106,28 +107,46 @@ class Replication:
     def enabled(self) -> bool:
         return self._replicas > 0
 
-    async def confirm(self) -> None:
-        """Return once every write acknowledged so far is on ``replicas`` replicas; raise
-        ReplicationError if it is not within the timeout."""
+    async def primaries(self) -> Primaries:
+        """The replication ids of the primaries now, taken before a batch's first write: a
+        failover in the middle of the batch changes them (a promoted replica starts a new
+        one), and ``confirm`` then refuses the batch, whose writes may be on the old primary
+        alone."""
+        if not self.enabled:
+            return ()
+        targets = await self._targets()
+        return tuple(await asyncio.gather(*(_replication_id(c) for c, _ in targets)))
+
+    async def confirm(self, primaries: Primaries) -> None:
+        """Return once every write acknowledged so far is on ``replicas`` replicas, on the
+        ``primaries`` that took the batch's writes; raise ReplicationError if not within the
+        timeout, or if a primary changed since."""
         if not self.enabled:
             return
-        if isinstance(self._client, AsyncCluster):
-            targets = await self._cluster_targets(self._client)
-            acknowledged = await asyncio.gather(*(self._wait(c, key) for c, key in targets))
-        else:
-            acknowledged = [await self._wait(self._client, keys.replicated("{p}"))]
-        if min(acknowledged) < self._replicas:
+        targets = await self._targets()
+        found = await asyncio.gather(*(self._wait(c, key) for c, key in targets))
+        if tuple(replid for replid, _ in found) != primaries:
+            raise ReplicationError("the Redis primary changed during the batch (a failover)")
+        acknowledged = min(count for _, count in found)
+        if acknowledged < self._replicas:
             raise ReplicationError(
-                f"Redis writes reached {min(acknowledged)} replica(s) within "
+                f"Redis writes reached {acknowledged} replica(s) within "
                 f"{self._timeout_ms} ms, fewer than VOICEMON_REDIS_WAIT_REPLICAS={self._replicas}"
             )
 
-    async def _wait(self, client: redis.asyncio.Redis | AsyncCluster, key: str) -> int:
+    async def _targets(self) -> list[tuple[redis.asyncio.Redis | AsyncCluster, str]]:
+        if isinstance(self._client, AsyncCluster):
+            return list(await self._cluster_targets(self._client))
+        return [(self._client, keys.replicated("{p}"))]
+
+    async def _wait(self, client: redis.asyncio.Redis | AsyncCluster, key: str) -> tuple[str, int]:
+        """On one connection: a write, WAIT, and the replication id of the server."""
         pipe = client.pipeline(transaction=False)
         pipe.set(key, 1, px=60_000)
         pipe.execute_command("WAIT", self._replicas, self._timeout_ms)
-        _, acknowledged = await pipe.execute()
-        return int(acknowledged)
+        pipe.info("replication")
+        _, acknowledged, info = await pipe.execute()
+        return str(info["master_replid"]), int(acknowledged)
 
     async def _cluster_targets(
         self, cluster: AsyncCluster
@@ -148,6 +167,11 @@ class Replication:
                 )
                 self._nodes[name] = (client, key)
         return list(self._nodes.values())
+
+
+async def _replication_id(client: redis.asyncio.Redis | AsyncCluster) -> str:
+    info = await client.info("replication")
+    return str(info["master_replid"])
 
 
 def _keys_per_node(cluster: AsyncCluster, names: set[str]) -> dict[str, str]:

@@ -86,6 +86,24 @@ class SentinelGroup:
                 return int(port)
         raise AssertionError("no Sentinel answered")
 
+    def settled(self, old: Node) -> bool:
+        """Every Sentinel names the same primary, and ``old`` serves as its replica, in sync
+        (until then a client may still be sent to ``old`` and read what it alone holds)."""
+        ports = set()
+        for node in self.sentinels:
+            with suppress(RedisError), node.client() as client:
+                ports.add(int(client.execute_command(
+                    "SENTINEL", "get-master-addr-by-name", MASTER)[1]))  # fmt: skip
+        if len(ports) != 1 or old.port in ports:
+            return False
+        with suppress(RedisError), old.client() as client:
+            info = client.info("replication")
+            return bool(info["role"] == "slave" and info.get("master_link_status") == "up")
+        return False
+
+    def wait_settled(self, old: Node) -> None:
+        _until(lambda: self.settled(old), "the old primary to serve as a replica")
+
     def node_on(self, port: int) -> Node:
         return self.primary if self.primary.port == port else self.replica
 

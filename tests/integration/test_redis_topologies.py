@@ -141,6 +141,7 @@ def test_sigkill_of_the_sentinel_primary_mid_stream_ends_exact(
             time.sleep(0.1)
         failed_over = time.monotonic() - killed_at
         old.start()  # empty: the Sentinels make it a replica of the new primary
+        group.wait_settled(old)  # before that, a client may be sent to it and read it alone
         before = counted_so_far(pipeline)
         recovered = progress(pipeline, before) - killed_at
         print(

@@ -135,6 +135,10 @@ class Ingest:
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)
+        if self._replication is not None and self._counts:
+            # Replicated before the next chunk is counted: otherwise a failover could lose this
+            # chunk's count after the next one moved the applied offsets on the new primary.
+            await self._replication.confirm(primaries)
         return Counted(messages, classified, rejected, now_ms, hold, primaries)
 
     async def store(self, counted: Counted) -> BatchOutcome:

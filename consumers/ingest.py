@@ -16,6 +16,7 @@ Order of effects, each idempotent under replay of the same Kafka messages:
    seen-marker holds their own position (counted before a crash) but that have no row yet;
    then the leases are given back;
 5. with VOICEMON_REDIS_WAIT_REPLICAS, the batch's Redis writes are waited for on replicas
+   (after step 3 too, before the next chunk is counted)
    (``voicemon.redis_client.Replication``; not replicated in time: the batch is retried);
 6. only then does the caller ack the messages, so Kafka offsets follow durable writes.
 """

@@ -20,7 +20,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, create_model
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aggregators import queries, snapshot_rows
@@ -29,6 +28,7 @@ from aggregators.auth import require_staff as _require_staff
 from aggregators.realtime import read_realtime_async
 from aggregators.snapshot_rows import SKETCHES
 from voicemon import health, telemetry
+from voicemon.redis_client import AsyncRedis as Redis
 from voicemon.settings import Settings
 from voicemon.store import Client
 

@@ -10,10 +10,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
-
 from voicemon import keys
+from voicemon.redis_client import AsyncRedis
+from voicemon.redis_client import SyncRedis as Redis
 from voicemon.rolling import first_minute, summarize
 from voicemon.windows import MINUTE_MS
 

@@ -8,13 +8,17 @@ Order of effects, each idempotent under replay of the same Kafka messages:
    too late by the worker's clock, or accepted by it where a create time was not trusted,
    keep the first decision made about their position (CONTRACT §3.2);
 2. each rejection is published to the DLQ exactly once (``consumers.publish_once``);
-3. one atomic Redis script marks the new event ids seen (with the position that counted
-   them) and adds the summed counter increments (``consumers.rolling_counters``); events
-   beyond the markers' reach are looked up in the store first;
+3. Redis scripts mark the new event ids seen (with the position that counted them), one
+   call per shard group, then add the counter increments of every event the batch's
+   positions own, once per counter scope (``consumers.rolling_counters``); events beyond
+   the markers' reach are looked up in the store first;
 4. raw rows go to ClickHouse in one columnar insert: the new events, plus events whose
    seen-marker holds their own position (counted before a crash) but that have no row yet;
    then the leases are given back;
-5. only then does the caller ack the messages, so Kafka offsets follow durable writes.
+5. with VOICEMON_REDIS_WAIT_REPLICAS, the batch's Redis writes are waited for on replicas
+   (after step 3 too, before the next chunk is counted)
+   (``voicemon.redis_client.Replication``; not replicated in time: the batch is retried);
+6. only then does the caller ack the messages, so Kafka offsets follow durable writes.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from consumers.dead_letters import DeadLetter
 from consumers.decode import AcceptedEvent, decode_message
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import Position, RawRow, RawWriter
-from consumers.rolling_counters import RollingCounters
+from consumers.rolling_counters import MARKED_NOW, RollingCounters
 from consumers.store_leases import StoreLeases
 from voicemon import rolling, telemetry
 from voicemon.event import (
@@ -51,6 +55,7 @@ from voicemon.event import (
     decision_time_ms,
     late_rule_time_ms,
 )
+from voicemon.redis_client import Primaries, Replication
 from voicemon.window_state import WindowState
 
 FOLLOW_POLL_S = 0.2
@@ -69,6 +74,7 @@ class Counted:
     rejected: int
     now_ms: int
     hold: tuple[int, ...] = ()  # the store leases held for it (``consumers.store_leases``)
+    primaries: Primaries = ()  # the Redis primaries it was counted on (``Replication``)
 
 
 class Ingest:
@@ -87,6 +93,7 @@ class Ingest:
         raw_writer: RawWriter | None,
         counts: bool = True,
         leases: StoreLeases | None = None,
+        replication: Replication | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
@@ -96,6 +103,7 @@ class Ingest:
         self._raw_writer = raw_writer
         self._counts = counts
         self._leases = leases if raw_writer is not None else None
+        self._replication = replication
         self._clock = clock
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
@@ -115,6 +123,7 @@ class Ingest:
             raise
 
     async def _count(self, messages: Sequence[Message], hold: tuple[int, ...]) -> Counted:
+        primaries = await self._replication.primaries() if self._replication else ()
         now_ms = int(self._clock() * 1000)
         rows, letters, late, unsure, edge = self._decode(messages, now_ms)
         kept, late_letters = await self._decided_before(late, messages, now_ms)
@@ -127,7 +136,11 @@ class Ingest:
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)
-        return Counted(messages, classified, rejected, now_ms, hold)
+        if self._replication is not None and self._counts:
+            # Replicated before the next chunk is counted: otherwise a failover could lose this
+            # chunk's count after the next one moved the applied offsets on the new primary.
+            await self._replication.confirm(primaries)
+        return Counted(messages, classified, rejected, now_ms, hold, primaries)
 
     async def store(self, counted: Counted) -> BatchOutcome:
         """Step 4: the raw rows. If it fails, retry the batch with ``process``: its events
@@ -138,6 +151,8 @@ class Ingest:
         if self._raw_writer is not None:
             recovered, refused = await self._store(self._raw_writer, counted)
             await self._take_back(refused, counted.messages, now_ms)
+        if self._replication is not None:  # raises if not replicated: the batch is retried
+            await self._replication.confirm(counted.primaries)
         return BatchOutcome(len(classified.new), len(recovered), classified.duplicates,
                             counted.rejected, len(refused))  # fmt: skip
 
@@ -305,23 +320,35 @@ class Ingest:
         return [row for row, source in zip(unsure, sources, strict=True) if source not in rejected]
 
     async def _count_once(self, rows: list[RawRow], now_ms: int) -> Classified:
-        """Count the batch's new events once: optimistically all of its first occurrences
-        (one script call in the common case); the script refuses if any was counted already
-        and says by whom, and the batch is sorted again with what it said."""
+        """Count the batch's new events once: claim all of its first occurrences (one script
+        call per shard group, pipelined); a group is refused if any of its events was counted
+        already, says by whom, and the batch is sorted again with what it said. Then add the
+        increments of every event the batch's positions own (``RollingCounters``)."""
         owners = await self._owners_of_old(rows, now_ms)
+        claimed: set[str] = set()  # event ids this call marked, in rounds before the last
         while True:
             classified = classify(rows, owners)
             new_events = [(row.event.event_id, str(row.position)) for row in classified.new]
-            buckets = rolling.increments((row.event for row in classified.new), now_ms)
-            taken = await self._counters.count_once(new_events, buckets, now_ms)
+            taken = await self._counters.claim(new_events, now_ms)
             if taken is None:
-                _observe(row.event for row in classified.new)
-                telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
-                return classified
-            counted_by = {event_id: owner for (event_id, _), owner
-                          in zip(new_events, taken, strict=True) if owner is not None}  # fmt: skip
+                break
+            counted_by: dict[str, str] = {}
+            for (event_id, position), owner in zip(new_events, taken, strict=True):
+                if owner == MARKED_NOW:
+                    claimed.add(event_id)
+                    counted_by[event_id] = position
+                elif owner is not None:
+                    counted_by[event_id] = owner
             owners = [owner if owner is not None else counted_by.get(row.event.event_id)
                       for row, owner in zip(rows, owners, strict=True)]  # fmt: skip
+        if claimed:  # marked by this call in an earlier round: new, not replayed
+            owners = [None if row.event.event_id in claimed and owner == str(row.position)
+                      else owner for row, owner in zip(rows, owners, strict=True)]  # fmt: skip
+            classified = classify(rows, owners)
+        await self._counters.add(classified.new + classified.replayed, now_ms)
+        _observe(row.event for row in classified.new)
+        telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
+        return classified
 
     async def _owners_of_old(self, rows: Sequence[RawRow], now_ms: int) -> list[str | None]:
         """What the store says counted the events so old that a marker of an earlier copy may

@@ -23,10 +23,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from consumers.dead_letters import DeadLetter, DeadLetters
 from voicemon import keys
+from voicemon.redis_client import AsyncRedis as Redis
 
 FOLLOW_POLL_S = 0.2
 WAIT_FOR_OTHERS_S = 60.0  # claims are abandoned after DLQ_ABANDONED_MS; this bounds the wait

@@ -7,6 +7,7 @@ Synchronous (clickhouse-connect has no async client); the worker calls it in a t
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Sequence
@@ -103,6 +104,19 @@ def raw_columns(rows: Sequence[RawRow], ingested_at_ms: int) -> pa.Table:
     )
 
 
+def deduplication_token(rows: Sequence[RawRow]) -> str:
+    """The insert's ``insert_deduplication_token`` (pure): a digest of its rows' positions and
+    event ids, in order. The same rows inserted again (a retry, a second store worker) are
+    dropped by the store; any other insert has another token (the ids tell a reused position
+    of a recreated topic apart)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for row in rows:
+        digest.update(
+            f"{row.position}\x00{row.event.event_id}\x00".encode("utf-8", "surrogatepass")
+        )
+    return digest.hexdigest()
+
+
 class RawWriter:
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -111,7 +125,9 @@ class RawWriter:
         if not rows:
             return
         started = time.perf_counter()
-        self._client.insert_arrow(TABLE, raw_columns(rows, int(time.time() * 1000)))
+        columns = raw_columns(rows, int(time.time() * 1000))
+        self._client.insert_arrow(TABLE, columns, settings={
+            "insert_deduplication_token": deduplication_token(rows)})  # fmt: skip
         telemetry.CLICKHOUSE_INSERT.observe(time.perf_counter() - started)
         telemetry.CLICKHOUSE_ROWS.inc(len(rows))
 

@@ -1,36 +1,76 @@
-"""Dedup and rolling counters in Redis, written atomically once per batch.
+"""Dedup and rolling counters in Redis: each event counted exactly once, on one Redis primary
+or on a Redis Cluster (every script call touches one hash slot).
 
-One Lua script (``_COUNT_ONCE``, called by ``RollingCounters.count_once`` from
-``consumers.ingest.Ingest``) checks that none of the batch's new event ids was taken meanwhile
-and, only then, marks them seen and applies the summed counter increments. All of it or
-nothing: a crash can never leave an event marked seen but uncounted, which is what makes a
-replay after a crash exact. Seen-markers are compact and live 80 to 100 minutes after
-arrival (``voicemon.keys``): Redis holds about an hour and a half of them, whatever the
-48-hour horizon; older duplicates are caught by the store (``consumers.ingest``).
+A batch is counted in two steps, each a set of script calls pipelined in one round trip per
+Redis node, called by ``consumers.ingest.Ingest._count_once``:
+
+1. ``RollingCounters.claim`` (``_CLAIM``, one call per shard group ``keys.SEEN_GROUPS`` of the
+   batch's new events): if none of the group's event ids is marked seen yet, marks each with
+   the position (partition:offset:index) that counts it; otherwise writes nothing and says
+   who counted them. All of a group or nothing.
+2. ``RollingCounters.add`` (``_ADD``, one call per counter scope's hash tag: the platform's
+   ``{p}`` and each organization's): adds the increments of the events the batch's
+   positions own (claimed now, or found marked with their own position by an earlier
+   attempt), per input partition only if the scope's applied offset (``keys.applied``) lies
+   before the batch's offsets there, and moves that offset to the batch's last offset in the
+   same script.
+
+Why a crash can never leave an event marked seen but uncounted:
+- The count step precedes the ack (``consumers.ingest_agent``), so an event marked but whose
+  increments did not reach every scope (a crash, an outage or a failover between the calls)
+  has an uncommitted offset and is consumed again. Its replay finds the marker holding its
+  own position, owns the event again and adds its increments to every scope whose applied
+  offset lies before it: exactly the scopes that missed them.
+- No scope adds an event's increments twice: its applied offset moves past the event in the
+  very script that adds them; a later call covering that offset skips the partition, and a
+  call covering only part of what remains is redone with the events after it.
+- This rests on counting each input partition in offset order: a worker counts its chunks
+  one after the other (``Overlap``), and a worker taking over a partition starts at the
+  committed offset, behind whatever was counted but not acked. Two workers counting the
+  same chunk at once (a handover) own the same events (a marker is set once, by the first
+  claim) and add them once (the applied offset).
+- After a Redis failover the new primary holds a prefix of the old one's writes (Redis
+  replicates in order; ``voicemon.redis_client.Replication`` makes a batch wait for
+  replicas before its offsets commit): any prefix of claims and adds is one of the states
+  above.
+Seen-markers live 80 to 100 minutes after arrival (``voicemon.keys``); the applied offsets
+outlive them (``APPLIED_TTL_MS``). Older duplicates are caught by the store
+(``consumers.ingest``). Limit: offsets that start again from 0 (the events topic recreated)
+within that time need voicemon's Redis keys flushed, as the DLQ markers already do.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
-from voicemon import keys
+from consumers.raw_writer import RawRow
+from voicemon import keys, rolling
+from voicemon.redis_client import AsyncRedis
 from voicemon.rolling import BucketIncrement
 
-# Seen-markers (voicemon.keys). Scripts that read or write many of them take two packed
-# arguments (``_packed``): the generations that exist, the current one first, with their shard
-# counts (MessagePack), and the events' 16-byte digests end to end. The script names a
-# marker's hash as ``voicemon.keys.seen_hash`` does (a test holds them together): the hashes
-# of one batch span any number of cluster slots, so ingest needs a standalone Redis (or one
-# primary) for its markers, as it always has for its counters.
+# An applied offset outlives the markers of the events it covers (set at most a minute
+# before it), so a replay that finds its own markers finds the applied offsets too.
+APPLIED_TTL_MS = keys.SEEN_GENERATIONS * keys.SEEN_GENERATION_MS + 2 * 60_000
+
+# Seen-markers (voicemon.keys). Scripts that read or write them take, for one shard group,
+# three arguments (``_packed``): the generations that exist, the current one first, with their
+# shard counts (MessagePack), the events' 16-byte digests end to end, and the group's key
+# prefix. The script names a marker's hash as ``voicemon.keys.seen_hash`` does (a test holds
+# them together); KEYS[1], the group's marker count, places the call on the group's slot.
 _MARKERS = """
-local generations, digests = cmsgpack.unpack(ARGV[1]), ARGV[2]
+local generations, digests, group = cmsgpack.unpack(ARGV[1]), ARGV[2], ARGV[3]
 local PER_CALL = 1000  -- fields per HMGET / HSET (Lua's unpack has a limit)
 local prefixes = {}
 for g = 1, #generations do
-  prefixes[g] = 'PREFIX:seen:' .. generations[g][1] .. ':'
+  prefixes[g] = group .. generations[g][1] .. ':'
 end
 -- Each event's field and hash in the current generation, and per generation the events of
 -- each hash: one command reads or writes all of a hash's markers of the batch.
@@ -75,8 +115,8 @@ local function owners_of(n)
 end
 """.replace("PREFIX", keys.PREFIX)
 
-# Called by RollingCounters.owners. ARGV: the packed generations, the digests. Returns per
-# event the position that counted it, or ''.
+# Called by RollingCounters.owners, per shard group. ARGV: the packed generations, the
+# digests, the group's prefix. Returns per event the position that counted it, or ''.
 _OWNERS = (
     _MARKERS
     + """
@@ -85,8 +125,37 @@ return owners
 """
 )
 
-# Adds the packed bucket increments (per bucket: its KEYS index, expiry, then field, value
-# pairs) to the counter buckets.
+# Called by RollingCounters.claim, per shard group. KEYS: the group's marker count in the
+# current generation. ARGV: the packed generations, the digests, the group's prefix, the
+# packed positions, expiry of the current generation's hashes. If no event is marked yet,
+# marks each with its position and returns nothing; otherwise writes nothing and returns
+# every event's owner.
+_CLAIM = (
+    _MARKERS
+    + """
+local positions = cmsgpack.unpack(ARGV[4])
+local n = #positions
+local owners, any, fields, current = owners_of(n)
+if any then return owners end
+for key, members in pairs(current) do
+  for first = 1, #members, PER_CALL do
+    local marks = {}
+    for j = first, math.min(first + PER_CALL - 1, #members) do
+      local i = members[j]
+      marks[#marks + 1] = fields[i]
+      marks[#marks + 1] = positions[i]
+    end
+    redis.call('HSET', key, unpack(marks))
+  end
+  redis.call('PEXPIREAT', key, ARGV[5])
+end
+redis.call('INCRBY', KEYS[1], n)
+redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+return {}
+"""
+)
+
+# Adds packed bucket increments (per bucket: its KEYS index, expiry, then field, value pairs).
 _APPLY_BUCKETS = """
 local function apply_buckets(buckets)
   for _, bucket in ipairs(buckets) do
@@ -104,93 +173,152 @@ local function apply_buckets(buckets)
 end
 """
 
-# Called by RollingCounters.count_once. KEYS: the current generation's count key, the
-# counters' epoch and sentinel, then the counter buckets. ARGV: the packed generations, the
-# digests, the packed positions, expiry of the current generation's hashes, the packed bucket
-# increments. If no event is marked yet, marks each with its position and applies the
-# increments, and returns nothing; otherwise writes nothing and returns every event's owner.
-_COUNT_ONCE = (
-    _MARKERS
-    + _APPLY_BUCKETS
+# Called by RollingCounters.add, per counter scope's hash tag. KEYS: the scope's applied
+# offsets, [the counters' epoch and sentinel, for {p}], then its buckets. ARGV: the packed
+# partitions (partition, first offset, last offset, packed bucket increments of its events),
+# the applied offsets' time to live, the number of KEYS before the buckets. If a partition's
+# applied offset lies inside [first, last], writes nothing and returns those partitions with
+# their applied offsets (the caller retries with the events after them); otherwise adds the
+# increments of each partition whose applied offset lies before it and moves that offset.
+_ADD = (
+    _APPLY_BUCKETS
     + """
-local positions = cmsgpack.unpack(ARGV[3])
-local n = #positions
-if n > 0 then
-  local owners, any, fields, current = owners_of(n)
-  if any then return owners end
-  for key, members in pairs(current) do
-    for first = 1, #members, PER_CALL do
-      local marks = {}
-      for j = first, math.min(first + PER_CALL - 1, #members) do
-        local i = members[j]
-        marks[#marks + 1] = fields[i]
-        marks[#marks + 1] = positions[i]
-      end
-      redis.call('HSET', key, unpack(marks))
-    end
-    redis.call('PEXPIREAT', key, ARGV[4])
+local partitions = cmsgpack.unpack(ARGV[1])
+local applied = {}
+local inside = {}
+for i, part in ipairs(partitions) do
+  applied[i] = tonumber(redis.call('HGET', KEYS[1], part[1]) or '-1')
+  if applied[i] >= part[2] and applied[i] < part[3] then
+    inside[#inside + 1] = part[1]
+    inside[#inside + 1] = applied[i]
   end
-  redis.call('INCRBY', KEYS[1], n)
-  redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 end
--- The first counting ever also creates the counters' epoch and sentinel, so that a flush of
--- the counter keys is told from a first start however soon it comes (RollingCounters.lost).
-if redis.call('EXISTS', KEYS[2]) == 0 then
+if #inside > 0 then return inside end
+if ARGV[3] == '3' and redis.call('EXISTS', KEYS[2]) == 0 then
+  -- The first counting ever also creates the counters' epoch and sentinel, so that a flush
+  -- of the counter keys is told from a first start however soon it comes (RollingCounters.lost).
   redis.call('SET', KEYS[2], '1')
   redis.call('SET', KEYS[3], '1')
 end
-apply_buckets(cmsgpack.unpack(ARGV[5]))
+for i, part in ipairs(partitions) do
+  if applied[i] < part[2] then
+    apply_buckets(part[4])
+    redis.call('HSET', KEYS[1], part[1], part[3])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {}
 """
 )
 
-# Called by RollingCounters.settle. KEYS: one marker's hashes, then buckets. ARGV: field,
-# position, settled value, the packed bucket increments (KEYS indexes after the hashes).
-# Only if the marker still holds the position: mark it settled and apply the increments.
-_SETTLE = (
-    _APPLY_BUCKETS
-    + """
-local buckets = cmsgpack.unpack(ARGV[4])
-local m = #KEYS - #buckets
-for k = 1, m do
+# Called by RollingCounters.settle. KEYS: one marker's hashes. ARGV: field, position, and the
+# value to set if a hash holds the position ('' to leave it). Returns 1 if one held it.
+_HOLDS = """
+for k = 1, #KEYS do
   if redis.call('HGET', KEYS[k], ARGV[1]) == ARGV[2] then
-    redis.call('HSET', KEYS[k], ARGV[1], ARGV[3])
-    apply_buckets(buckets)
+    if ARGV[3] ~= '' then redis.call('HSET', KEYS[k], ARGV[1], ARGV[3]) end
     return 1
   end
 end
 return 0
 """
+
+# Called by RollingCounters.settle, per counter scope's hash tag. KEYS: the take-back's
+# marker, then buckets. ARGV: its time to live, the packed bucket increments. Applies them
+# once: only if the marker was not set yet.
+_TAKE_BACK = (
+    _APPLY_BUCKETS
+    + """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+apply_buckets(cmsgpack.unpack(ARGV[2]))
+return 1
+"""
 )
 
+Call = tuple[AsyncScript, list[str], list[Any]]
+MARKED_NOW = ""  # RollingCounters.claim's answer for an event it marked (never a position)
 
-def packed_buckets(buckets: Mapping[str, BucketIncrement], first_key: int) -> bytes:
+
+def packed_buckets(buckets: Mapping[str, BucketIncrement], first_key: int) -> list[Any]:
     """``_APPLY_BUCKETS``'s argument for ``buckets``, whose keys are KEYS from index
-    ``first_key`` in order (pure). Float sums travel as their shortest exact text."""
-    packed = []
+    ``first_key`` in order (pure, before MessagePack). Float sums travel as their shortest
+    exact text."""
+    packed: list[Any] = []
     for index, bucket in enumerate(buckets.values(), start=first_key):
         fields: list[str | int] = []
         for field, value in bucket.fields.items():
             fields += [field, repr(value) if field.endswith("_sum") else int(value)]
         packed.append((index, bucket.expire_at_ms, fields))
-    return msgspec.msgpack.encode(packed)
+    return packed
 
 
-def _packed(shards: Mapping[int, int], event_ids: Sequence[str]) -> list[bytes]:
-    """The generations (current first) with their shard counts, and the events' digests
-    (Redis's MessagePack has no binary type, so they travel apart)."""
-    digests = b"".join(keys.digest(event_id) for event_id in event_ids)
-    return [msgspec.msgpack.encode(list(shards.items())), digests]
+def by_tag(buckets: Mapping[str, BucketIncrement]) -> dict[str, dict[str, BucketIncrement]]:
+    """Bucket increments split by their keys' hash tag: one counter scope each (pure)."""
+    split: dict[str, dict[str, BucketIncrement]] = defaultdict(dict)
+    for key, bucket in buckets.items():
+        split[keys.hash_tag(key)][key] = bucket
+    return dict(split)
+
+
+def scope_increments(
+    rows: Sequence[RawRow], now_ms: int, after: Mapping[tuple[str, int], int]
+) -> dict[str, list[tuple[int, int, int, dict[str, BucketIncrement]]]]:
+    """Per counter scope's hash tag, per input partition: the first and last offsets of the
+    rows, and their bucket increments; for a (tag, partition) in ``after`` only the rows
+    after that offset count (pure)."""
+    per_partition: dict[int, list[RawRow]] = defaultdict(list)
+    for row in rows:
+        per_partition[row.position.partition].append(row)
+    found: dict[str, list[tuple[int, int, int, dict[str, BucketIncrement]]]] = defaultdict(list)
+    for partition, owned in sorted(per_partition.items()):
+        split = by_tag(rolling.increments((row.event for row in owned), now_ms))
+        first = min(row.position.offset for row in owned)
+        last = max(row.position.offset for row in owned)
+        for tag, buckets in split.items():
+            floor = after.get((tag, partition))
+            if floor is None:
+                found[tag].append((partition, first, last, buckets))
+                continue
+            kept = [row for row in owned if row.position.offset > floor]
+            later = by_tag(rolling.increments((row.event for row in kept), now_ms)).get(tag)
+            if later:
+                offsets = [row.position.offset for row in kept]
+                found[tag].append((partition, min(offsets), max(offsets), later))
+    return dict(found)
+
+
+def _packed(shards: Mapping[int, int], digests: Sequence[bytes], group: int) -> list[Any]:
+    """The generations (current first) with their shard counts, the events' digests end to
+    end (Redis's MessagePack has no binary type, so they travel apart) and the group's key
+    prefix."""
+    prefix = f"{keys.PREFIX}:seen:{keys.seen_tag(group)}:"
+    return [msgspec.msgpack.encode(list(shards.items())), b"".join(digests), prefix]
+
+
+def _groups(event_ids: Sequence[str]) -> dict[int, tuple[list[int], list[bytes]]]:
+    """Per shard group, the indexes of its events, in order, and their digests (pure)."""
+    groups: dict[int, tuple[list[int], list[bytes]]] = {}
+    for index, event_id in enumerate(event_ids):
+        digest = keys.digest(event_id)
+        group = int.from_bytes(digest[:4], "big") % keys.SEEN_GROUPS  # keys.seen_group
+        members = groups.get(group)
+        if members is None:
+            members = groups[group] = ([], [])
+        members[0].append(index)
+        members[1].append(digest)
+    return groups
 
 
 class RollingCounters:
-    """The Redis side of ingest: seen-marker lookups and the atomic count-once write."""
+    """The Redis side of ingest: seen-marker lookups, claims and counter increments."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: AsyncRedis) -> None:
         self._redis = redis
         self._owners = redis.register_script(_OWNERS)
-        self._count_once = redis.register_script(_COUNT_ONCE)
-        self._settle = redis.register_script(_SETTLE)
+        self._claim = redis.register_script(_CLAIM)
+        self._add = redis.register_script(_ADD)
+        self._holds = redis.register_script(_HOLDS)
+        self._take_back = redis.register_script(_TAKE_BACK)
         self._shards: dict[int, int] = {}  # generation -> shard count, once known
 
     async def shard_counts(self, now_ms: int, *, writing: bool) -> dict[int, int]:
@@ -206,8 +334,11 @@ class RollingCounters:
                     self._shards[generation] = int(value)
         current = generations[0]
         if writing and current not in self._shards:
-            previous = await self._redis.get(keys.seen_count(current - 1))
-            chosen = keys.shards_for(int(previous or 0))
+            pipe = self._redis.pipeline(transaction=False)
+            for group in range(keys.SEEN_GROUPS):
+                pipe.get(keys.seen_count(current - 1, group))
+            previous = sum(int(value or 0) for value in await pipe.execute())
+            chosen = keys.shards_for(previous)
             expire_at = keys.seen_expire_at_ms(now_ms)
             await self._redis.set(keys.seen_shards(current), chosen, nx=True, pxat=expire_at)
             self._shards[current] = int(await self._redis.get(keys.seen_shards(current)) or 0)
@@ -221,54 +352,138 @@ class RollingCounters:
         shards = await self.shard_counts(now_ms, writing=False)
         if not event_ids or not shards:
             return [None] * len(event_ids)
-        owners = await self._owners(keys=[], args=_packed(shards, event_ids))
-        return [value.decode() if value else None for value in owners]
+        count_generation = next(iter(shards))
+        groups = _groups(event_ids)
+        calls: list[Call] = []
+        for group, (_, digests) in groups.items():
+            calls.append((self._owners, [keys.seen_count(count_generation, group)],
+                          _packed(shards, digests, group)))  # fmt: skip
+        found: list[str | None] = [None] * len(event_ids)
+        replies = await self._run(calls)
+        for (members, _), owners in zip(groups.values(), replies, strict=True):
+            for i, value in zip(members, owners, strict=True):
+                found[i] = value.decode() if value else None
+        return found
 
-    async def count_once(
-        self,
-        new_events: Sequence[tuple[str, str]],
-        buckets: Mapping[str, BucketIncrement],
-        now_ms: int,
+    async def claim(
+        self, new_events: Sequence[tuple[str, str]], now_ms: int
     ) -> list[str | None] | None:
-        """Mark ``new_events`` (event id, position) seen and apply ``buckets``, atomically, if
-        none of them is marked yet, and return None. Otherwise write nothing and return the
-        position that counted each of them (None: not marked); the caller reclassifies and
-        tries again."""
-        if not new_events and not buckets:
+        """Mark ``new_events`` (event id, position) seen, each shard group of them at once if
+        none of the group's is marked yet. Returns None if every group was marked; otherwise
+        per event ``MARKED_NOW`` if this call marked it, else who counted it (None: nobody,
+        its group was refused for another event). The caller reclassifies and claims the
+        events still unmarked."""
+        if not new_events:
             return None
         shards = await self.shard_counts(now_ms, writing=True)
-        count_key = keys.seen_count(keys.seen_generation(now_ms))
-        ids = [event_id for event_id, _ in new_events]
-        positions = [position for _, position in new_events]
-        taken = await self._count_once(
-            keys=[count_key, keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL, *buckets],
-            args=[
-                *_packed(shards, ids),
-                msgspec.msgpack.encode(positions),
-                keys.seen_expire_at_ms(now_ms),
-                packed_buckets(buckets, first_key=4),
-            ],
-        )
-        if not taken:
-            return None
-        return [value.decode() if value else None for value in taken]
+        generation = keys.seen_generation(now_ms)
+        expire_at = keys.seen_expire_at_ms(now_ms)
+        groups = _groups([event_id for event_id, _ in new_events])
+        calls: list[Call] = []
+        for group, (members, digests) in groups.items():
+            positions = msgspec.msgpack.encode([new_events[i][1] for i in members])
+            calls.append((self._claim, [keys.seen_count(generation, group)],
+                          [*_packed(shards, digests, group), positions, expire_at]))  # fmt: skip
+        owners: list[str | None] = [MARKED_NOW] * len(new_events)
+        refused = False
+        replies = await self._run(calls)
+        for (members, _), taken in zip(groups.values(), replies, strict=True):
+            if taken:
+                refused = True
+                for j, i in enumerate(members):
+                    owners[i] = taken[j].decode() or None
+        return owners if refused else None
+
+    async def add(self, owned: Sequence[RawRow], now_ms: int) -> None:
+        """Add the increments of the ``owned`` rows (the events counted at their own
+        position) to every counter scope that has not added them yet (its applied offsets)."""
+        after: dict[tuple[str, int], int] = {}
+        pending = scope_increments(owned, now_ms, after)
+        while pending:
+            tags = list(pending)
+            calls = [self._add_call(tag, pending[tag]) for tag in tags]
+            retry: set[str] = set()
+            for tag, inside in zip(tags, await self._run(calls), strict=True):
+                for partition, offset in zip(inside[::2], inside[1::2], strict=True):
+                    after[tag, int(partition)] = int(offset)
+                    retry.add(tag)
+            if not retry:
+                return
+            again = scope_increments(owned, now_ms, after)
+            pending = {tag: again[tag] for tag in retry if tag in again}
+
+    def _add_call(
+        self, tag: str, partitions: list[tuple[int, int, int, dict[str, BucketIncrement]]]
+    ) -> Call:
+        head = [keys.applied(tag)]
+        if tag == keys.hash_tag(keys.COUNTERS_SENTINEL):
+            head += [keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL]
+        bucket_keys: list[str] = []
+        packed = []
+        for partition, first, last, buckets in partitions:
+            start = len(head) + len(bucket_keys) + 1
+            bucket_keys += list(buckets)
+            packed.append((partition, first, last, packed_buckets(buckets, first_key=start)))
+        args = [msgspec.msgpack.encode(packed), APPLIED_TTL_MS, len(head)]
+        return self._add, head + bucket_keys, args
 
     async def settle(
         self, event_id: str, position: str, decrements: Mapping[str, BucketIncrement], now_ms: int
     ) -> bool:
-        """Take back what the event counted at ``position`` (the store refused it), once: its
-        marker is marked settled, so a replay neither counts it nor takes it back again."""
+        """Take back what the event counted at ``position`` (the store refused it), once: each
+        scope takes it back once (a take-back marker), then the event's seen-marker is marked
+        settled, so a replay neither counts it nor takes it back again."""
         shards = await self.shard_counts(now_ms, writing=False)
         found = keys.marker(event_id)
         hashes = [keys.seen_hash(generation, count, found) for generation, count in shards.items()]
-        buckets = packed_buckets(decrements, first_key=len(hashes) + 1)
-        args: list[bytes | str] = [found.field, position, keys.SETTLED + position, buckets]
-        return bool(await self._settle(keys=hashes + list(decrements), args=args))
+        if not hashes or not await self._holds(keys=hashes, args=[found.field, position, ""]):
+            return False
+        calls: list[Call] = []
+        for tag, buckets in by_tag(decrements).items():
+            packed = msgspec.msgpack.encode(packed_buckets(buckets, first_key=2))
+            calls.append((self._take_back, [keys.taken_back(tag, position), *buckets],
+                          [APPLIED_TTL_MS, packed]))  # fmt: skip
+        await self._run(calls)
+        args: list[bytes | str] = [found.field, position, keys.SETTLED + position]
+        return bool(await self._holds(keys=hashes, args=args))
+
+    async def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """Run script calls at once: pipelined on one primary (one round trip), concurrently
+        on a Redis Cluster (whose client pipelines no scripts). A script the node does not know
+        yet (a new or failed-over primary) is loaded and its calls run again."""
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(3):
+            replies = await self._send([calls[i] for i in todo])
+            missing: list[int] = []
+            for i, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, NoScriptError):
+                    missing.append(i)
+                elif isinstance(reply, BaseException):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not missing:
+                return results
+            for script in {calls[i][0] for i in missing}:
+                await self._redis.script_load(script.script)  # on every primary of a cluster
+            todo = missing
+        raise NoScriptError("a script could not be loaded on the Redis node of its keys")
+
+    async def _send(self, calls: Sequence[Call]) -> list[Any]:
+        if isinstance(self._redis, RedisCluster):
+            cluster = self._redis
+            sent = (cluster.evalsha(s.sha, len(k), *k, *a) for s, k, a in calls)
+            return list(await asyncio.gather(*sent, return_exceptions=True))
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys_, args in calls:
+            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def lost(self) -> bool:
         """True when the rolling-counter keys were flushed: their sentinel is gone but the
-        counters' epoch (a key outside them) says they existed. On a first start both are
-        absent and the sentinel is simply set."""
+        counters' epoch (a key outside them, in the sentinel's slot) says they existed. On a
+        first start both are absent and the sentinel is simply set."""
         sentinel, epoch = await self._redis.mget([keys.COUNTERS_SENTINEL, keys.COUNTERS_EPOCH])
         if sentinel is not None:
             return False
@@ -281,12 +496,14 @@ class RollingCounters:
         return True
 
     async def replace(self, buckets: Mapping[str, BucketIncrement]) -> None:
-        """Overwrite the window's buckets with ``buckets`` (a rebuild) in one transaction."""
-        pipe = self._redis.pipeline(transaction=True)
-        for key, bucket in buckets.items():
-            pipe.delete(key)
-            pipe.hset(key, mapping={k: repr(v) if k.endswith("_sum") else int(v)
-                                    for k, v in bucket.fields.items()})  # fmt: skip
-            pipe.pexpireat(key, bucket.expire_at_ms)
-        pipe.set(keys.COUNTERS_SENTINEL, "1")
-        await pipe.execute()
+        """Overwrite the window's buckets with ``buckets`` (a rebuild), in one transaction
+        per counter scope."""
+        for scope in by_tag(buckets).values():
+            pipe = self._redis.pipeline(transaction=True)
+            for key, bucket in scope.items():
+                pipe.delete(key)
+                pipe.hset(key, mapping={k: repr(v) if k.endswith("_sum") else int(v)
+                                        for k, v in bucket.fields.items()})  # fmt: skip
+                pipe.pexpireat(key, bucket.expire_at_ms)
+            await pipe.execute()
+        await self._redis.set(keys.COUNTERS_SENTINEL, "1")

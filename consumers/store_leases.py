@@ -29,9 +29,8 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Collection, Iterable
 
-from redis.asyncio import Redis
-
 from voicemon import keys
+from voicemon.redis_client import AsyncRedis as Redis
 
 log = logging.getLogger("voicemon.worker")
 

@@ -30,6 +30,7 @@ from runtime import timers
 from voicemon import health, logs, store, telemetry
 from voicemon.health import Outage
 from voicemon.kafka_client import confluent_logging, confluent_security
+from voicemon.redis_client import Replication
 from voicemon.resources import Resources, open_resources
 from voicemon.settings import Settings
 from voicemon.window_state import WindowState
@@ -87,6 +88,9 @@ class WorkerParts:
             raw_writer=raw_writer,
             counts=settings.counts,
             leases=StoreLeases(resources.redis),
+            replication=Replication(
+                resources.redis, settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+            ),
         )
         return Parts(resources, ingest, closer)
 

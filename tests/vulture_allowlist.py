@@ -60,6 +60,9 @@ _._jwt_keys_strong  # pydantic validator (voicemon/settings.py)
 _._jwt_signing_key_known  # pydantic model validator (voicemon/settings.py)
 topics_ensure  # unused function (runtime/cli/topics.py:15): a typer command
 _kafka_security_consistent  # pydantic model validator (voicemon/settings.py)
+_._split_sentinels  # pydantic validators of the Redis settings (voicemon/settings.py)
+_._sentinels_are_addresses
+_._one_redis_topology
 make_tls_files  # used by tests (voicemon/devtools/secure_broker.py)
 SecureBroker  # used by tests (voicemon/devtools/secure_broker.py)
 _.client_env  # used by tests (voicemon/devtools/secure_broker.py)

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from redis.asyncio import Redis
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from voicemon import telemetry
+from voicemon.redis_client import AsyncRedis as Redis
 from voicemon.store import Client
 
 log = logging.getLogger("voicemon.health")

@@ -1,7 +1,10 @@
 """Redis key names, in one place.
 
-Keys of one real-time scope share a hash tag (``{p}`` for the platform, ``{o:<org>}`` for an
-organization), so one real-time read touches one Redis Cluster slot.
+Every Lua script and transaction touches keys of one hash tag, so that it runs on one Redis
+Cluster slot: keys of one real-time scope share theirs (``{p}`` for the platform,
+``{o:<org>}`` for an organization), so one real-time read touches one slot too; seen-markers
+are split into ``SEEN_GROUPS`` shard groups ``{s<k>}`` by their event id's digest; store
+leases share ``{leases}``, DLQ markers ``{dlq}``, the window closer's keys ``{closer}``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,32 @@ def rolling_counter(organization_id: str | None, minute: int) -> str:
 # Lives among the rolling-counter keys: if they are flushed it goes too, and the worker
 # rebuilds the window from raw events.
 COUNTERS_SENTINEL = f"{PREFIX}:rt:{{p}}:sentinel"
-COUNTERS_EPOCH = f"{PREFIX}:counters_epoch"  # outside them: says the counters ever existed
+# Outside them (but in the sentinel's slot): says the counters ever existed.
+COUNTERS_EPOCH = f"{PREFIX}:{{p}}:counters_epoch"
+
+
+def hash_tag(key: str) -> str:
+    """The hash tag of a key, braces included (the part Redis Cluster hashes)."""
+    start = key.index("{")
+    return key[start : key.index("}", start) + 1]
+
+
+def applied(tag: str) -> str:
+    """Per input partition, the offset through which the counters of the scope of ``tag``
+    hold the increments of the events counted there (``consumers.rolling_counters``). Outside
+    the rolling-counter keys, so that a flush of those leaves it."""
+    return f"{PREFIX}:applied:{tag}"
+
+
+def replicated(tag: str) -> str:
+    """Written just before ``WAIT`` on its connection (``voicemon.redis_client.Replication``)."""
+    return f"{PREFIX}:replicated:{tag}"
+
+
+def taken_back(tag: str, position: str) -> str:
+    """Says that what the event at ``position`` counted was taken back from the counters of
+    the scope of ``tag`` (``RollingCounters.settle``)."""
+    return f"{PREFIX}:taken_back:{tag}:{position}"
 
 
 # Seen-markers (CONTRACT §3.1): the position that first counted an event id, kept about an
@@ -34,12 +62,16 @@ COUNTERS_EPOCH = f"{PREFIX}:counters_epoch"  # outside them: says the counters e
 # it, so a marker is found for 80 to 100 minutes. Each generation has as many shards as the
 # previous one's marker count needs for about SEEN_PER_SHARD markers a hash, so that hashes
 # stay in Redis's compact listpack encoding (up to 128 entries by default) at any event rate:
-# about 35 bytes a marker, against ~146 for a key of its own.
+# about 35 bytes a marker, against ~146 for a key of its own. The hashes are split into
+# SEEN_GROUPS shard groups by the same digest (group = slot % SEEN_GROUPS, a fixed number: it
+# names the keys); a group's keys share one hash tag, so ingest writes one group's markers
+# in one script call on one Redis Cluster slot.
 SEEN_GENERATION_MS = 20 * 60_000
 SEEN_GENERATIONS = 5
 SEEN_PER_SHARD = 64
 SEEN_MIN_SHARDS = 1_024
 SEEN_MAX_SHARDS = 1 << 22
+SEEN_GROUPS = 16
 # A marker outlives its event's arrival by at least this (a generation is lost at most).
 SEEN_FOR_MS = (SEEN_GENERATIONS - 1) * SEEN_GENERATION_MS
 
@@ -75,18 +107,26 @@ def seen_generations(now_ms: int) -> list[int]:
     return [current - age for age in range(SEEN_GENERATIONS)]
 
 
+def seen_group(found: Marker) -> int:
+    return found.slot % SEEN_GROUPS
+
+
+def seen_tag(group: int) -> str:
+    return "{s" + str(group) + "}"
+
+
 def seen_hash(generation: int, shards: int, found: Marker) -> str:
-    return f"{PREFIX}:seen:{generation}:{found.slot % shards}"
+    return f"{PREFIX}:seen:{seen_tag(seen_group(found))}:{generation}:{found.slot % shards}"
 
 
 def seen_shards(generation: int) -> str:
     """How many shards the generation has (set once, by its first writer)."""
-    return f"{PREFIX}:seen:{generation}:shards"
+    return f"{PREFIX}:seen:{{shards}}:{generation}"
 
 
-def seen_count(generation: int) -> str:
-    """How many markers the generation received."""
-    return f"{PREFIX}:seen:{generation}:count"
+def seen_count(generation: int, group: int) -> str:
+    """How many markers the generation received in a shard group."""
+    return f"{PREFIX}:seen:{seen_tag(group)}:{generation}:count"
 
 
 def shards_for(previous_count: int) -> int:
@@ -103,12 +143,12 @@ def seen_expire_at_ms(now_ms: int) -> int:
 
 def dead_lettered(partition: int, offset: int, batch_index: int | None) -> str:
     """Marker of a rejection already sent to the DLQ, so a replay does not send it twice."""
-    return f"{PREFIX}:dlq:{partition}:{offset}:{-1 if batch_index is None else batch_index}"
+    return f"{PREFIX}:{{dlq}}:{partition}:{offset}:{-1 if batch_index is None else batch_index}"
 
 
 def store_lease(partition: int) -> str:
     """Which worker stores the rows of an input partition now (``consumers.store_leases``)."""
-    return f"{PREFIX}:lease:{partition}"
+    return f"{PREFIX}:{{leases}}:{partition}"
 
 
 # The window closer's state shares one hash tag, so its scripts touch one cluster slot.

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
-from voicemon import store
+from voicemon import redis_client, store
 from voicemon.kafka_client import confluent_logging, confluent_security
 from voicemon.publisher import KafkaPublisher
 from voicemon.settings import Settings
-
-REDIS_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class Resources:
     """Redis, the store (None for a worker that does not store) and a Kafka publisher."""
 
-    redis: Redis
+    redis: redis_client.AsyncRedis
     store: store.Client | None
     publisher: KafkaPublisher
 
@@ -38,12 +34,7 @@ def open_store(settings: Settings) -> store.Client:
 def open_resources(settings: Settings, *, with_store: bool = True) -> Resources:
     """Every client a process of voicemon needs (blocking: opens and migrates the store)."""
     return Resources(
-        # Every Redis call is bounded in time: an outage raises and is retried with backoff.
-        redis=Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        ),
+        redis=redis_client.open_async(settings),
         store=open_store(settings) if with_store else None,
         publisher=KafkaPublisher(
             settings.kafka_bootstrap, **confluent_security(settings), **confluent_logging()

@@ -23,6 +23,15 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # Sentinel: the primary named redis_sentinel_master, found through these Sentinels
+    # (host:port, comma-separated); redis_url then gives only password, user, db and TLS.
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_sentinel_master: str = "voicemon"
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
+    # A batch's Redis writes are on this many replicas before its offsets commit (WAIT); 0:
+    # not waited for (a standalone primary). A batch not replicated in time is retried.
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=2_000, ge=1)
     clickhouse_dsn: SecretStr = Field(
         default_factory=lambda: SecretStr(f"chdb://{os.path.abspath('var/clickhouse')}")
     )
@@ -107,6 +116,29 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("VOICEMON_STAGES must name at least one stage")
         return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{item!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _one_redis_topology(self) -> Settings:
+        if self.redis_sentinels and self.redis_cluster:
+            raise ValueError("VOICEMON_REDIS_SENTINELS and VOICEMON_REDIS_CLUSTER exclude each "
+                             "other: a Redis Cluster fails over by itself")  # fmt: skip
+        return self
 
     @field_validator("clickhouse_dsn")
     @classmethod

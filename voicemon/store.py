@@ -181,6 +181,8 @@ def _render_alter(statement: str, altered: re.Match[str], on_cluster: str) -> tu
         raise ValueError(f"cannot render {action} of {database}.{table} for a cluster")
     if "," in rest:
         raise ValueError(f"one action per ALTER of {database}.{table} for a cluster")
+    if action == "MODIFY SETTING" and rest.split()[2].startswith("non_replicated_"):
+        return ()  # a plain MergeTree's setting: the Replicated tables have their own
     local = f"ALTER TABLE {database}.{table}_local{on_cluster} {rest}"
     if action in _LOCAL_ONLY:
         return (local,)

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
-from redis.asyncio import Redis
 
 from voicemon import keys
+from voicemon.redis_client import AsyncRedis as Redis
 
 # Snapshot records written to the store (or about to be) and not yet acknowledged by the
 # broker: member -> "<version> <generation> <records JSON>" (``Unpublished.encode``).

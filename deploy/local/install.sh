@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what voicemon needs on a fresh Debian machine with Python 3.11, Java 17 and Maven:
-# Debian's redis-server (and prometheus, promtool and amtool for the alert and dashboard
+# Debian's redis-server and redis-sentinel (and prometheus, promtool and amtool for the alert and dashboard
 # tests, python3-venv if `venv` cannot make an environment), a virtual environment .venv in
 # the project root holding exactly the versions of requirements/dev.lock (hash-checked) and
 # voicemon itself (editable), the Apache Kafka broker jars from Maven Central, and helm (built
@@ -21,6 +21,7 @@ apt_install() {
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)  # the failover tests
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then

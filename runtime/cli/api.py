@@ -7,10 +7,10 @@ import logging
 from typing import Annotated
 
 import typer
-from redis.asyncio import Redis
 
 from aggregators.auth import TokenError, mint_for, shared_keys
 from runtime.cli.common import fail, open_store, settings
+from voicemon import redis_client
 from voicemon.logs import configure_logging
 
 log = logging.getLogger("voicemon.api")
@@ -30,7 +30,7 @@ def api(
     if not shared_keys(config) and config.jwt_jwks_url is None:
         fail("VOICEMON_JWT_SECRET, VOICEMON_JWT_KEYS or VOICEMON_JWT_JWKS_URL must be set to "
              "serve the query API")  # fmt: skip
-    redis = Redis.from_url(config.redis_url.get_secret_value())
+    redis = redis_client.open_async(config)
     application = create_app(config, open_store(), redis)
     bind, listen = host or config.api_bind, port or config.api_port
     configure_logging(config)

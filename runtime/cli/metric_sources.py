@@ -47,7 +47,7 @@ class Direct:
 
     def realtime(self, org: str | None) -> Any:
         config = settings()
-        redis = preflight.redis_client(config.redis_url.get_secret_value())
+        redis = preflight.redis_client(config)
         try:
             return as_json(read_realtime(redis, org, config.stages))
         finally:

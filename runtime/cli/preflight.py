@@ -10,12 +10,11 @@ handshake as soon as the broker says so, a silent broker within ``KAFKA_TIMEOUT_
 
 from __future__ import annotations
 
-from redis import Redis
-
 from voicemon import kafka_access, topics
 from voicemon.kafka_access import KafkaAccessError, KafkaUnreachable
 from voicemon.kafka_access import probe as require_kafka
 from voicemon.kafka_client import confluent_security
+from voicemon.redis_client import SyncRedis, open_sync
 from voicemon.settings import Settings
 
 __all__ = ["KafkaAccessError", "KafkaUnreachable", "check_kafka", "check_topics",
@@ -45,16 +44,15 @@ def check_topics(config: Settings) -> None:
         )
 
 
-def redis_client(url: str) -> Redis:
-    """A Redis client whose connect and calls are bounded in time."""
-    return Redis.from_url(
-        url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
-    )
+def redis_client(config: Settings) -> SyncRedis:
+    """A client of the configured Redis whose connect and calls are bounded in time."""
+    return open_sync(config, timeout_s=REDIS_TIMEOUT_S, connect_timeout_s=REDIS_CONNECT_TIMEOUT_S)
 
 
-def require_redis(url: str) -> None:
-    """Raise the client's error (naming the address) unless Redis at ``url`` answers a PING."""
-    client = redis_client(url)
+def require_redis(config: Settings) -> None:
+    """Raise the client's error (naming the address) unless the configured Redis answers a
+    PING."""
+    client = redis_client(config)
     try:
         client.ping()
     finally:

@@ -95,7 +95,7 @@ def _closer(
     clock: Callable[[], float] = time.time,
 ) -> tuple[WindowCloser, WindowState, store.Client]:
     check_kafka(settings())
-    require_redis(settings().redis_url.get_secret_value())
+    require_redis(settings())
     opened = open_resources()
     assert opened.store is not None
     state = WindowState(opened.redis)

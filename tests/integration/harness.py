@@ -39,6 +39,7 @@ from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
 from voicemon.devtools.localstack import LocalStack
 from voicemon.publisher import KafkaPublisher, delivered
+from voicemon.redis_client import open_sync
 from voicemon.settings import Settings
 from voicemon.store import Client
 from voicemon.window_state import WindowState
@@ -95,6 +96,16 @@ class Pipeline:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.published = 0
         self.started = 0
+
+    def use_redis(self, **env: str) -> None:
+        """Point the workers and the reads at another Redis (a Cluster, Sentinels): the
+        ``VOICEMON_REDIS_*`` settings in ``env``."""
+        self.env.update(env)
+        self.settings = Settings(
+            **{k.removeprefix("VOICEMON_").lower(): v for k, v in self.env.items()}
+        )
+        self.redis.close()
+        self.redis = open_sync(self.settings)  # type: ignore[assignment]
 
     # -- producing -------------------------------------------------------------------------
     def publish(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from runtime.cli.preflight import KafkaUnreachable, require_kafka, require_redis
@@ -309,8 +310,9 @@ def test_a_silent_kafka_is_given_up_on_at_the_deadline() -> None:
 
 
 def test_redis_preflight(stack: Settings) -> None:
-    require_redis(stack.redis_url.get_secret_value())
+    require_redis(stack)
     started = time.monotonic()
+    closed = stack.model_copy(update={"redis_url": SecretStr(f"redis://127.0.0.1:{CLOSED}/0")})
     with pytest.raises(RedisConnectionError, match="Connection refused"):
-        require_redis(f"redis://127.0.0.1:{CLOSED}/0")
+        require_redis(closed)
     assert time.monotonic() - started < 3

@@ -19,9 +19,9 @@ from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import SCHEMA, Position, RawRow, RawWriter
-from consumers.rolling_counters import RollingCounters
+from consumers.rolling_counters import MARKED_NOW, RollingCounters
 from tests.integration.harness import Pipeline
-from voicemon import keys, rolling
+from voicemon import keys
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.publisher import KafkaPublisher
 from voicemon.store import Client
@@ -224,26 +224,30 @@ def test_duplicates_older_than_the_markers_are_caught_by_the_store(
 
 
 def test_the_scripts_markers_live_where_voicemon_keys_names_them(pipeline: Pipeline) -> None:
-    """The count-once script names marker hashes itself; they are where ``voicemon.keys``
-    (and the settle script, which takes them from there) looks, in every generation."""
+    """The claim script names marker hashes itself; they are where ``voicemon.keys`` (and the
+    settle scripts, which take them from there) looks, in every generation and group."""
     at = now_ms()
     generation = keys.seen_generation(at)
     pipeline.redis.set(keys.seen_shards(generation - 1), 2048)  # an older generation exists
+
+    new = [(f"e-{i}", f"0:{i}:0") for i in range(50)]
+    retried = [*new[:2], ("e-new", "0:99:0")]
 
     async def count() -> tuple[list[str | None] | None, list[str | None] | None]:
         redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
         try:
             counters = RollingCounters(redis)
-            new = [(f"e-{i}", f"0:{i}:0") for i in range(50)]
-            first = await counters.count_once(new, {}, at)
-            again = await counters.count_once([*new[:2], ("e-new", "0:99:0")], {}, at)
-            return first, again
+            return await counters.claim(new, at), await counters.claim(retried, at)
         finally:
             await redis.aclose()
 
     first, again = asyncio.run(count())
-    assert first is None
-    assert again == ["0:0:0", "0:1:0", None]  # refused, and says who counted what
+    assert first is None  # every group marked
+    # Refused, and says who counted what; "e-new" is claimed unless its shard group held one
+    # of the others (a group is claimed whole or not at all).
+    group_of = {event_id: keys.seen_group(keys.marker(event_id)) for event_id, _ in retried}
+    refused = group_of["e-new"] in (group_of["e-0"], group_of["e-1"])
+    assert again == ["0:0:0", "0:1:0", None if refused else MARKED_NOW]
     shards = int(pipeline.redis.get(keys.seen_shards(generation)) or 0)
     for i in range(50):
         found = keys.marker(f"e-{i}")
@@ -257,8 +261,7 @@ def test_the_scripts_markers_live_where_voicemon_keys_names_them(pipeline: Pipel
     async def count_old() -> list[str | None] | None:
         redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
         try:
-            increments = rolling.increments([], at)
-            return await RollingCounters(redis).count_once([("e-old", "0:7:0")], increments, at)
+            return await RollingCounters(redis).claim([("e-old", "0:7:0")], at)
         finally:
             await redis.aclose()
 
@@ -276,11 +279,13 @@ def test_a_batch_crowding_one_marker_hash_is_counted_whole(pipeline: Pipeline) -
         redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
         try:
             counters = RollingCounters(redis)
-            return await counters.count_once(new, {}, at), await counters.count_once(new, {}, at)
+            return await counters.claim(new, at), await counters.claim(new, at)
         finally:
             await redis.aclose()
 
     first, again = asyncio.run(count())
     assert first is None
-    assert again == [position for _, position in new]
-    assert pipeline.redis.hlen(f"vm:seen:{keys.seen_generation(at)}:0") == 4_500
+    assert again == [position for _, position in new]  # marked, then found
+    generation = keys.seen_generation(at)
+    hashes = [f"vm:seen:{keys.seen_tag(g)}:{generation}:0" for g in range(keys.SEEN_GROUPS)]
+    assert sum(pipeline.redis.hlen(name) for name in hashes) == 4_500

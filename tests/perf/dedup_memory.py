@@ -4,8 +4,8 @@ to GB per 1,000 events/s sustained.
     python -m tests.perf.dedup_memory [--rates 1000,10000] [--sample-shards 512]
 
 For each sustained rate R, one generation of markers (R x 20 minutes of events) is written
-through ``RollingCounters.count_once`` — the Lua script ingest runs, with the batch's
-rolling-counter increments — after a previous generation of the same size, so the shard
+through ``RollingCounters.claim`` — the Lua script ingest runs to mark a batch seen
+— after a previous generation of the same size, so the shard
 count is the one ingest picks at R, and at the density of R (markers per shard hash), into a
 sample of the shards so that high rates stay quick to measure.
 ``used_memory`` before and after gives bytes per marker; at steady state Redis holds at most
@@ -25,7 +25,7 @@ import orjson
 from redis.asyncio import Redis
 
 from consumers.rolling_counters import RollingCounters
-from voicemon import keys, rolling
+from voicemon import keys
 from voicemon.event import EventType, PipelineEvent
 
 DB_URL = "redis://127.0.0.1:6379/13"
@@ -60,7 +60,9 @@ async def compact(redis: Redis, rate: int, sample: int) -> tuple[int, int, float
     counters = RollingCounters(redis)
     start = (int(time.time() * 1000) // keys.SEEN_GENERATION_MS) * keys.SEEN_GENERATION_MS
     await redis.flushdb()
-    await redis.set(keys.seen_count(keys.seen_generation(start) - 1), per_generation)
+    previous = keys.seen_generation(start) - 1
+    for group in range(keys.SEEN_GROUPS):  # the previous generation's markers, spread evenly
+        await redis.set(keys.seen_count(previous, group), per_generation // keys.SEEN_GROUPS)
     before = await used_memory(redis)
     for first in range(0, count, BATCH):
         chunk = ids[first : first + BATCH]
@@ -69,8 +71,8 @@ async def compact(redis: Redis, rate: int, sample: int) -> tuple[int, int, float
             PipelineEvent(i, EventType.ARTIFACT_RECEIVED, now_ms, "a", "org-1") for i in chunk
         ]
         new = [(e.event_id, f"{first % 4}:{1_000_000 + first}:{n}") for n, e in enumerate(events)]
-        taken = await counters.count_once(new, rolling.increments(events, now_ms), now_ms)
-        assert not taken
+        taken = await counters.claim(new, now_ms)
+        assert taken is None
     return shards, count, (await used_memory(redis) - before) / count
 
 

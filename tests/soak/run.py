@@ -1,20 +1,25 @@
 """The soak-and-fault harness (issue "scale out and survive faults").
 
     python -m tests.soak.run --events 1000000 --fault-seconds 30      # the long run
-    python -m pytest tests/integration/test_soak.py                  # the short run in CI
+    python -m tests.soak.run --redis sentinel   # or cluster: Redis of the harness's own
+    python -m pytest tests/integration/test_soak.py                  # the short runs in CI
 
 It publishes a seeded stream (duplicates, malformed messages and late events mixed in) in
 chunks while it injects faults — SIGKILLed workers, Redis stopped and restarted, the
 rolling-counter keys flushed, the store failing and hanging, the Kafka broker restarted, a
-second counting worker joining and leaving — then compares every number voicemon reports
-with the independent reference: real-time counters, raw rows, DLQ records and the snapshots
-of the closed hours the late events fell into. One store worker (the embedded store belongs
-to one process) and one or two counting workers run, as CONTRACT §1 allows on one machine.
+second counting worker joining and leaving; on a Redis of its own (``--redis sentinel`` or
+``cluster``, ``tests.integration.redis_topology``) the Redis fault is a failover instead: the
+Sentinel primary SIGKILLed, or a Cluster node SIGKILLed and restarted — then compares every
+number voicemon reports with the independent reference: real-time counters, raw rows, DLQ
+records and the snapshots of the closed hours the late events fell into. One store worker
+(the embedded store belongs to one process) and one or two counting workers run, as
+CONTRACT §1 allows on one machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import re
 import subprocess
@@ -32,6 +37,7 @@ import orjson
 
 from tests import reference
 from tests.integration.harness import Pipeline
+from tests.integration.redis_topology import Cluster, SentinelGroup, redis_cluster, sentinel_group
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.devtools.localstack import LocalStack
 from voicemon.rolling import MINUTE_MS, first_minute
@@ -42,6 +48,19 @@ ROOT = Path(__file__).resolve().parents[2]
 COUNTERS = {"VOICEMON_WORKER_ROLE": "counters", "VOICEMON_BATCH_MAX_MESSAGES": "200"}
 FAULTS = ("kill", "redis_restart", "counters_flush", "store_fail", "store_hang",
           "store_hang_past_rebalance", "kafka_restart", "rebalance")  # fmt: skip
+TOPOLOGIES = ("local", "sentinel", "cluster")
+
+
+# On a Redis topology of its own the run keeps the faults that meet Redis (the Kafka restart
+# and the long store hang are the local run's: on 2 busy cores a broker restart outlasted
+# the 120 s readiness wait of the runs that had them).
+TOPOLOGY_FAULTS = ("kill", "redis_failover", "counters_flush", "store_fail", "rebalance")
+
+
+def faults(topology: str) -> tuple[str, ...]:
+    """The fault kinds of a run: on a topology of its own, Redis fails over instead of
+    restarting."""
+    return FAULTS if topology == "local" else TOPOLOGY_FAULTS
 
 
 @dataclass
@@ -98,8 +117,20 @@ def build_stream(
 
 
 class Soak:
-    def __init__(self, settings: Settings, workdir: Path, fault_seconds: float, seed: int) -> None:
+    def __init__(self, settings: Settings, workdir: Path, fault_seconds: float, seed: int,
+                 topology: str = "local") -> None:  # fmt: skip
         self.pipeline = Pipeline(settings, workdir)
+        self.topology = contextlib.ExitStack()
+        self.sentinel: SentinelGroup | None = None
+        self.cluster: Cluster | None = None
+        if topology == "sentinel":
+            self.sentinel = self.topology.enter_context(sentinel_group(workdir / "sentinel"))
+            self.pipeline.use_redis(VOICEMON_REDIS_SENTINELS=self.sentinel.addresses,
+                                    VOICEMON_REDIS_WAIT_REPLICAS="1")  # fmt: skip
+        elif topology == "cluster":
+            self.cluster = self.topology.enter_context(redis_cluster(workdir / "cluster"))
+            self.pipeline.use_redis(VOICEMON_REDIS_URL=self.cluster.url,
+                                    VOICEMON_REDIS_CLUSTER="true")  # fmt: skip
         self.stack = LocalStack(settings, ROOT / "var")
         self.fault_seconds = fault_seconds
         self.rng = random.Random(seed)
@@ -178,6 +209,26 @@ class Soak:
         self.hold(self.fault_seconds)
         self.stack.up()
 
+    def redis_failover(self) -> None:
+        """The Sentinel primary SIGKILLed (a replica is promoted; the old primary returns
+        empty, as a replica), or a Cluster node SIGKILLed and restarted from its AOF."""
+        if self.sentinel is not None:
+            group = self.sentinel
+            old = group.node_on(group.primary_port())
+            old.kill()
+            deadline = time.monotonic() + 60
+            while group.primary_port() == old.port:
+                assert time.monotonic() < deadline, "the Sentinels did not fail over"
+                time.sleep(0.1)
+            self.hold(self.fault_seconds)
+            old.start()
+        elif self.cluster is not None:
+            victim = self.rng.choice(self.cluster.nodes)
+            victim.kill()
+            self.hold(self.fault_seconds)
+            victim.start()
+            self.cluster.wait_healthy()
+
     def counters_flush(self) -> None:
         self.pipeline.wait_consumed(timeout_s=600, groups=self.groups)  # quiescent, see docs
         for key in self.pipeline.redis.scan_iter("vm:rt:*"):
@@ -227,13 +278,14 @@ class Soak:
 
 
 def run(settings: Settings, workdir: Path, events: int, seed: int, fault_seconds: float,
-        kills: int = 5, log: Callable[[str], None] = print) -> SoakReport:  # fmt: skip
+        kills: int = 5, log: Callable[[str], None] = print,
+        topology: str = "local") -> SoakReport:  # fmt: skip
     started = time.monotonic()
     messages, stream_events, malformed, late = build_stream(events, seed, settings.stages)
     report = SoakReport(len(stream_events), len(reference.first_occurrences(stream_events)),
                         malformed, late)  # fmt: skip
-    soak = Soak(settings, workdir, fault_seconds, seed)
-    plan = ["kill"] * kills + [f for f in FAULTS if f != "kill"]
+    soak = Soak(settings, workdir, fault_seconds, seed, topology)
+    plan = ["kill"] * kills + [f for f in faults(topology) if f != "kill"]
     soak.rng.shuffle(plan)
     chunks = len(plan) + 1
     size = -(-len(messages) // chunks)
@@ -251,6 +303,7 @@ def run(settings: Settings, workdir: Path, events: int, seed: int, fault_seconds
         report.peak_store_rss_mb = round(soak.peak_rss_mb, 1)
         soak.pipeline.stop_workers()
         soak.stack.up()
+        soak.topology.close()
     report.seconds = round(time.monotonic() - started, 1)
     return report
 
@@ -317,12 +370,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fault-seconds", type=float, default=30)
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--redis", choices=TOPOLOGIES, default="local",
+                        help="the local stack's Redis, or a topology of its own")  # fmt: skip
     args = parser.parse_args()
     settings = Settings()
     LocalStack(settings, ROOT / "var").up()
     with tempfile.TemporaryDirectory(prefix="voicemon-soak-") as workdir:
         report = run(settings, Path(workdir), args.events, args.seed, args.fault_seconds,
-                     args.kills)  # fmt: skip
+                     args.kills, topology=args.redis)  # fmt: skip
     print(
         orjson.dumps(report.__dict__ | {"exact": report.exact}, option=orjson.OPT_INDENT_2).decode()
     )

@@ -49,7 +49,8 @@ def test_a_marker_is_its_digest_split_into_slot_and_field() -> None:
     digest = keys.digest("e-1")
     assert len(digest) == 16
     assert keys.marker("e-1") == keys.Marker(int.from_bytes(digest[:4], "big"), digest[4:])
-    assert keys.seen_hash(10, 1024, keys.Marker(1027, b"b")) == "vm:seen:10:3"
+    assert keys.seen_hash(10, 1024, keys.Marker(1027, b"b")) == "vm:seen:{s3}:10:3"
+    assert keys.seen_hash(10, 1, keys.Marker(1027, b"b")) == "vm:seen:{s3}:10:0"
 
 
 @pytest.mark.parametrize(

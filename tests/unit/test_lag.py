@@ -70,3 +70,20 @@ def test_nothing_is_exported_after_a_failed_or_stale_measurement() -> None:
     assert _samples(stale)
     time.sleep(0.1)
     assert _samples(stale) == {}
+
+
+def test_a_broker_that_does_not_answer_in_time_makes_the_lag_unavailable() -> None:
+    """A future timing out (a broker restarting) is an unavailable measurement, not a crash
+    of the worker's timer."""
+    import pytest
+
+    from consumers.lag import BrokerLag, LagUnavailable
+
+    lag = BrokerLag({"bootstrap.servers": "127.0.0.1:1"}, "group", "topic", timeout_s=0.01)
+
+    def silent() -> list[PartitionOffsets]:
+        raise TimeoutError
+
+    lag._measure = silent  # type: ignore[method-assign]
+    with pytest.raises(LagUnavailable, match="TimeoutError"):
+        lag.measure()

@@ -21,6 +21,9 @@ RELEASED = {
     "0001_database": "3723ad23df4966cb7833a4973aefe4e1d4ab1f6ec12d9c35d77a11001a318431",
     "0002_pipeline_events": "93a72aac47aa9d95966d6381df84c954590cb9c165f14fbb7e0e9b6a0b05abbc",
     "0003_snapshots": "e8bf2628d7b14a3d97250ec9a57292dfda7d90ad578962de2c727aad9a9ce749",
+    "0004_raw_insert_deduplication": (
+        "fdd4771ed8d696d67d64739362029219ec231213753444e7ded7b067473a2491"
+    ),
 }
 
 # ClickHouse DDL has no transactions: a migration cut short, or run by two processes at once,

@@ -80,3 +80,21 @@ def test_the_peer_venv_is_reused_only_while_its_marker_matches(tmp_path: Path) -
     assert peer_venv.is_ready(venv)
     (venv / peer_venv.MARKER_NAME).write_text("python3.11 quixstreams>=3.20\n")
     assert not peer_venv.is_ready(venv)
+
+
+def test_the_capacity_formula_rounds_up_at_the_edge_of_a_core() -> None:
+    from tests.perf.capacity import UTILISATION, PerEvent, deployment
+
+    # 7 us at 100k events/s is 0.7 core: exactly one worker at U = 0.7; a hair more, two.
+    exact = PerEvent(worker_us=7.0, redis_us=7.0, store_us=7.0, worker_rss_mb=512)
+    assert UTILISATION == 0.7
+    one = deployment(100_000, exact)
+    assert (one.workers, one.partitions, one.redis_primaries) == (1, 2, 1)
+    over = PerEvent(worker_us=7.01, redis_us=7.01, store_us=7.0, worker_rss_mb=512)
+    two = deployment(100_000, over)
+    assert (two.workers, two.partitions, two.redis_primaries) == (2, 4, 2)
+    # A ClickHouse shard holds 16 cores at U: 11.2 cores of store work, then a second shard.
+    assert deployment(1_600_000, exact).clickhouse_shards == 1
+    assert deployment(1_600_001, exact).clickhouse_shards == 2
+    assert deployment(1_000_000, exact).redis_memory_gb == 218.0
+    assert deployment(1, exact).workers == 1  # never zero

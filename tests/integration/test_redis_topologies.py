@@ -1,0 +1,151 @@
+"""Ingest on a Redis Cluster and across a Sentinel failover, against the reference: the
+topologies are started by the tests (``tests.integration.redis_topology``), the worker is the
+real one, in its own process."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from tests import reference
+from tests.integration.harness import Pipeline
+from tests.integration.redis_topology import redis_cluster, sentinel_group
+from tests.integration.test_ingest import raw_counts, realtime_counts, reference_counts
+from voicemon import keys
+from voicemon.devtools.loadgen import LoadMix
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def stream(pipeline: Pipeline, items_count: int, seed: int) -> tuple[list[dict[str, Any]], int]:
+    """Publish a mix of batches and single events, with duplicates and malformed messages;
+    returns the events and the number of malformed messages."""
+    mix = LoadMix(seed=seed, organizations=7, stages=pipeline.settings.stages,
+                  duplicate_share=0.03, malformed_share=0.002)  # fmt: skip
+    clock = iter(lambda: now_ms(), None)
+    items = [item for _, item in zip(range(items_count), mix.stream(clock), strict=False)]
+    events = [item for item in items if isinstance(item, dict)]
+    rng = random.Random(seed)
+    messages: list[Any] = []
+    i = 0
+    while i < len(items):
+        if isinstance(items[i], bytes) or rng.random() < 0.3:
+            messages.append(items[i])
+            i += 1
+            continue
+        size = rng.randint(2, 100)
+        chunk = [x for x in items[i : i + size] if isinstance(x, dict)]
+        messages.extend([chunk] if chunk else [])
+        messages.extend(x for x in items[i : i + size] if isinstance(x, bytes))
+        i += size
+    pipeline.publish(messages)
+    return events, len(items) - len(events)
+
+
+def assert_exact(pipeline: Pipeline, events: list[dict[str, Any]], malformed: int) -> None:
+    """Real-time numbers (platform and every organization), raw rows and the DLQ match the
+    reference: nothing lost, nothing counted or stored twice."""
+    stages = pipeline.settings.stages
+    assert realtime_counts(pipeline.realtime()) == reference_counts(events, stages)
+    for organization in {event.get("organization_id") for event in events} - {None}:
+        mine = [event for event in events if event.get("organization_id") == organization]
+        view = realtime_counts(pipeline.realtime(organization))
+        assert view == reference_counts(mine, stages), organization
+    pipeline.stop_workers()
+    unique = reference.first_occurrences(events)
+    assert sum(raw_counts(pipeline).values()) == len(unique)
+    rows = pipeline.sql(
+        "SELECT count() AS n, uniqExact(event_id) AS u FROM voicemon.pipeline_events"
+    )
+    assert rows == [{"n": len(unique), "u": len(unique)}]
+    assert len(pipeline.dlq()) == malformed
+
+
+def progress(pipeline: Pipeline, beyond: int, timeout_s: float = 90) -> float:
+    """Wait until the platform counts more than ``beyond`` artifacts; returns when."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if pipeline.realtime()["artifacts_received"] > beyond:
+                return time.monotonic()
+        except Exception:  # Redis failing over: read again
+            pass
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.05)
+
+
+def counted_so_far(pipeline: Pipeline, timeout_s: float = 60) -> int:
+    """The platform's artifacts received, read again while no primary answers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(pipeline.realtime()["artifacts_received"])
+        except RedisError:
+            assert time.monotonic() < deadline, "no Redis primary answered"
+            time.sleep(0.1)
+
+
+def test_ingest_on_a_redis_cluster_matches_the_reference(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    with redis_cluster(tmp_path / "cluster") as cluster:
+        pipeline.use_redis(VOICEMON_REDIS_URL=cluster.url, VOICEMON_REDIS_CLUSTER="true")
+        events, malformed = stream(pipeline, 8_000, seed=11)
+        pipeline.start_worker(VOICEMON_BATCH_MAX_MESSAGES="200")
+        pipeline.wait_consumed(timeout_s=180)
+        # The markers' shard groups are spread over the three primaries.
+        per_node = [node.client().dbsize() for node in cluster.nodes]
+        assert all(size > keys.SEEN_GROUPS // 3 for size in per_node), per_node
+        assert_exact(pipeline, events, malformed)
+
+
+def test_a_cluster_node_killed_and_restarted_mid_stream_ends_exact(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    with redis_cluster(tmp_path / "cluster") as cluster:
+        pipeline.use_redis(VOICEMON_REDIS_URL=cluster.url, VOICEMON_REDIS_CLUSTER="true")
+        events, malformed = stream(pipeline, 12_000, seed=12)
+        pipeline.start_worker(VOICEMON_BATCH_MAX_MESSAGES="40")
+        progress(pipeline, 300)
+        victim = cluster.nodes[1]
+        victim.kill()
+        time.sleep(3)  # past the node timeout: the cluster is down until the node is back
+        victim.start()
+        cluster.wait_healthy()
+        pipeline.wait_consumed(timeout_s=240)
+        assert_exact(pipeline, events, malformed)
+
+
+def test_sigkill_of_the_sentinel_primary_mid_stream_ends_exact(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    with sentinel_group(tmp_path / "sentinel") as group:
+        pipeline.use_redis(VOICEMON_REDIS_SENTINELS=group.addresses,
+                           VOICEMON_REDIS_WAIT_REPLICAS="1",
+                           VOICEMON_REDIS_WAIT_TIMEOUT_MS="500")  # fmt: skip
+        events, malformed = stream(pipeline, 12_000, seed=13)
+        pipeline.start_worker(VOICEMON_BATCH_MAX_MESSAGES="40")
+        progress(pipeline, 300)
+        old = group.node_on(group.primary_port())
+        old.kill()
+        killed_at = time.monotonic()
+        deadline = killed_at + 60
+        while group.primary_port() == old.port:
+            assert time.monotonic() < deadline, "the Sentinels did not fail over"
+            time.sleep(0.1)
+        failed_over = time.monotonic() - killed_at
+        old.start()  # empty: the Sentinels make it a replica of the new primary
+        group.wait_settled(old)  # before that, a client may be sent to it and read it alone
+        before = counted_so_far(pipeline)
+        recovered = progress(pipeline, before) - killed_at
+        print(
+            f"Sentinel failover after {failed_over:.1f} s, counting again after {recovered:.1f} s"
+        )
+        pipeline.wait_consumed(timeout_s=240)
+        assert_exact(pipeline, events, malformed)

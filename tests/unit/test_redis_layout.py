@@ -1,0 +1,123 @@
+"""Pure parts of the Redis layout: every script call's keys on one Cluster slot, counter
+increments per scope and partition, the Redis settings."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from redis.cluster import key_slot
+
+from consumers.raw_writer import Position, RawRow
+from consumers.rolling_counters import APPLIED_TTL_MS, by_tag, scope_increments
+from voicemon import keys, rolling
+from voicemon.event import EventType, PipelineEvent
+from voicemon.settings import Settings
+
+NOW = 1_795_000_000_000
+MINUTE = 60_000
+
+
+def row(event_id: str, partition: int, offset: int, org: str | None = "org-a") -> RawRow:
+    event = PipelineEvent(event_id, EventType.ARTIFACT_RECEIVED, NOW - MINUTE, "a", org)
+    return RawRow(event, Position(partition, offset, 0))
+
+
+def test_a_markers_keys_share_their_shard_groups_slot_in_every_generation() -> None:
+    for i in range(200):
+        found = keys.marker(f"e-{i}")
+        group = keys.seen_group(found)
+        slot = key_slot(keys.seen_count(7, group).encode())
+        for generation, shards in ((5, 1), (6, 1024), (7, 4096)):
+            assert key_slot(keys.seen_hash(generation, shards, found).encode()) == slot
+
+
+def test_the_shard_groups_spread_over_the_slots_of_three_primaries() -> None:
+    thirds = {key_slot(keys.seen_count(1, g).encode()) * 3 // 16384 for g in range(16)}
+    assert thirds == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [keys.store_lease(p) for p in range(64)],
+        [keys.dead_lettered(p, o, i) for p, o, i in ((0, 1, None), (3, 99, 4), (7, 10**12, 0))],
+        [keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL, keys.applied("{p}")],
+        [
+            keys.rolling_counter("org}x", 1),
+            keys.applied(keys.hash_tag(keys.rolling_counter("org}x", 1))),
+            keys.taken_back("{o:org}", "1:2:3"),
+        ],
+        [keys.CLOSER_LEASE, keys.NEXT_HOUR, keys.DIRTY, keys.WATERMARKS],
+    ],
+)
+def test_keys_of_one_script_call_share_one_slot(names: list[str]) -> None:
+    assert len({key_slot(name.encode()) for name in names}) == 1
+
+
+def test_a_hash_tag_is_what_redis_hashes() -> None:
+    assert keys.hash_tag("vm:rt:{p}:5") == "{p}"
+    assert keys.hash_tag(keys.rolling_counter("a}b", 5)) == "{o:a}"
+    assert keys.hash_tag(keys.rolling_counter("x{y}", 5)) == "{o:x{y}"
+
+
+def test_increments_are_split_by_scope_and_partition_with_their_offsets() -> None:
+    rows = [row("a", 0, 5), row("b", 0, 9, "org-b"), row("c", 1, 2), row("d", 0, 7)]
+    found = scope_increments(rows, NOW, {})
+    assert set(found) == {"{p}", "{o:org-a}", "{o:org-b}"}
+    platform = {partition: (first, last) for partition, first, last, _ in found["{p}"]}
+    assert platform == {0: (5, 9), 1: (2, 2)}
+    assert [(p, f, last) for p, f, last, _ in found["{o:org-b}"]] == [(0, 5, 9)]
+    [(_, _, _, buckets)] = [part for part in found["{p}"] if part[0] == 0]
+    assert sum(b.fields["received"] for b in buckets.values()) == 3
+
+
+def test_increments_after_an_applied_offset_keep_only_the_later_rows() -> None:
+    rows = [row("a", 0, 5), row("b", 0, 6), row("c", 0, 7)]
+    found = scope_increments(rows, NOW, {("{p}", 0): 5, ("{o:org-a}", 0): 7})
+    [(partition, first, last, buckets)] = found["{p}"]
+    assert (partition, first, last) == (0, 6, 7)
+    assert sum(b.fields["received"] for b in buckets.values()) == 2
+    assert "{o:org-a}" not in found  # everything applied there already
+
+
+def test_by_tag_groups_buckets_of_one_scope() -> None:
+    buckets = rolling.increments([row("a", 0, 1).event, row("b", 0, 2, None).event], NOW)
+    split = by_tag(buckets)
+    assert set(split) == {"{p}", "{o:org-a}"}
+    assert sum(len(group) for group in split.values()) == len(buckets)
+
+
+def test_applied_offsets_outlive_the_markers() -> None:
+    set_at = NOW
+    assert keys.seen_expire_at_ms(set_at) < set_at + APPLIED_TTL_MS
+
+
+def test_sentinels_are_host_port_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", "10.0.0.1:26379, sentinel-b:26380")
+    assert Settings().redis_sentinels == ("10.0.0.1:26379", "sentinel-b:26380")
+    for wrong in ("10.0.0.1", "host:0", "host:65536", ":26379", "host:port"):
+        monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", wrong)
+        with pytest.raises(ValidationError, match="host:port"):
+            Settings()
+    monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", "host:65535")
+    assert Settings().redis_sentinels == ("host:65535",)
+
+
+def test_sentinels_and_a_cluster_exclude_each_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", "host:26379")
+    monkeypatch.setenv("VOICEMON_REDIS_CLUSTER", "true")
+    with pytest.raises(ValidationError, match="exclude each other"):
+        Settings()
+
+
+def test_replicas_to_wait_for_are_zero_or_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().redis_wait_replicas == 0
+    monkeypatch.setenv("VOICEMON_REDIS_WAIT_REPLICAS", "-1")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.setenv("VOICEMON_REDIS_WAIT_REPLICAS", "1")
+    monkeypatch.setenv("VOICEMON_REDIS_WAIT_TIMEOUT_MS", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.setenv("VOICEMON_REDIS_WAIT_TIMEOUT_MS", "1")
+    assert (Settings().redis_wait_replicas, Settings().redis_wait_timeout_ms) == (1, 1)

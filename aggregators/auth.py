@@ -108,7 +108,9 @@ class Verifier:
         if not isinstance(claims["sub"], str) or not isinstance(organization_id, str | None):
             raise Unauthorized("invalid token claims")
         staff = claims.get("platform_staff") is True
-        if expires - self.clock() > self.rules.max_ttl(staff):
+        # The lifetime cap holds for the tokens this API's settings mint (they name its
+        # issuer); a CONTRACT §7 token of the old form is judged by its expiry alone.
+        if "iss" in claims and expires - self.clock() > self.rules.max_ttl(staff):
             raise Unauthorized("token lives longer than this API allows; mint a shorter one")
         return Principal(claims["sub"], staff, organization_id)
 
@@ -116,12 +118,16 @@ class Verifier:
         """The verified claims and the expiry, on this verifier's clock."""
         try:
             key, algorithms = self._key(token)
+            # CONTRACT §7's tokens carry no iss or aud: under shared keys a token without
+            # them is still accepted (the old form keeps working); one that carries them must
+            # name this API's. A provider's tokens (JWKS) must carry both.
+            required = ["exp", "sub", *(["iss", "aud"] if self.jwks is not None else [])]
             claims: dict[str, object] = jwt.decode(
-                token, key, algorithms=algorithms, issuer=self.rules.issuer,
-                audience=self.rules.audience,
-                options={"require": ["exp", "sub", "iss", "aud"], "verify_exp": False,
+                token, key, algorithms=algorithms,
+                options={"require": required, "verify_exp": False, "verify_aud": False,
                          "verify_iat": False, "verify_nbf": False},
             )  # fmt: skip  # the times are checked below, on this verifier's clock
+            self._check_issuer_and_audience(claims)
         except (jwt.InvalidTokenError, jwt.PyJWKClientError):
             raise Unauthorized("invalid token") from None
         expires = claims["exp"]
@@ -133,6 +139,15 @@ class Verifier:
         if not isinstance(not_before, int | float) or not_before > self.clock():
             raise Unauthorized("token not valid yet")
         return claims, float(expires)
+
+    def _check_issuer_and_audience(self, claims: Mapping[str, object]) -> None:
+        if "iss" in claims and claims["iss"] != self.rules.issuer:
+            raise jwt.InvalidIssuerError("issuer")
+        if "aud" in claims:
+            audience = claims["aud"]
+            named = audience if isinstance(audience, list) else [audience]
+            if self.rules.audience not in named:
+                raise jwt.InvalidAudienceError("audience")
 
     def _key(self, token: str) -> tuple[Any, list[str]]:
         if self.jwks is not None:

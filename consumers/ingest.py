@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.batch import (
@@ -195,7 +195,8 @@ class Ingest:
         back, each once (``RollingCounters.settle``)."""
         if not refused:
             return
-        letters = [letter_of(row, _message_of(row, messages), UNSTORABLE) for row in refused]
+        found = _by_position(messages)
+        letters = [letter_of(row, _message_of(row, found), UNSTORABLE) for row in refused]
         await self._dead_letters.publish_once(letters)
         for row in refused:
             decrements = rolling.negated(rolling.increments([row.event], now_ms))
@@ -213,12 +214,13 @@ class Ingest:
         ``edge`` of the time rules, which only the counting workers decide."""
         deadline = time.monotonic() + FOLLOW_DEADLINE_S
         stored = await self._owners_of_old(rows, now_ms)
+        found = _by_position(messages)
         while True:
             marked = await self._counters.owners([row.event.event_id for row in rows], now_ms)
             owners = [s if s is not None else m for s, m in zip(stored, marked, strict=True)]
             waiting = [i for i, owner in enumerate(owners) if owner is None]
             if waiting:
-                sources = {i: _source(rows[i], _message_of(rows[i], messages)) for i in waiting}
+                sources = {i: _source(rows[i], _message_of(rows[i], found)) for i in waiting}
                 rejected = await self._dead_letters.rejected_before(list(sources.values()))
                 dropped = {i for i, source in sources.items() if source in rejected}
                 if dropped:
@@ -250,11 +252,12 @@ class Ingest:
         stored = await self._stored_owners(late)
         kept: list[RawRow] = []
         letters: list[DeadLetter] = []
+        found = _by_position(messages)
         for row, marker in zip(late, marked, strict=True):
             if marker or stored.get(row.event.event_id):
                 kept.append(row)  # counted before, here or at another position: not new
             else:
-                letters.append(letter_of(row, _message_of(row, messages), TOO_LATE_BY_CLOCK))
+                letters.append(letter_of(row, _message_of(row, found), TOO_LATE_BY_CLOCK))
         return kept, letters
 
     async def _stored_owners(self, rows: Sequence[RawRow]) -> dict[str, str]:
@@ -315,7 +318,8 @@ class Ingest:
         says so): a replay keeps the first decision (CONTRACT §3.2)."""
         if not unsure:
             return []
-        sources = [_source(row, _message_of(row, messages)) for row in unsure]
+        found = _by_position(messages)
+        sources = [_source(row, _message_of(row, found)) for row in unsure]
         rejected = await self._dead_letters.rejected_before(sources)
         return [row for row, source in zip(unsure, sources, strict=True) if source not in rejected]
 
@@ -367,10 +371,14 @@ def _source(row: RawRow, message: Message) -> tuple[int, int, int | None]:
     return row.position.partition, row.position.offset, row.position.batch_index if batch else None
 
 
-def _message_of(row: RawRow, messages: Sequence[Message]) -> Message:
+def _by_position(messages: Sequence[Message]) -> dict[tuple[int, int], Message]:
+    """The messages by (partition, offset), for ``_message_of``: one pass, not one per row."""
+    return {(message.partition, message.offset): message for message in messages}
+
+
+def _message_of(row: RawRow, found: Mapping[tuple[int, int], Message]) -> Message:
     """The message a row came from."""
-    where = row.position
-    return next(m for m in messages if (m.partition, m.offset) == (where.partition, where.offset))
+    return found[row.position.partition, row.position.offset]
 
 
 def _missing_rows(raw_writer: RawWriter, replayed: list[RawRow]) -> list[RawRow]:

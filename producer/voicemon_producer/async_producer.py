@@ -35,14 +35,14 @@ class AsyncEventProducer:
         self, event: Mapping[str, Any], headers: HeadersLike | None = None
     ) -> asyncio.Future[Delivery]:
         """Queue one event (raises ``InvalidEvent`` or ``ProducerClosed`` at once); await the
-        result for its ``Delivery``, or a ``DeliveryError``."""
-        future = asyncio.wrap_future(self._core.publish(event, headers))
-        future.add_done_callback(_retrieve)
+        result for its ``Delivery``, or a ``DeliveryError``. Call it on the loop."""
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        self._core.publish_with(future, event, headers)
         return future
 
     def send(self, event: Mapping[str, Any], headers: HeadersLike | None = None) -> None:
         """``publish`` without a future: failures are raised by the next ``flush``."""
-        self._core.send(event, headers)
+        self._core.publish_with(None, event, headers)
 
     def stats(self) -> ProducerStats:
         return self._core.stats()
@@ -58,9 +58,3 @@ class AsyncEventProducer:
 
     async def __aexit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         await asyncio.to_thread(self._core.__exit__, kind, *rest)
-
-
-def _retrieve(future: asyncio.Future[Delivery]) -> None:
-    """Mark a failure as seen: asyncio would log every unawaited one when collected."""
-    if not future.cancelled():
-        future.exception()

@@ -17,7 +17,9 @@ registry is passed in. Thread-safe. docs/producer.md has the failure matrix.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -98,7 +100,10 @@ class ProducerStats:
     failed: int
 
 
-_Ticket = tuple["Future[Delivery] | None", str | None]  # None: sent without a future
+# An event's future: the caller's thread's kind, or the asyncio producer's (resolved on its
+# loop, one loop callback per message); None: sent without a future.
+Outcome = Future[Delivery] | asyncio.Future[Delivery]
+_Ticket = tuple[Outcome | None, str | None]
 _Report = tuple[OutgoingMessage[_Ticket], str | None, int, int]  # cause, partition, offset
 
 
@@ -206,13 +211,20 @@ class EventProducer:
         (nothing sent) for an event the worker would reject, ``ProducerClosed`` after
         ``close``."""
         future = _running_future()
-        self._accept(self._encode(event), event, _headers(headers), future)
+        self.publish_with(future, event, headers)
         return future
+
+    def publish_with(
+        self, future: Outcome | None, event: Mapping[str, Any], headers: HeadersLike | None = None
+    ) -> None:
+        """``publish`` resolving a future of the caller's (the asyncio producer's own, created
+        on its loop and resolved there)."""
+        self._accept(self._encode(event), event, _headers(headers), future)
 
     def send(self, event: Mapping[str, Any], headers: HeadersLike | None = None) -> None:
         """``publish`` without a future (a few microseconds less per event, for bulk
         callers): a failed or dropped event is reported by the next ``flush`` or ``close``."""
-        self._accept(self._encode(event), event, _headers(headers), None)
+        self.publish_with(None, event, headers)
 
     def publish_raw(
         self, value: bytes, key: bytes | None = None, headers: HeadersLike | None = None
@@ -242,7 +254,7 @@ class EventProducer:
         encoded: bytes,
         event: Mapping[str, Any] | None,
         headers: Headers,
-        future: Future[Delivery] | None,
+        future: Outcome | None,
         key: bytes | None = None,
     ) -> None:
         """Take one event into the buffer (``event`` None: raw bytes, a message of their
@@ -274,6 +286,8 @@ class EventProducer:
                     "broker is down or slower than the publishers); publish it again later"
                 )
             )
+            if isinstance(future, asyncio.Future):
+                future.exception()  # told to its caller; asyncio need not log it unawaited
 
     def _add(
         self,
@@ -390,15 +404,23 @@ class EventProducer:
                 f"Kafka did not acknowledge the message carrying this event on {self.topic} "
                 f"({cause}); check the broker and the topic, then publish the event again"
             )
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Delivery], Any]]] = {}
         for index, (future, event_id) in enumerate(tickets):
             if future is None:
                 continue
+            delivery = Delivery(event_id, self.topic, partition, offset, index)
+            if isinstance(future, asyncio.Future):
+                on_loops.setdefault(future.get_loop(), []).append((future, failure or delivery))
+                continue
             if failure is None:
-                future.set_result(Delivery(event_id, self.topic, partition, offset, index))
+                future.set_result(delivery)
             else:
                 future.set_exception(failure)
             if index % _YIELD_EVERY == _YIELD_EVERY - 1:
                 time.sleep(0)  # let a publishing thread have the GIL between chunks
+        for loop, outcomes in on_loops.items():
+            with contextlib.suppress(RuntimeError):  # its loop is closed: no one awaits them
+                loop.call_soon_threadsafe(_resolve_on_loop, outcomes)
 
     # -- the background thread -------------------------------------------------------------
     def _run(self) -> None:
@@ -572,6 +594,19 @@ def _running_future() -> Future[Delivery]:
     future: Future[Delivery] = Future()
     future.set_running_or_notify_cancel()
     return future
+
+
+def _resolve_on_loop(outcomes: list[tuple[asyncio.Future[Delivery], Any]]) -> None:
+    """Resolve a message's asyncio futures on their loop (a failure counts as seen: asyncio
+    does not log it once per unawaited event; the overflow log and the numbers say it)."""
+    for future, outcome in outcomes:
+        if future.done():  # cancelled by its caller
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+            future.exception()
+        else:
+            future.set_result(outcome)
 
 
 def _close_at_exit(producer_ref: weakref.ReferenceType[EventProducer]) -> None:

@@ -343,6 +343,35 @@ def test_the_async_producer_delivers(stack: Settings) -> None:
     assert Counter(on_topic) == Counter([d.event_id for d in deliveries] + [last.event_id])
 
 
+def test_async_futures_cancelled_or_left_on_an_ended_loop_hurt_nothing(
+    stack: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Futures are resolved on their loop: one its caller cancelled is skipped; answers that
+    arrive after the loop has ended are dropped quietly; the producer goes on serving."""
+    topic = new_topic(stack.kafka_bootstrap)
+    producer = AsyncEventProducer(stack.kafka_bootstrap, topic, linger_s=0.2)
+
+    async def cancel_one() -> list[Delivery]:
+        futures = [producer.publish(producer.events.artifact_received(f"a-{n}")) for n in range(3)]
+        futures[1].cancel()
+        return [await futures[0], await futures[2]]
+
+    async def leave_unawaited() -> None:
+        producer.publish(producer.events.artifact_received("left"))
+
+    delivered = asyncio.run(cancel_one())
+    asyncio.run(leave_unawaited())  # its loop is closed before the broker answers
+
+    async def close() -> None:
+        await producer.aclose()
+
+    asyncio.run(close())
+    assert [d.batch_index for d in delivered] == [0, 2]
+    assert producer.stats().sent == 4 and producer.stats().failed == 0
+    assert not [r for r in caplog.records if "background thread" in r.getMessage()]
+    assert len(read_events(stack.kafka_bootstrap, topic)) == 4
+
+
 def readme_snippet() -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("\n## Publishing events\n", 1)[1].split("\n## ", 1)[0]

@@ -372,19 +372,19 @@ def test_async_futures_cancelled_or_left_on_an_ended_loop_hurt_nothing(
     assert len(read_events(stack.kafka_bootstrap, topic)) == 4
 
 
-def readme_snippet() -> str:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Publishing events\n", 1)[1].split("\n## ", 1)[0]
+def usage_snippet() -> str:
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    section = usage.split("\n## Publishing events\n", 1)[1].split("\n## ", 1)[0]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match is not None, "the README section has no python example"
+    assert match is not None, "docs/usage.md's Publishing events has no python example"
     return match.group(1)
 
 
-def test_the_readme_example_works_when_pasted(stack: Settings) -> None:
+def test_the_usage_doc_example_works_when_pasted(stack: Settings) -> None:
     topic = new_topic(stack.kafka_bootstrap)
     env = {**os.environ, "VOICEMON_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
            "VOICEMON_EVENTS_TOPIC": topic}  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", readme_snippet()], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-c", usage_snippet()], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Delivery(event_id='" in result.stdout and f"topic='{topic}'" in result.stdout

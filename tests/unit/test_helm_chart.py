@@ -82,6 +82,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "maxTtlStaffSeconds": 3600,
         },
         "clickhouse": {"cluster": "voicemon"},
+        "redis": {
+            "mode": "sentinel",
+            "url": "",
+            "sentinels": ["sentinel-0.redis:26379", "sentinel-1.redis:26379"],
+            "waitReplicas": 1,
+        },
         "api": {"replicas": 3, "docs": True, "accessLog": True},
         "logs": {"level": "warning"},
         "extraEnv": {"VOICEMON_CLOSE_GRACE_SECONDS": 2400},
@@ -395,10 +401,39 @@ def test_the_generated_chart_files_are_up_to_date() -> None:
 
 
 @pytest.mark.parametrize(
+    ("redis", "wanted"),
+    [
+        ({}, {"VOICEMON_REDIS_WAIT_REPLICAS": "0", "VOICEMON_REDIS_WAIT_TIMEOUT_MS": "2000"}),
+        (
+            {"mode": "sentinel", "url": "", "sentinels": ["s-0:26379", "s-1:26379"],
+             "sentinelMaster": "main", "waitReplicas": 2},
+            {"VOICEMON_REDIS_SENTINELS": "s-0:26379,s-1:26379",
+             "VOICEMON_REDIS_SENTINEL_MASTER": "main", "VOICEMON_REDIS_WAIT_REPLICAS": "2"},
+        ),
+        ({"mode": "cluster", "url": "redis://node-0.redis:6379/0"},
+         {"VOICEMON_REDIS_CLUSTER": "true", "VOICEMON_REDIS_URL": "redis://node-0.redis:6379/0"}),
+    ],
+)  # fmt: skip
+def test_each_redis_mode_becomes_its_settings(
+    redis: dict[str, Any], wanted: dict[str, str], tmp_path: Path
+) -> None:
+    done = render_text({"redis": redis}, "1.30", tmp_path)
+    assert done.returncode == 0, done.stderr
+    workers = [m for m in yaml.safe_load_all(done.stdout) if m and m["kind"] == "Deployment"]
+    for workload in workers:
+        env = env_of(workload["spec"]["template"]["spec"]["containers"][0])
+        assert {name: env.get(name) for name in wanted} == wanted
+        topology = {"VOICEMON_REDIS_SENTINELS", "VOICEMON_REDIS_CLUSTER"} - wanted.keys()
+        assert not topology & env.keys()
+        fields = {n.removeprefix("VOICEMON_").lower(): v for n, v in env.items()}
+        Settings(**fields, clickhouse_dsn="http://u:p@ch:8123/v", jwt_keys={"k1": "k" * 40})
+
+
+@pytest.mark.parametrize(
     ("values", "words"),
     [
-        ({"redis": {"mode": "sentinel"}}, "redis.mode=sentinel: voicemon reads one Redis address"),
-        ({"redis": {"mode": "cluster"}}, "redis.mode=cluster"),
+        ({"redis": {"mode": "sentinel", "waitReplicas": 1}}, "needs redis.sentinels"),
+        ({"redis": {"mode": "sentinel", "sentinels": ["s:26379"]}}, "needs redis.waitReplicas"),
         ({"workers": {"counters": {"enabled": True}}}, "enable it alone"),
         ({"workers": {"all": {"enabled": False}}}, "enable at least one role"),
         ({"monitoring": {"clusterLabel": "re-gion"}}, "is not a Prometheus label name"),

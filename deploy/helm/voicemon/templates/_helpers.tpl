@@ -62,8 +62,11 @@ Secret by envFrom). Inline, not a ConfigMap: the pre-install topics Job runs bef
 ConfigMap of the release exists, and a changed setting rolls the pods by itself. */}}
 {{- define "voicemon.env" -}}
 {{- $v := .Values -}}
-{{- if not (eq $v.redis.mode "single") -}}
-{{- fail (printf "redis.mode=%s: voicemon reads one Redis address (VOICEMON_REDIS_URL); give redis.url an address that follows the primary (docs/operations.md)" $v.redis.mode) -}}
+{{- if and (eq $v.redis.mode "sentinel") (not $v.redis.sentinels) -}}
+{{- fail "redis.mode=sentinel needs redis.sentinels: the host:port of each Sentinel" -}}
+{{- end -}}
+{{- if and (eq $v.redis.mode "sentinel") (lt ($v.redis.waitReplicas | int) 1) -}}
+{{- fail "redis.mode=sentinel needs redis.waitReplicas of 1 or more: without it a failover can lose counts already committed (docs/design.md)" -}}
 {{- end -}}
 {{- $env := dict
   "VOICEMON_KAFKA_BOOTSTRAP" $v.kafka.bootstrap
@@ -85,6 +88,10 @@ ConfigMap of the release exists, and a changed setting rolls the pods by itself.
   "VOICEMON_API_ACCESS_LOG" (toString $v.api.accessLog)
 -}}
 {{- with $v.redis.url }}{{ $_ := set $env "VOICEMON_REDIS_URL" . }}{{ end -}}
+{{- if eq $v.redis.mode "sentinel" }}{{ $_ := set $env "VOICEMON_REDIS_SENTINELS" (join "," $v.redis.sentinels) }}{{ $_ := set $env "VOICEMON_REDIS_SENTINEL_MASTER" $v.redis.sentinelMaster }}{{ end -}}
+{{- if eq $v.redis.mode "cluster" }}{{ $_ := set $env "VOICEMON_REDIS_CLUSTER" "true" }}{{ end -}}
+{{- $_ := set $env "VOICEMON_REDIS_WAIT_REPLICAS" ($v.redis.waitReplicas | int64 | toString) -}}
+{{- $_ := set $env "VOICEMON_REDIS_WAIT_TIMEOUT_MS" ($v.redis.waitTimeoutMs | int64 | toString) -}}
 {{- with $v.kafka.sasl.mechanism }}{{ $_ := set $env "VOICEMON_KAFKA_SASL_MECHANISM" . }}{{ end -}}
 {{- with $v.kafka.sasl.username }}{{ $_ := set $env "VOICEMON_KAFKA_SASL_USERNAME" . }}{{ end -}}
 {{- with $v.kafka.tls.caKey }}{{ $_ := set $env "VOICEMON_KAFKA_SSL_CA_FILE" (printf "/etc/voicemon/kafka/%s" .) }}{{ end -}}

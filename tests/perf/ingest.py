@@ -602,6 +602,7 @@ class Bench:
         self.peer_python: Path | None = None
         self.topologies: dict[str, RedisTopology] = {}  # what the worker runs against
         self.exits = ExitStack()  # the cluster the benchmark starts
+        self.claimed = False  # the DB is flushed at the end only once claimed
 
     def start_topologies(self, redis_pids: Sequence[int]) -> None:
         """The single primary (this benchmark's DB of the stack's redis-server) and/or a
@@ -628,6 +629,7 @@ class Bench:
     # -- setup ----------------------------------------------------------------------------
     def claim_redis_db(self) -> None:
         claim_redis_db(self.redis, self.args.redis_db, BENCH_MARKER, "tests.perf.ingest")
+        self.claimed = True
 
     def flush_redis(self) -> None:
         self.redis.flushdb()
@@ -1046,7 +1048,8 @@ class Bench:
             print(f"kept {self.workdir} and topics {self.topics}", file=sys.stderr)
             return
         delete_topics(self.bootstrap, self.topics)
-        self.redis.flushdb()
+        if self.claimed:
+            self.redis.flushdb()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

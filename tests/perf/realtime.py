@@ -384,7 +384,7 @@ class Bench:
         write_buckets(self.redis, names, minutes, pattern)
         self.orgs_written = total
         progress(f"{total:,} organizations in Redis ({time.perf_counter() - started:.1f} s, "
-                 f"{self.redis.dbsize():,} keys)")  # fmt: skip
+                 f"{self.keys_in_db():,} keys)")  # fmt: skip
 
     def set_events(self, events: int) -> None:
         pattern = minute_pattern(window_totals(events))
@@ -433,7 +433,7 @@ class Bench:
     ) -> Cell:
         busy = sorted(set(busy) | set(busy_jobs()))
         assert self.topology is not None
-        name, size = self.topology.name, self.redis.dbsize()
+        name, size = self.topology.name, self.keys_in_db()
         cell = Cell(name, path, scope, orgs, events, size, len(samples), samples, busy)
         self.cells.append(cell)
         progress(f"{name} {path} {scope} orgs={orgs:,} events={events:,}: "
@@ -467,6 +467,11 @@ class Bench:
         if name == "single":
             return single(self.redis_url, [])
         return self.exits.enter_context(start_cluster(Path(self.workdir) / "cluster", self.single))
+
+    def keys_in_db(self) -> int:
+        """Keys in the measured DB, over every node of a cluster."""
+        assert self.topology is not None
+        return sum(int(node.dbsize()) for node in self.topology.nodes)
 
     def close_topology(self) -> None:
         if self.server is not None:

@@ -70,8 +70,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,19 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from redis import Redis
 
+from aggregators.realtime import read_realtime
 from tests.perf.peer_venv import PEER_SCRIPT, PeerVenvError, ensure_peer_venv
+from tests.perf.redis_topologies import (
+    TOPOLOGIES,
+    RedisTopology,
+    TopologyError,
+    flush_cluster,
+    single,
+)
+from tests.perf.redis_topologies import cluster as start_cluster
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.producer import EventProducer
+from voicemon.rolling import MINUTE_MS, WINDOW_MINUTES
 from voicemon.settings import Settings
 from voicemon.topics import LOG_APPEND_TIME, TIMESTAMP_TYPE, TopicSpec, ensure
 
@@ -121,6 +132,8 @@ class Form:
     topic: str
     events: int
     ends: dict[int, int]
+    first_ms: int = 0  # when publishing began (the earliest occurred_at, give or take)
+    expected: dict[str | None, Counts] = field(default_factory=dict)  # per scope (None: platform)
 
     @property
     def messages(self) -> int:
@@ -164,6 +177,28 @@ class Result:
         if redis_cores is None or not self.events:
             return None
         return float(redis_cores) * self.seconds / self.events * 1e6
+
+    @property
+    def redis_us_per_event_each(self) -> list[float]:
+        """CPU of each Redis shard (redis-server process) per event, in microseconds."""
+        shards = self.extra.get("redis_shard_cores") or []
+        if not self.events:
+            return []
+        return [float(cores) * self.seconds / self.events * 1e6 for cores in shards]
+
+
+def read_p99(read: Callable[[], object], reads: int) -> float:
+    """The nearest-rank 99th percentile of ``reads`` timed calls of ``read``, in ms, after
+    a tenth as many untimed ones."""
+    for _ in range(max(1, reads // 10)):
+        read()
+    samples = []
+    for _ in range(reads):
+        started = time.perf_counter_ns()
+        read()
+        samples.append((time.perf_counter_ns() - started) / 1e6)
+    samples.sort()
+    return samples[min(int(0.99 * len(samples)), len(samples) - 1)]
 
 
 def free_port() -> int:
@@ -260,16 +295,24 @@ class CpuSnapshot:
     kafka: float
     bench: float
     machine: float
+    redis_each: tuple[float, ...] = ()  # per redis-server process (a shard), as ``redis``
 
     @classmethod
     def take(cls, worker: int | None, redis: Sequence[int], kafka: Sequence[int]) -> CpuSnapshot:
+        each = tuple(_cpu_or_zero(pid) for pid in redis)
         return cls(
             0.0 if worker is None else cpu_seconds(worker),
-            sum(_cpu_or_zero(pid) for pid in redis),
+            sum(each),
             sum(_cpu_or_zero(pid) for pid in kafka),
             time.process_time(),
             machine_busy_seconds(),
+            each,
         )
+
+    def redis_cores_each(self, earlier: CpuSnapshot, seconds: float) -> list[float]:
+        """Cores used by each redis-server (each shard) in between."""
+        pairs = zip(self.redis_each, earlier.redis_each, strict=True)
+        return [(now - before) / seconds for now, before in pairs]
 
     def cores_since(self, earlier: CpuSnapshot, seconds: float) -> dict[str, float]:
         """Cores used by each in between; ``other`` is everything else on the machine."""
@@ -331,9 +374,17 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def publish(
-    bootstrap: str, topic: str, *, events: int, batch_size: int, seed: int, stages: Sequence[str]
+    bootstrap: str,
+    topic: str,
+    *,
+    events: int,
+    batch_size: int,
+    seed: int,
+    stages: Sequence[str],
+    tally: Counter[Kind] | None = None,
 ) -> dict[int, int]:
-    """Publish ``events`` valid, unique events; batches of ``batch_size`` unless it is 1."""
+    """Publish ``events`` valid, unique events; batches of ``batch_size`` unless it is 1.
+    Each event's (organization, event type, stage) is counted into ``tally``."""
     batched = batch_size > 1
     producer = EventProducer(
         bootstrap,
@@ -350,8 +401,42 @@ def publish(
     for body in itertools.islice(mix.stream(clock), events):
         assert isinstance(body, dict)  # no malformed share configured
         producer.send(body)
+        if tally is not None:
+            tally[body.get("organization_id"), body["event_type"], body.get("stage")] += 1
     producer.flush(timeout_s=120)
     return end_offsets(bootstrap, topic)
+
+
+Kind = tuple[str | None, str, str | None]  # organization, event type, stage
+Counts = dict[str, Any]  # the counters of a real-time view, as ``realtime_counts`` keeps them
+
+
+def realtime_counts(view: dict[str, Any]) -> Counts:
+    """The event counters of a real-time view (``aggregators.realtime.read_realtime``)."""
+    names = ("artifacts_received", "artifacts_completed", "artifacts_failed")
+    return {name: view[name] for name in names} | {
+        stage: {k: row[k] for k in ("started", "completed", "failed")}
+        for stage, row in view["stages"].items()
+    }
+
+
+def expected_counts(tally: Counter[Kind], stages: Sequence[str]) -> dict[str | None, Counts]:
+    """What the real-time views of the platform (None) and of each organization must count
+    once every published event is counted once (none is a duplicate, none is late)."""
+    scopes: dict[str | None, Counts] = {}
+    for organization in {None} | {kind[0] for kind in tally}:
+        mine = {k: n for k, n in tally.items() if organization is None or k[0] == organization}
+        counts: Counts = {
+            f"artifacts_{name}": sum(n for (_, t, _), n in mine.items() if t == f"artifact_{name}")
+            for name in ("received", "completed", "failed")
+        }
+        for stage in stages:
+            counts[stage] = {
+                name: sum(n for (_, t, s), n in mine.items() if s == stage and t == f"stage_{name}")
+                for name in ("started", "completed", "failed")
+            }
+        scopes[organization] = counts
+    return scopes
 
 
 # -- ceiling 1: bare confluent-kafka ------------------------------------------------------
@@ -515,10 +600,36 @@ class Bench:
         self.worker_runs = 0
         self.peer_runs = 0
         self.peer_python: Path | None = None
+        self.topologies: dict[str, RedisTopology] = {}  # what the worker runs against
+        self.exits = ExitStack()  # the cluster the benchmark starts
+        self.claimed = False  # the DB is flushed at the end only once claimed
+
+    def start_topologies(self, redis_pids: Sequence[int]) -> None:
+        """The single primary (this benchmark's DB of the stack's redis-server) and/or a
+        three-primary cluster with the same persistence settings, started here."""
+        try:
+            for name in self.args.redis:
+                if name == "single":
+                    topology = single(self.redis_url, redis_pids)
+                else:
+                    workdir = self.workdir / "cluster"
+                    topology = self.exits.enter_context(start_cluster(workdir, self.redis))
+                self.topologies[name] = topology
+                print(f"redis {name}: {topology.shards} primary(ies), {topology.persistence},"
+                      f" {topology.url}", file=sys.stderr)  # fmt: skip
+        except TopologyError as error:
+            raise BenchError(str(error)) from error
+
+    def flush_topology(self, topology: RedisTopology) -> None:
+        if topology.cluster:
+            flush_cluster(topology)
+        else:
+            self.flush_redis()
 
     # -- setup ----------------------------------------------------------------------------
     def claim_redis_db(self) -> None:
         claim_redis_db(self.redis, self.args.redis_db, BENCH_MARKER, "tests.perf.ingest")
+        self.claimed = True
 
     def flush_redis(self) -> None:
         self.redis.flushdb()
@@ -534,7 +645,8 @@ class Bench:
             topic = f"bench-{self.suffix}.{name}"
             create_topics(self.bootstrap, [topic], self.args.partitions)
             self.topics.append(topic)
-            started = time.perf_counter()
+            started, first_ms = time.perf_counter(), int(time.time() * 1000)
+            tally: Counter[Kind] = Counter()
             ends = publish(
                 self.bootstrap,
                 topic,
@@ -542,8 +654,10 @@ class Bench:
                 batch_size=batch_size,
                 seed=self.args.seed + index,
                 stages=self.settings.stages,
+                tally=tally,
             )
-            form = Form(name, topic, events, ends)
+            expected = expected_counts(tally, self.settings.stages)
+            form = Form(name, topic, events, ends, first_ms, expected)
             took = time.perf_counter() - started
             print(
                 f"published {name}: {events:,} events in {form.messages:,} messages",
@@ -562,12 +676,12 @@ class Bench:
 
     # -- worker ---------------------------------------------------------------------------
     def worker_env(
-        self, form: Form, run_dir: Path, port: int, extra: dict[str, str]
+        self, form: Form, run_dir: Path, port: int, extra: dict[str, str], redis: RedisTopology
     ) -> dict[str, str]:
         return {
             **os.environ,
             "VOICEMON_KAFKA_BOOTSTRAP": self.bootstrap,
-            "VOICEMON_REDIS_URL": self.redis_url,
+            **redis.env(),
             "VOICEMON_CLICKHOUSE_DSN": f"chdb://{run_dir / 'clickhouse'}",
             "VOICEMON_EVENTS_TOPIC": form.topic,
             "VOICEMON_DLQ_TOPIC": self.dlq_topic,
@@ -581,13 +695,19 @@ class Bench:
             **extra,
         }
 
-    def run_worker(self, form: Form, extra: dict[str, str], profile: Path | None = None) -> Result:
+    def run_worker(
+        self,
+        form: Form,
+        extra: dict[str, str],
+        redis: RedisTopology,
+        profile: Path | None = None,
+    ) -> Result:
         self.worker_runs += 1
         run_dir = self.workdir / f"worker-{self.worker_runs}-{form.name}"
         run_dir.mkdir()
-        self.flush_redis()
+        self.flush_topology(redis)
         port = free_port()
-        env = self.worker_env(form, run_dir, port, extra)
+        env = self.worker_env(form, run_dir, port, extra, redis)
         role = env.get("VOICEMON_WORKER_ROLE", "all")
         group = env["VOICEMON_CONSUMER_GROUP"] + ("-store" if role == "store" else "")
         log_path = run_dir / "worker.log"
@@ -601,20 +721,24 @@ class Bench:
             )
         spy: subprocess.Popen[bytes] | None = None
         run = WorkerRun(launched=time.perf_counter())
-        redis_before = self.redis_usec()
+        redis_before = redis.usec()
+        stack = (redis.pids, stack_pids(self.redis_url, self.bootstrap)[1])
         try:
             durable_metric = "voicemon_" + (
                 "events_total" if role == "counters" else "clickhouse_rows_written_total"
             )
-            spy = self._watch(process, form, group, port, run, log_path, profile, durable_metric)
+            spy = self._watch(
+                process, form, group, port, run, log_path, profile, durable_metric, stack
+            )
             peak = status_kb(process.pid, "VmHWM")
         finally:
             if spy is not None:
                 _stop(spy, signal.SIGINT)
             _stop(process)
         assert run.assigned is not None and run.done is not None
-        redis_seconds = self._redis_seconds_since(redis_before)
+        redis_seconds = self._redis_seconds_since(redis_before, redis)
         self._check(form, run, env, role)
+        read_p99_ms = self._check_realtime(form, redis) if role != "store" else None
         seconds = run.done - run.assigned
         assert run.cpu_at_assign is not None and run.cpu_at_done is not None
         cores = run.cpu_at_done.cores_since(run.cpu_at_assign, seconds)
@@ -635,6 +759,11 @@ class Bench:
                 "voicemon_clickhouse_insert_seconds_sum"
             ),
             "redis_server_seconds": redis_seconds,
+            "redis": redis.name,
+            "redis_shards": redis.shards,
+            "redis_persistence": redis.persistence,
+            "redis_shard_cores": run.cpu_at_done.redis_cores_each(run.cpu_at_assign, seconds),
+            "read_p99_ms": read_p99_ms,
             "log": str(log_path),
         }
         label = "worker" + (f" [{_short(extra)}]" if extra else "")
@@ -661,12 +790,12 @@ class Bench:
         log_path: Path,
         profile: Path | None,
         durable_metric: str,
+        stack: Stack,
     ) -> subprocess.Popen[bytes] | None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         offsets = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
         wanted = [TopicPartition(form.topic, p) for p in form.ends]
         spy: subprocess.Popen[bytes] | None = None
-        stack = stack_pids(self.redis_url, self.bootstrap)
         deadline = time.monotonic() + self.args.timeout
         next_scrape = 0.0
         try:
@@ -750,6 +879,33 @@ class Bench:
         if rows != form.events:
             raise BenchError(f"worker on {form.name}: {rows} ClickHouse rows, {form.events} events")
 
+    def _check_realtime(self, form: Form, redis: RedisTopology) -> float:
+        """The real-time views of the platform and of every organization count each event
+        once, read as the API reads them; then the read p99 (platform, ``--reads`` reads
+        after a tenth as many untimed ones), in milliseconds."""
+        now_ms = max(int(time.time() * 1000), form.first_ms + 2 * MINUTE_MS)
+        if now_ms - form.first_ms > (WINDOW_MINUTES - 2) * MINUTE_MS:
+            raise BenchError(
+                f"{form.name} was published {(now_ms - form.first_ms) / MINUTE_MS:.0f} min ago: "
+                "its first events left the 60-minute real-time window; run fewer paths at once"
+            )
+        client = redis.client()
+        try:
+            wrong = []
+            for scope, expected in form.expected.items():
+                view = read_realtime(client, scope, self.settings.stages, now_ms)
+                if realtime_counts(view) != expected:
+                    wrong.append(scope or "platform")
+            if wrong:
+                raise BenchError(
+                    f"worker on {form.name}, redis {redis.name}: real-time counts differ from "
+                    f"the published events for {len(wrong)} scope(s): {sorted(wrong)[:5]}"
+                )
+            return read_p99(lambda: read_realtime(client, None, self.settings.stages),
+                            self.args.reads)  # fmt: skip
+        finally:
+            client.close()
+
     # -- the Quix Streams peer -------------------------------------------------------------
     def prepare_peer(self) -> None:
         try:
@@ -797,6 +953,7 @@ class Bench:
                 "dedup": dedup,
                 "cores": cores,
                 "redis_server_seconds": self._redis_seconds_since(redis_before),
+                "redis": "single",
                 "log": str(log_path),
             },
         )
@@ -826,11 +983,15 @@ class Bench:
                 pass
             time.sleep(0.05)
 
-    def _redis_seconds_since(self, before: dict[str, int]) -> dict[str, float]:
-        """Redis server seconds per command since ``before`` (from ``redis_usec``)."""
+    def _redis_seconds_since(
+        self, before: dict[str, int], redis: RedisTopology | None = None
+    ) -> dict[str, float]:
+        """Redis server seconds per command since ``before`` (from ``redis_usec``, or
+        ``redis.usec``: summed over a cluster's nodes)."""
+        now = self.redis_usec() if redis is None else redis.usec()
         return {
             command: (usec - before.get(command, 0)) / 1e6
-            for command, usec in self.redis_usec().items()
+            for command, usec in now.items()
             if usec > before.get(command, 0)
         }
 
@@ -844,6 +1005,7 @@ class Bench:
         take = (self.args.take_max, self.args.take_within)
         timeout: float = self.args.timeout
         stack = stack_pids(self.redis_url, self.bootstrap)
+        self.start_topologies(stack[0])
         for form in forms:
             for _ in range(self.args.repeat):
                 if "confluent" in self.args.paths:
@@ -859,14 +1021,16 @@ class Bench:
                     results.append(self.run_peer(form, dedup, stack))
                     _progress(results[-1])
                 for variant in self.args.variants if "worker" in self.args.paths else []:
-                    results.append(self.run_worker(form, variant))
-                    _progress(results[-1])
+                    for topology in self.topologies.values():
+                        results.append(self.run_worker(form, variant, topology))
+                        _progress(results[-1])
         profiles: dict[str, dict[str, Any]] = {}
         if self.args.profile is not None:
             self.args.profile.mkdir(parents=True, exist_ok=True)
             for form in forms:
                 raw = self.args.profile / f"worker-{form.name}.pyspy.txt"
-                results.append(self.run_worker(form, self.args.variants[-1], raw))
+                first = self.topologies[self.args.redis[0]]
+                results.append(self.run_worker(form, self.args.variants[-1], first, raw))
                 _progress(results[-1])
                 profiles[form.name] = summarize_profile(raw)
         return results, profiles
@@ -879,11 +1043,13 @@ class Bench:
         return [True] + [False] * (form.name in self.args.peer_no_dedup)
 
     def cleanup(self) -> None:
+        self.exits.close()  # the cluster's nodes stop (its files stay with --keep)
         if self.args.keep:
             print(f"kept {self.workdir} and topics {self.topics}", file=sys.stderr)
             return
         delete_topics(self.bootstrap, self.topics)
-        self.redis.flushdb()
+        if self.claimed:
+            self.redis.flushdb()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -933,8 +1099,9 @@ def _short(env: dict[str, str]) -> str:
 
 
 def _progress(result: Result) -> None:
+    redis = result.extra.get("redis") or "-"
     print(
-        f"  {result.form:<6} {result.path:<40} {result.events_per_s:>12,.0f} events/s",
+        f"  {result.form:<6} {result.path:<40} {redis:<8} {result.events_per_s:>12,.0f} events/s",
         file=sys.stderr,
     )
 
@@ -1051,7 +1218,8 @@ def table(results: Sequence[Result]) -> str:
     machine: the figures are then noisy). ``CPU us/ev`` and ``redis us/ev``: the same CPU
     per event, in microseconds (the path's process, then redis-server)."""
     header = (
-        f"{'form':<6} {'path':<34} {'events/s':>10} {'msgs/s':>9} {'x conf':>6} {'x faust':>7}"
+        f"{'form':<6} {'path':<34} {'topology':<8} {'events/s':>10} {'msgs/s':>9}"
+        f" {'x conf':>6} {'x faust':>7}"
         f" {'x peer':>6} {'seconds':>7} {'durable':>7} {'CPU':>4} {'redis':>5} {'other':>5}"
         f" {'CPU us/ev':>9} {'redis us/ev':>11} {'peak RSS':>9}"
     )
@@ -1062,13 +1230,37 @@ def table(results: Sequence[Result]) -> str:
             cores = {name: value for name, value in cores.items() if name != "other"}
         rss = f"{result.peak_rss_kb / 1024:,.0f} MiB" if result.peak_rss_kb else "-"
         lines.append(
-            f"{result.form:<6} {result.path:<34} {result.events_per_s:>10,.0f}"
+            f"{result.form:<6} {result.path:<34} {result.extra.get('redis') or '-':<8}"
+            f" {result.events_per_s:>10,.0f}"
             f" {result.messages_per_s:>9,.0f} {_fmt(ratios['confluent']):>6}"
             f" {_fmt(ratios['faust']):>7} {_fmt(ratios['peer']):>6}"
             f" {result.seconds:>7.1f} {_fmt(result.extra.get('durable_s'), '.1f'):>7}"
             f" {_fmt(result.cores, '.2f'):>4} {_fmt(cores.get('redis'), '.2f'):>5}"
             f" {_fmt(cores.get('other'), '.2f'):>5} {_fmt(result.cpu_us_per_event, '.1f'):>9}"
             f" {_fmt(result.redis_us_per_event, '.1f'):>11} {rss:>9}"
+        )
+    return "\n".join(lines)
+
+
+def topology_table(results: Sequence[Result]) -> str:
+    """The worker's runs side by side per Redis topology: events/s, Redis CPU per event in
+    microseconds (all shards, then each shard: one redis-server process each) and the
+    real-time read p99 measured after the run (platform scope, as the API reads it)."""
+    header = (
+        f"{'form':<6} {'path':<34} {'topology':<8} {'shards':>6} {'persistence':<24}"
+        f" {'events/s':>10} {'redis us/ev':>11} {'per shard us/ev':<20} {'read p99 ms':>11}"
+    )
+    lines = [header, "-" * len(header)]
+    for result in results:
+        if not result.path.startswith("worker"):
+            continue
+        each = "/".join(f"{value:.2f}" for value in result.redis_us_per_event_each) or "-"
+        lines.append(
+            f"{result.form:<6} {result.path:<34} {result.extra.get('redis', '-'):<8}"
+            f" {result.extra.get('redis_shards', 0):>6}"
+            f" {result.extra.get('redis_persistence', '-'):<24} {result.events_per_s:>10,.0f}"
+            f" {_fmt(result.redis_us_per_event, '.2f'):>11} {each:<20}"
+            f" {_fmt(result.extra.get('read_p99_ms'), '.3f'):>11}"
         )
     return "\n".join(lines)
 
@@ -1119,6 +1311,7 @@ def as_json(
             "cores": result.cores,
             "cpu_us_per_event": result.cpu_us_per_event,
             "redis_cpu_us_per_event": result.redis_us_per_event,
+            "redis_cpu_us_per_event_per_shard": result.redis_us_per_event_each,
         }
         rows.append(row)
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -1193,6 +1386,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(repeatable; without it one run with the worker's defaults)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="measure every path this many times")
+    parser.add_argument(
+        "--redis",
+        type=_csv,
+        default=["single"],
+        help="Redis the worker runs against, one run each: single (the stack's primary) "
+        "and/or cluster (three primaries started here) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--reads", type=int, default=1000, help="timed real-time reads after each worker run"
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--redis-db", type=int, default=15, help="owned and flushed by the bench")
@@ -1209,6 +1412,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
     args.variants = args.variants or [{}]
+    unknown = sorted(set(args.redis) - set(TOPOLOGIES)) or ([] if args.redis else ["(none)"])
+    if unknown:
+        parser.error(f"--redis takes {','.join(TOPOLOGIES)}, not {','.join(unknown)}")
+    if args.reads < 1:
+        parser.error("--reads must be at least 1")
     return args
 
 
@@ -1227,6 +1435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
         print(table(results))
+        if any(result.path.startswith("worker") for result in results):
+            print("\nworker per Redis topology (Redis CPU per event, all shards and each):")
+            print(topology_table(results))
         for form, summary in profile.items():
             print(f"\nworker profile, {form} form (py-spy, {summary['raw']}):")
             print(profile_table(summary))

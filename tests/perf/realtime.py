@@ -2,11 +2,18 @@
 
     python -m tests.perf.realtime [--reads 2000] [--orgs 10,1000,100000]
                                   [--events 1000,10000000] [--redis-db 14] [--breakdown]
-                                  [--wait-quiet 600] [--json] [--save FILE]
+                                  [--redis single,cluster] [--wait-quiet 600] [--json]
+                                  [--save FILE]
 
 Needs redis-server on 127.0.0.1 (``voicemon stack up``); Kafka is not used. The benchmark
 owns Redis DB ``--redis-db`` (default 14): it flushes it at start and at the end, and
 refuses a DB holding keys it did not write.
+
+``--redis cluster`` (or ``single,cluster``, one after the other, one table) measures the
+same reads on a Redis Cluster of three primaries the benchmark starts on free ports
+(``tests.perf.redis_topologies``) with the persistence settings of the stack's primary, read
+through a cluster client as the API opens it. A scope's buckets share one hash tag
+(``voicemon.keys``), so a read is one pipelined round trip to the one node holding them.
 
 The rolling-counter buckets are written directly, with the key and field layout of
 ``voicemon/rolling.py`` and ``voicemon/keys.py`` (one hash per scope and minute, integer
@@ -50,6 +57,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,8 +69,11 @@ from redis import Redis
 
 from aggregators.auth import mint
 from aggregators.realtime import bucket_keys, read_realtime
+from tests.perf.redis_topologies import TOPOLOGIES, RedisTopology, TopologyError, single
+from tests.perf.redis_topologies import cluster as start_cluster
 from tests.perf.snapshots import busy_jobs, machine, revision, wait_quiet
 from voicemon import keys
+from voicemon.redis_client import SyncRedis
 from voicemon.rolling import BUCKET_TTL_MS, MINUTE_MS, WINDOW_MINUTES, first_minute, summarize
 from voicemon.settings import DEFAULT_STAGES, Settings
 
@@ -166,18 +177,20 @@ def events_in(result: dict[str, Any]) -> int:
 # -- the HTTP server ----------------------------------------------------------------------
 
 
-def serve(port: int, redis_url: str, store_dir: str) -> None:
-    """The query API on 127.0.0.1:``port`` (the subprocess the benchmark starts)."""
-    from redis.asyncio import Redis as AsyncRedis
-
+def serve(port: int, redis_url: str, store_dir: str, cluster: bool) -> None:
+    """The query API on 127.0.0.1:``port`` (the subprocess the benchmark starts), its Redis
+    client opened as ``voicemon api`` opens it (a cluster client on a cluster)."""
     from aggregators.api import create_app
     from aggregators.serve import server
+    from voicemon.redis_client import open_async
     from voicemon.store import connect, migrate
 
-    settings = Settings(redis_url=redis_url, clickhouse_dsn=f"chdb://{store_dir}")
+    settings = Settings(
+        redis_url=redis_url, redis_cluster=cluster, clickhouse_dsn=f"chdb://{store_dir}"
+    )
     store = connect(settings.clickhouse_dsn.get_secret_value())
     migrate(store)
-    app = create_app(settings, store, AsyncRedis.from_url(redis_url))
+    app = create_app(settings, store, open_async(settings))
     asyncio.run(server(app, "127.0.0.1", port, embedded=False).serve())
 
 
@@ -191,13 +204,14 @@ def free_port() -> int:
 class ApiServer:
     """``python -m tests.perf.realtime --serve`` in a subprocess, and a client for it."""
 
-    def __init__(self, redis_url: str, secret: str) -> None:
+    def __init__(self, redis_url: str, secret: str, cluster: bool) -> None:
         self.port = free_port()
         self.store_dir = tempfile.mkdtemp(prefix="voicemon-perf-realtime-")
         env = os.environ | {"VOICEMON_JWT_SECRET": secret}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.perf.realtime", "--serve", str(self.port),
-             "--redis-url", redis_url, "--store-dir", self.store_dir],
+             "--redis-url", redis_url, "--store-dir", self.store_dir,
+             *(["--redis-cluster"] if cluster else [])],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         token = mint(secret, "perf-realtime", staff=True, organization_id=None, ttl_s=7200)
@@ -249,6 +263,7 @@ class ApiServer:
 
 @dataclass
 class Cell:
+    redis: str  # the topology: single or cluster
     path: str
     scope: str
     orgs: int
@@ -331,11 +346,16 @@ class Bench:
         self.args = args
         base = Settings().redis_url.get_secret_value().rsplit("/", 1)[0]
         self.redis_url = f"{base}/{args.redis_db}"
-        self.redis = Redis.from_url(self.redis_url)
+        self.single = Redis.from_url(self.redis_url)
+        self.topology: RedisTopology | None = None  # the one measured now
+        self.redis: SyncRedis = self.single
         self.orgs_written = 1  # the measured organization
+        self.claimed = False  # flushed at the end only once claimed (never somebody's data)
+        self.exits = ExitStack()  # the cluster the benchmark starts
         self.cells: list[Cell] = []
         self.breakdowns: list[dict[str, Any]] = []
         self.server: ApiServer | None = None
+        self.workdir = tempfile.mkdtemp(prefix="voicemon-perf-realtime-redis-")
 
     def claim_redis_db(self) -> None:
         if self.redis.dbsize() and not self.redis.exists(MARKER):
@@ -345,6 +365,7 @@ class Bench:
             )
         self.redis.flushdb()
         self.redis.set(MARKER, "tests.perf.realtime")
+        self.claimed = True
 
     def window_minutes(self) -> range:
         """Every minute any read of the run may cover: the window now plus --ahead-minutes."""
@@ -363,7 +384,7 @@ class Bench:
         write_buckets(self.redis, names, minutes, pattern)
         self.orgs_written = total
         progress(f"{total:,} organizations in Redis ({time.perf_counter() - started:.1f} s, "
-                 f"{self.redis.dbsize():,} keys)")  # fmt: skip
+                 f"{self.keys_in_db():,} keys)")  # fmt: skip
 
     def set_events(self, events: int) -> None:
         pattern = minute_pattern(window_totals(events))
@@ -411,26 +432,62 @@ class Bench:
         self, path: str, scope: str, orgs: int, events: int, samples: list[float], busy: list[str]
     ) -> Cell:
         busy = sorted(set(busy) | set(busy_jobs()))
-        cell = Cell(path, scope, orgs, events, self.redis.dbsize(), len(samples), samples, busy)
+        assert self.topology is not None
+        name, size = self.topology.name, self.keys_in_db()
+        cell = Cell(name, path, scope, orgs, events, size, len(samples), samples, busy)
         self.cells.append(cell)
-        progress(f"{path} {scope} orgs={orgs:,} events={events:,}: "
+        progress(f"{name} {path} {scope} orgs={orgs:,} events={events:,}: "
                  f"p50 {cell.quantile(0.5):.3f} ms, p99 {cell.quantile(0.99):.3f} ms")  # fmt: skip
         return cell
 
     def run(self) -> None:
-        self.claim_redis_db()
-        if "http" in self.args.paths:
-            self.server = ApiServer(self.redis_url, secrets.token_urlsafe(32))
-        for orgs in sorted(self.args.orgs):
-            self.add_orgs(orgs)
-            for events in self.args.events:
-                self.set_events(events)
-                self.measure(orgs, events)
+        for name in self.args.redis:
+            try:
+                self.topology = self.open_topology(name)
+            except TopologyError as error:
+                raise BenchError(str(error)) from error
+            progress(f"redis {name}: {self.topology.shards} primary(ies), "
+                     f"{self.topology.persistence}, {self.topology.url}")  # fmt: skip
+            self.redis = self.topology.client()
+            self.orgs_written = 1
+            self.claim_redis_db()
+            if "http" in self.args.paths:
+                secret = secrets.token_urlsafe(32)
+                self.server = ApiServer(self.topology.url, secret, self.topology.cluster)
+            for orgs in sorted(self.args.orgs):
+                self.add_orgs(orgs)
+                for events in self.args.events:
+                    self.set_events(events)
+                    self.measure(orgs, events)
+            self.close_topology()
 
-    def cleanup(self) -> None:
+    def open_topology(self, name: str) -> RedisTopology:
+        """This benchmark's DB of the stack's primary, or a three-primary cluster started
+        here with that primary's persistence settings."""
+        if name == "single":
+            return single(self.redis_url, [])
+        return self.exits.enter_context(start_cluster(Path(self.workdir) / "cluster", self.single))
+
+    def keys_in_db(self) -> int:
+        """Keys in the measured DB, over every node of a cluster."""
+        assert self.topology is not None
+        return sum(int(node.dbsize()) for node in self.topology.nodes)
+
+    def close_topology(self) -> None:
         if self.server is not None:
             self.server.stop()
-        self.redis.flushdb()
+            self.server = None
+        if self.claimed:
+            self.redis.flushdb()
+        self.claimed = False
+        if self.redis is not self.single:
+            self.redis.close()
+        self.redis = self.single
+
+    def cleanup(self) -> None:
+        self.close_topology()
+        self.exits.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 # -- output -------------------------------------------------------------------------------
@@ -438,18 +495,18 @@ class Bench:
 
 def table(cells: Sequence[Cell]) -> str:
     lines = [
-        "| path | scope | orgs in Redis | events in window | keys in DB | p50 ms | p99 ms | "
-        "max ms | server mean ms | target p99 ms | met |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| redis | path | scope | orgs in Redis | events in window | keys in DB | p50 ms | "
+        "p99 ms | max ms | server mean ms | target p99 ms | met |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for c in cells:
         server = "-" if c.server_mean_ms is None else f"{c.server_mean_ms:.3f}"
         busy = " (other jobs running)" if c.busy else ""
         met = c.quantile(0.99) <= c.target_ms
         lines.append(
-            f"| {c.path}{busy} | {c.scope} | {c.orgs:,} | {c.events:,} | {c.db_keys:,} | "
-            f"{c.quantile(0.5):.3f} | {c.quantile(0.99):.3f} | {max(c.samples_ms):.3f} | "
-            f"{server} | {c.target_ms:g} | {'yes' if met else '**no**'} |"
+            f"| {c.redis} | {c.path}{busy} | {c.scope} | {c.orgs:,} | {c.events:,} | "
+            f"{c.db_keys:,} | {c.quantile(0.5):.3f} | {c.quantile(0.99):.3f} | "
+            f"{max(c.samples_ms):.3f} | {server} | {c.target_ms:g} | {'yes' if met else '**no**'} |"
         )
     return "\n".join(lines)
 
@@ -457,12 +514,12 @@ def table(cells: Sequence[Cell]) -> str:
 def spread(cells: Sequence[Cell]) -> list[str]:
     """Per path and scope: the p50 range over every org count and event count (O(1) check)."""
     lines = []
-    for path in sorted({c.path for c in cells}):
-        for scope in sorted({c.scope for c in cells}):
-            p50s = [c.quantile(0.5) for c in cells if c.path == path and c.scope == scope]
-            if p50s:
-                lines.append(f"{path} {scope}: p50 from {min(p50s):.3f} to {max(p50s):.3f} ms "
-                             f"over {len(p50s)} (orgs, events) cells")  # fmt: skip
+    for redis, path, scope in sorted({(c.redis, c.path, c.scope) for c in cells}):
+        key = (redis, path, scope)
+        p50s = [c.quantile(0.5) for c in cells if (c.redis, c.path, c.scope) == key]
+        if p50s:
+            lines.append(f"{redis} {path} {scope}: p50 from {min(p50s):.3f} to {max(p50s):.3f} ms "
+                         f"over {len(p50s)} (orgs, events) cells")  # fmt: skip
     return lines
 
 
@@ -477,6 +534,14 @@ def report(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         "cells": [c.as_dict() for c in bench.cells],
         "breakdowns": bench.breakdowns,
     }
+
+
+def _topologies(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(names) - set(TOPOLOGIES))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"takes {','.join(TOPOLOGIES)}, not {text!r}")
+    return names
 
 
 def _ints(text: str) -> list[int]:
@@ -494,6 +559,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--org-minutes", type=int, default=3, help="buckets per background org")
     parser.add_argument("--ahead-minutes", type=int, default=30, help="buckets past now")
     parser.add_argument("--paths", default="python,http", help="python, http or both")
+    parser.add_argument(
+        "--redis", type=_topologies, default=["single"],
+        help="single (the stack's primary) and/or cluster (three primaries started here, "
+        "with the single primary's persistence settings), measured one after the other",
+    )  # fmt: skip
     parser.add_argument("--redis-db", type=int, default=14, help="owned and flushed by the bench")
     parser.add_argument("--breakdown", action="store_true", help="time a Python read's steps")
     parser.add_argument(
@@ -505,13 +575,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--store-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--redis-cluster", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
-        serve(args.serve, args.redis_url, args.store_dir)
+        serve(args.serve, args.redis_url, args.store_dir, args.redis_cluster)
         return 0
     bench = Bench(args)
     try:

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from tests.integration.redis_topology import aof_arguments
 from tests.perf import peer_venv
 from tests.perf.freshness import percentile, probe_event
-from tests.perf.ingest import _PEER_LINE, Result, _ratios, table
+from tests.perf.ingest import (
+    _PEER_LINE,
+    Kind,
+    Result,
+    _ratios,
+    expected_counts,
+    table,
+    topology_table,
+)
+from tests.perf.ingest import parse_args as ingest_args
+from tests.perf.realtime import parse_args as realtime_args
+from tests.perf.redis_topologies import TopologyError, aof_policy
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.settings import DEFAULT_STAGES
 
@@ -98,3 +111,81 @@ def test_the_capacity_formula_rounds_up_at_the_edge_of_a_core() -> None:
     assert deployment(1_600_001, exact).clickhouse_shards == 2
     assert deployment(1_000_000, exact).redis_memory_gb == 218.0
     assert deployment(1, exact).workers == 1  # never zero
+
+
+@pytest.mark.parametrize(
+    ("config", "policy"),
+    [
+        ({"appendonly": "yes", "appendfsync": "everysec", "save": ""}, "everysec"),
+        ({"appendonly": "yes", "appendfsync": "always", "save": ""}, "always"),
+        ({"appendonly": "no", "appendfsync": "everysec", "save": ""}, None),
+    ],
+)
+def test_the_cluster_takes_the_single_primarys_aof_policy(
+    config: dict[str, str], policy: str | None
+) -> None:
+    assert aof_policy(config) == policy
+    expected = ["--appendonly", "no"] if policy is None else ["--appendonly", "yes"]
+    assert aof_arguments(policy)[:2] == expected
+    assert aof_arguments(policy)[2:] == ([] if policy is None else ["--appendfsync", policy])
+
+
+def test_a_single_primary_the_cluster_cannot_match_is_refused() -> None:
+    with pytest.raises(TopologyError, match="RDB snapshots"):
+        aof_policy({"appendonly": "yes", "appendfsync": "everysec", "save": "3600 1"})
+    with pytest.raises(TopologyError, match="appendfsync"):
+        aof_policy({"appendonly": "yes", "appendfsync": "sometimes", "save": ""})
+    with pytest.raises(ValueError, match="appendfsync"):
+        aof_arguments("sometimes")
+
+
+def test_expected_real_time_counts_per_scope() -> None:
+    tally: Counter[Kind] = Counter(
+        {
+            ("org-a", "artifact_received", None): 3,
+            ("org-b", "artifact_received", None): 2,
+            ("org-a", "artifact_failed", None): 1,
+            ("org-b", "stage_started", "asr"): 4,
+            ("org-b", "stage_completed", "asr"): 1,
+            (None, "stage_failed", "tts"): 5,
+        }
+    )
+    scopes = expected_counts(tally, ("asr", "tts"))
+    assert set(scopes) == {None, "org-a", "org-b"}
+    assert scopes[None]["artifacts_received"] == 5
+    assert scopes[None]["artifacts_failed"] == 1
+    assert scopes[None]["asr"] == {"started": 4, "completed": 1, "failed": 0}
+    assert scopes[None]["tts"] == {"started": 0, "completed": 0, "failed": 5}
+    assert scopes["org-a"] == {
+        "artifacts_received": 3,
+        "artifacts_completed": 0,
+        "artifacts_failed": 1,
+        "asr": {"started": 0, "completed": 0, "failed": 0},
+        "tts": {"started": 0, "completed": 0, "failed": 0},
+    }
+    assert scopes["org-b"]["asr"] == {"started": 4, "completed": 1, "failed": 0}
+
+
+def test_redis_cpu_per_event_per_shard_sums_to_the_total() -> None:
+    cluster = Result("batch", "worker", 10_000, 20, 2.0, extra={
+        "redis": "cluster", "redis_shards": 3, "cores": {"redis": 0.03},
+        "redis_shard_cores": [0.01, 0.005, 0.015], "read_p99_ms": 1.25,
+    })  # fmt: skip
+    assert [round(v, 3) for v in cluster.redis_us_per_event_each] == [2.0, 1.0, 3.0]
+    assert cluster.redis_us_per_event == pytest.approx(sum(cluster.redis_us_per_event_each))
+    line = topology_table([cluster, _result("confluent", 1000.0)]).splitlines()[2:]
+    assert len(line) == 1 and "2.00/1.00/3.00" in line[0] and "1.250" in line[0]
+
+
+@pytest.mark.parametrize(
+    ("given", "valid"),
+    [("single", True), ("single,cluster", True), ("cluster", True), ("cluster3", False),
+     ("", False)],
+)  # fmt: skip
+def test_the_benchmarks_take_only_known_topologies(given: str, valid: bool) -> None:
+    for parse in (ingest_args, realtime_args):
+        if valid:
+            assert parse(["--redis", given]).redis == given.split(",")
+        else:
+            with pytest.raises(SystemExit):
+                parse(["--redis", given])

@@ -3,9 +3,12 @@
     python -m tests.perf.ingest [--events 1000000] [--batch-size 500] [--single-events 150000]
                                 [--paths confluent,faust,peer,worker] [--peer-venv DIR]
                                 [--variant VOICEMON_BATCH_MAX_MESSAGES=50 ...] [--profile DIR]
-                                [--json]
+                                [--redis single,cluster] [--reads 1000] [--json]
 
-Needs the local stack (``voicemon stack up``); every byte goes to 127.0.0.1. The messages
+Needs the local stack (``voicemon stack up``); every byte goes to 127.0.0.1. ``--redis``
+names the Redis topologies the worker runs on (``single``: the stack's primary, a DB of the
+benchmark's; ``cluster``: three primaries the benchmark starts, with the primary's
+persistence settings); the ceilings and the peer run once, on the single primary. The messages
 are generated with ``voicemon.devtools.loadgen.LoadMix`` (all valid, all unique, occurred_at within
 the last minutes) and published once, before any timing, to fresh topics: one with a single
 event per message, one with batches as ``EventProducer`` sends them. Then, for each form:

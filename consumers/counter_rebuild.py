@@ -15,7 +15,8 @@ from typing import Any
 
 from consumers.rolling_counters import RollingCounters
 from voicemon import keys
-from voicemon.rolling import BUCKET_TTL_MS, BucketIncrement, first_minute
+from voicemon.event import EventType
+from voicemon.rolling import BUCKET_TTL_MS, BucketIncrement, counter_fields, first_minute
 from voicemon.store import Client
 from voicemon.windows import MINUTE_MS
 
@@ -41,27 +42,15 @@ FROM (
 )
 """
 
-_ARTIFACT_FIELD = {
-    "artifact_received": "received",
-    "artifact_completed": "completed",
-    "artifact_failed": "failed",
-}
-
 
 def bucket_fields(row: Sequence[Any]) -> dict[str, float]:
     """The counter fields one aggregated row adds to its buckets (pure)."""
     _, _, event_type, stage, events, durations, duration_sum, cost = row
-    fields: dict[str, float] = {"cost_sum": float(cost)} if cost else {}
-    if not stage:
-        fields[_ARTIFACT_FIELD[event_type]] = events
-        if event_type == "artifact_completed" and durations:
-            fields |= {"latency_sum": float(duration_sum), "latency_n": durations}
-        return fields
-    prefix = f"stage:{stage}:"
-    fields[prefix + event_type.removeprefix("stage_")] = events
-    if event_type == "stage_completed" and durations:
-        fields |= {prefix + "duration_sum": float(duration_sum), prefix + "duration_n": durations}
-    return fields
+    cost_sum = float(cost) if cost else None
+    fields = counter_fields(
+        EventType(event_type), stage or None, events, durations, float(duration_sum), cost_sum
+    )
+    return dict(fields)
 
 
 def rebuilt_buckets(store: Client, now_ms: int) -> dict[str, BucketIncrement]:

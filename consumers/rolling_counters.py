@@ -162,7 +162,7 @@ local function apply_buckets(buckets)
     local key = KEYS[bucket[1]]
     local fields = bucket[3]
     for f = 1, #fields, 2 do
-      if string.sub(fields[f], -4) == '_sum' then
+      if type(fields[f + 1]) == 'string' then  -- a float (voicemon.rolling.stored_value)
         redis.call('HINCRBYFLOAT', key, fields[f], fields[f + 1])
       else
         redis.call('HINCRBY', key, fields[f], fields[f + 1])
@@ -242,12 +242,12 @@ MARKED_NOW = ""  # RollingCounters.claim's answer for an event it marked (never 
 def packed_buckets(buckets: Mapping[str, BucketIncrement], first_key: int) -> list[Any]:
     """``_APPLY_BUCKETS``'s argument for ``buckets``, whose keys are KEYS from index
     ``first_key`` in order (pure, before MessagePack). Float sums travel as their shortest
-    exact text."""
+    exact text (``rolling.stored_value``)."""
     packed: list[Any] = []
     for index, bucket in enumerate(buckets.values(), start=first_key):
         fields: list[str | int] = []
         for field, value in bucket.fields.items():
-            fields += [field, repr(value) if field.endswith("_sum") else int(value)]
+            fields += [field, rolling.stored_value(field, value)]
         packed.append((index, bucket.expire_at_ms, fields))
     return packed
 
@@ -502,8 +502,8 @@ class RollingCounters:
             pipe = self._redis.pipeline(transaction=True)
             for key, bucket in scope.items():
                 pipe.delete(key)
-                pipe.hset(key, mapping={k: repr(v) if k.endswith("_sum") else int(v)
-                                        for k, v in bucket.fields.items()})  # fmt: skip
+                mapping = {k: rolling.stored_value(k, v) for k, v in bucket.fields.items()}
+                pipe.hset(key, mapping=mapping)
                 pipe.pexpireat(key, bucket.expire_at_ms)
             await pipe.execute()
         await self._redis.set(keys.COUNTERS_SENTINEL, "1")

@@ -94,20 +94,42 @@ class _Group:
             self.cost_n += 1
 
     def fields(self, event_type: EventType, stage: str | None) -> list[tuple[str, float]]:
-        fields: list[tuple[str, float]] = []
-        if self.cost_n:
-            fields.append(("cost_sum", self.cost_sum))
-        if stage is None:
-            fields.append((_ARTIFACT_FIELDS[event_type], self.count))
-            if event_type is EventType.ARTIFACT_COMPLETED and self.duration_n:
-                fields += [("latency_sum", self.duration_sum), ("latency_n", self.duration_n)]
-            return fields
-        prefix = f"stage:{stage}:"
-        fields.append((prefix + _STAGE_FIELDS[event_type], self.count))
-        if event_type is EventType.STAGE_COMPLETED and self.duration_n:
-            fields += [(prefix + "duration_sum", self.duration_sum),
-                       (prefix + "duration_n", self.duration_n)]  # fmt: skip
+        cost = self.cost_sum if self.cost_n else None
+        count, durations, duration_sum = self.count, self.duration_n, self.duration_sum
+        return counter_fields(event_type, stage, count, durations, duration_sum, cost)
+
+
+def counter_fields(
+    event_type: EventType,
+    stage: str | None,
+    count: int,
+    durations: int,
+    duration_sum: float,
+    cost: float | None,
+) -> list[tuple[str, float]]:
+    """The bucket fields that ``count`` events of one type and stage add, ``durations`` of
+    them with a duration summing to ``duration_sum``, costing ``cost`` (None: no field).
+    The one definition of the counter field names: ingest (``increments``) and the rebuild
+    from raw events (``consumers.counter_rebuild``) both write through it."""
+    fields: list[tuple[str, float]] = [] if cost is None else [("cost_sum", cost)]
+    if stage is None:
+        fields.append((_ARTIFACT_FIELDS[event_type], count))
+        if event_type is EventType.ARTIFACT_COMPLETED and durations:
+            fields += [("latency_sum", duration_sum), ("latency_n", durations)]
         return fields
+    prefix = f"stage:{stage}:"
+    fields.append((prefix + _STAGE_FIELDS[event_type], count))
+    if event_type is EventType.STAGE_COMPLETED and durations:
+        fields += [(prefix + "duration_sum", duration_sum), (prefix + "duration_n", durations)]
+    return fields
+
+
+def stored_value(field: str, value: float) -> str | int:
+    """A field's value as it is written to Redis. The one statement of the rule: fields
+    ending in ``_sum`` hold floats, written as their shortest exact text; all others are
+    counts, written as integers. The counting scripts
+    (``consumers.rolling_counters._APPLY_BUCKETS``) pick HINCRBYFLOAT or HINCRBY by that type."""
+    return repr(value) if field.endswith("_sum") else int(value)
 
 
 def negated(buckets: Mapping[str, BucketIncrement]) -> dict[str, BucketIncrement]:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumers.counter_rebuild import bucket_fields
 from voicemon.event import EventType, PipelineEvent
-from voicemon.rolling import first_minute, increments, ratio, summarize
+from voicemon.rolling import first_minute, increments, ratio, stored_value, summarize
 
 T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z
 M0 = T0 // 60_000  # its minute number
@@ -361,3 +362,34 @@ def test_summarize_failure_rate(completed: int, failed: int, rate: float) -> Non
     bucket = {b"completed": str(completed).encode(), b"failed": str(failed).encode()}
     view = summarize([bucket], organization_id=None, now_ms=NOW, stages=())
     assert view["failure_rate"] == rate
+
+
+# -- one definition of the counter fields: ingest and the rebuild write the same names --------
+
+
+@given(events=st.lists(events_strategy(), min_size=1, max_size=30))
+def test_rebuild_rows_add_the_fields_ingest_adds(events: list[PipelineEvent]) -> None:
+    """The rebuild's aggregated rows (consumers.counter_rebuild) give each bucket the fields
+    and values that counting the same events gives it, wherever a cost is non-zero (the
+    rebuild cannot tell a zero cost from none, and omits both)."""
+    groups: dict[tuple[EventType, str | None], list[PipelineEvent]] = defaultdict(list)
+    for e in events:  # one minute, one scope: the row's bucket
+        same = ev(e.event_type, stage=e.stage, duration=e.duration_ms, cost=e.ai_cost_usd)
+        groups[e.event_type, e.stage].append(same)
+    for (event_type, stage), members in groups.items():
+        durations = [e.duration_ms for e in members if e.duration_ms is not None]
+        cost = sum(e.ai_cost_usd or 0 for e in members)
+        row = (0, "", event_type.value, stage or "", len(members), len(durations),
+               sum(durations), cost)  # fmt: skip
+        counted = dict(increments(members, NOW)[platform_key(M0)].fields)
+        if not cost:
+            counted.pop("cost_sum", None)
+        assert bucket_fields(row) == counted
+
+
+def test_stored_value_writes_sums_as_text_and_counts_as_integers() -> None:
+    assert stored_value("cost_sum", 0.1) == "0.1"
+    assert stored_value("stage:transcription:duration_sum", 2.0) == "2.0"
+    assert stored_value("latency_n", 3.0) == 3
+    assert stored_value("stage:x:completed", 1) == 1
+    assert stored_value("sum", 1.5) == 1  # only a ``_sum`` suffix makes a float

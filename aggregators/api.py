@@ -18,7 +18,6 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, create_model
 from redis.exceptions import RedisError
 
@@ -245,20 +244,14 @@ def create_app(settings: Settings, store: Client, redis: Redis) -> FastAPI:
         start_ms, end_ms = queries.parse_time(start, "start"), queries.parse_time(end, "end")
         return await in_thread(queries.organizations, store, period, start_ms, end_ms, limit)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def probe(request: Request) -> Response:
+        found = await health.probe(request.url.path, lambda: health.dependency_checks(redis, store))
+        if found.body is None:
+            return JSONResponse(found.json, status_code=found.status)
+        return Response(found.body, media_type=found.media_type)
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
-        checks = await health.dependency_checks(redis, store)
-        ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
-
-    if settings.api_metrics_enabled:
-
-        @app.get("/metrics", include_in_schema=False)
-        async def metrics() -> Response:
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    for path in health.PROBE_PATHS:
+        if path != health.METRICS_PATH or settings.api_metrics_enabled:
+            app.add_api_route(path, probe, methods=["GET"], include_in_schema=False)
 
     return app

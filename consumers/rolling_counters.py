@@ -50,6 +50,7 @@ import msgspec
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT, FieldT
 
 from consumers.raw_writer import RawRow
 from voicemon import keys, rolling
@@ -502,7 +503,9 @@ class RollingCounters:
             pipe = self._redis.pipeline(transaction=True)
             for key, bucket in scope.items():
                 pipe.delete(key)
-                mapping = {k: rolling.stored_value(k, v) for k, v in bucket.fields.items()}
+                mapping: dict[FieldT, EncodableT] = {
+                    k: rolling.stored_value(k, v) for k, v in bucket.fields.items()
+                }
                 pipe.hset(key, mapping=mapping)
                 pipe.pexpireat(key, bucket.expire_at_ms)
             await pipe.execute()

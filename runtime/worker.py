@@ -12,7 +12,6 @@ from types import FrameType
 from typing import Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aggregators.api import create_app
 from aggregators.closer import WindowCloser, build_closer
@@ -138,26 +137,27 @@ def _add_api(app: Any, settings: Settings, parts: WorkerParts) -> None:
 
 
 def _add_probes(app: Any, parts: WorkerParts, progress: IngestProgress, directory: Outage) -> None:
-    async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    async def readyz(web: Any, request: Any) -> Any:
+    async def checks() -> dict[str, bool]:
         opened = parts.opened
         if opened is None:
-            checks = {"redis": False, "clickhouse": False}
+            found = {"redis": False, "clickhouse": False}
         else:
-            checks = await health.dependency_checks(opened.resources.redis, opened.store)
-        checks["ingest"] = not progress.outage.active and not progress.stalled()
-        checks["directory"] = not directory.active
-        ready = all(checks.values())
-        return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+            found = await health.dependency_checks(opened.resources.redis, opened.store)
+        found["ingest"] = not progress.outage.active and not progress.stalled()
+        found["directory"] = not directory.active
+        return found
 
-    app.page("/metrics")(metrics)
-    app.page("/healthz")(healthz)
-    app.page("/readyz")(readyz)
+    def page(path: str) -> Any:
+        async def answer(web: Any, request: Any) -> Any:
+            found = await health.probe(path, checks)
+            if found.body is None:
+                return web.json(found.json, status=found.status)
+            return web.bytes(found.body, content_type=found.media_type.split(";")[0])
+
+        return answer
+
+    for path in health.PROBE_PATHS:
+        app.page(path)(page(path))
 
 
 class Worker(faust.Worker):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from voicemon import telemetry
@@ -114,3 +115,31 @@ async def dependency_checks(redis: Redis | None, store: Client | None) -> dict[s
         "redis": redis is not None and await _answers(redis.ping()),
         "clickhouse": store is None or await _answers(asyncio.to_thread(store.command, "SELECT 1")),
     }
+
+
+# The probe pages, one definition for the worker's web server and the API: each server only
+# routes a path to ``probe`` and sends its answer in its own response type.
+METRICS_PATH = "/metrics"
+PROBE_PATHS = (METRICS_PATH, "/healthz", "/readyz")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """A probe's answer: a JSON value (``json``) or, for /metrics, bytes of ``media_type``."""
+
+    status: int = 200
+    json: dict[str, Any] = field(default_factory=dict)
+    body: bytes | None = None
+    media_type: str = CONTENT_TYPE_LATEST
+
+
+async def probe(path: str, checks: Callable[[], Awaitable[dict[str, bool]]]) -> ProbeAnswer:
+    """/metrics: every metric in Prometheus's text format; /healthz: the process answers;
+    /readyz: 200 when every one of ``checks`` passes, else 503, with the checks."""
+    if path == METRICS_PATH:
+        return ProbeAnswer(body=generate_latest())
+    if path != "/readyz":
+        return ProbeAnswer(json={"status": "ok"})
+    found = await checks()
+    ready = all(found.values())
+    return ProbeAnswer(200 if ready else 503, {"ready": ready, "checks": found})

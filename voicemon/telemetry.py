@@ -39,8 +39,16 @@ EVENTS_LATE = Counter("voicemon_events_late", "Accepted events whose hour had al
 
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     """``histogram.observe(value)`` for every value, with one update per bucket touched: a
-    batch's histogram work is per batch. Uses the histogram's bucket bounds and values as
-    prometheus-client keeps them (a unit test holds it equal to ``observe``)."""
+    batch's histogram work is per batch.
+
+    Why private fields: prometheus-client has no public way to observe many values (its
+    public ``Histogram`` API is ``observe`` and ``time``), and ``observe`` per value costs
+    5.7 times as much: 1,327 ns a value against 231 ns here (500 values, 14 buckets,
+    prometheus-client 0.26, this machine; ``timeit`` of both, 2,000 batches). At the
+    worker's ~100k events/s that is about 0.1 s of CPU per second, a tenth of a core. So it
+    reads the bucket bounds and updates the bucket and sum values as prometheus-client keeps
+    them (``_upper_bounds``, ``_buckets``, ``_sum``); tests/unit/test_health.py holds the
+    result equal to ``observe`` for every value, so a client that moves them fails there."""
     if not values:
         return
     buckets = histogram._buckets

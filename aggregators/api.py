@@ -27,23 +27,20 @@ from aggregators.auth import require_staff as _require_staff
 from aggregators.realtime import read_realtime_async
 from aggregators.snapshot_rows import SKETCHES
 from voicemon import health, telemetry
+from voicemon.event import OrganizationId
 from voicemon.redis_client import AsyncRedis as Redis
 from voicemon.settings import Settings
 from voicemon.store import Client
 
 log = logging.getLogger("voicemon.api")
 
-OrgId = Annotated[str | None, Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+OrgId = Annotated[OrganizationId | None, Query()]
 Period = Annotated[Literal["hourly", "daily"], Query()]
-_TIME_PATTERN = (
-    r"^(\d{1,15}|\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))$"
-)
 Time = Annotated[
     str,
     Query(
         min_length=1,
         max_length=40,
-        pattern=_TIME_PATTERN,
         description="RFC 3339 time with offset, or epoch milliseconds",
     ),
 ]

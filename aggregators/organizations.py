@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import orjson
 
+from voicemon.event import ORGANIZATION_ID
 from voicemon.store import Client
 
 UNKNOWN = "Unknown"
-ORGANIZATION_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
 
 class DirectoryError(ValueError):

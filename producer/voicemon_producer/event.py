@@ -14,7 +14,17 @@ from enum import StrEnum
 from typing import Annotated, Any, Protocol
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
 MAX_EVENT_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -79,9 +89,27 @@ class Rejection(msgspec.Struct, frozen=True, gc=False):
 
 
 _Id = Annotated[StrictStr, Field(min_length=1, max_length=128)]
-_OrgId = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 _Duration = Annotated[float, Strict(), Field(ge=0, le=86_400_000, allow_inf_nan=False)]
 _Cost = Annotated[float, Strict(), Field(ge=0, le=10_000, allow_inf_nan=False)]
+
+
+# An organization id (CONTRACT §3): the one definition, used by the event validator, the
+# worker's fast decode, the query API's parameter and the organization directory.
+ORGANIZATION_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+ORGANIZATION_ID_RULE = "1 to 128 ASCII letters, digits, '_', '.', ':' or '-'"
+
+
+def _organization_id(value: str) -> str:
+    if ORGANIZATION_ID.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "organization_id", "must be {rule}", {"rule": ORGANIZATION_ID_RULE}
+        )
+    return value
+
+
+OrganizationId = Annotated[
+    StrictStr, Field(min_length=1, max_length=128), AfterValidator(_organization_id)
+]
 
 
 class _EventFields(BaseModel):
@@ -93,7 +121,7 @@ class _EventFields(BaseModel):
     event_type: StrictStr
     occurred_at: StrictStr | StrictInt
     artifact_id: _Id
-    organization_id: _OrgId | None = None
+    organization_id: OrganizationId | None = None
     stage: StrictStr | None = None
     duration_ms: _Duration | None = None
     ai_cost_usd: _Cost | None = None

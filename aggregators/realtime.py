@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from voicemon import keys
 from voicemon.redis_client import AsyncRedis
@@ -26,35 +27,45 @@ class _Pipeline(Protocol):
     def hgetall(self, name: str) -> object: ...
 
 
-def _queue_reads(pipe: _Pipeline, organization_id: str | None, now_ms: int | None) -> int:
-    """Queue the window's bucket reads on ``pipe``; returns the instant read (pure but for
-    the clock when ``now_ms`` is None)."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    for key in bucket_keys(organization_id, now_ms):
-        pipe.hgetall(key)
-    return now_ms
+P = TypeVar("P", bound=_Pipeline)
+Scope = str | None  # an organization id, or None for the platform
+View = dict[str, Any]  # the §5 view (``voicemon.rolling.summarize``)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One real-time read of a scope at an instant: which buckets to fetch, and the view
+    computed from Redis's replies (pure; the readers below only do the I/O)."""
+
+    organization_id: Scope
+    stages: Sequence[str]
+    now_ms: int
+
+    @classmethod
+    def at(cls, organization_id: Scope, stages: Sequence[str], now_ms: int | None) -> _Read:
+        return cls(organization_id, stages, int(time.time() * 1000) if now_ms is None else now_ms)
+
+    def queued(self, pipe: P) -> P:
+        for key in bucket_keys(self.organization_id, self.now_ms):
+            pipe.hgetall(key)
+        return pipe
+
+    def view(self, replies: list[Any]) -> View:
+        scope, now_ms, stages = self.organization_id, self.now_ms, self.stages
+        return summarize(replies, organization_id=scope, now_ms=now_ms, stages=stages)
 
 
 def read_realtime(
-    redis: Redis,
-    organization_id: str | None,
-    stages: Sequence[str],
-    now_ms: int | None = None,
-) -> dict[str, Any]:
-    """The real-time view of one scope (the CLI's): the Redis I/O of ``summarize``."""
-    pipe = redis.pipeline(transaction=False)
-    now_ms = _queue_reads(pipe, organization_id, now_ms)
-    return summarize(pipe.execute(), organization_id=organization_id, now_ms=now_ms, stages=stages)
+    redis: Redis, organization_id: Scope, stages: Sequence[str], now_ms: int | None = None
+) -> View:
+    """The real-time view of one scope, on a blocking client (the CLI's)."""
+    read = _Read.at(organization_id, stages, now_ms)
+    return read.view(read.queued(redis.pipeline(transaction=False)).execute())
 
 
 async def read_realtime_async(
-    redis: AsyncRedis,
-    organization_id: str | None,
-    stages: Sequence[str],
-    now_ms: int | None = None,
-) -> dict[str, Any]:
-    """``read_realtime`` on an asyncio client (the API's)."""
-    pipe = redis.pipeline(transaction=False)
-    now_ms = _queue_reads(pipe, organization_id, now_ms)
-    buckets = await pipe.execute()
-    return summarize(buckets, organization_id=organization_id, now_ms=now_ms, stages=stages)
+    redis: AsyncRedis, organization_id: Scope, stages: Sequence[str], now_ms: int | None = None
+) -> View:
+    """The real-time view of one scope, on an asyncio client (the API's)."""
+    read = _Read.at(organization_id, stages, now_ms)
+    return read.view(await read.queued(redis.pipeline(transaction=False)).execute())

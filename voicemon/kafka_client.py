@@ -42,8 +42,10 @@ def confluent_security(settings: Settings) -> dict[str, Any]:
 
 def confluent_logging() -> dict[str, Any]:
     """librdkafka's log through Python logging (the logger ``voicemon.librdkafka``, formatted
-    by voicemon/logs.py) instead of ``%3|…|FAIL|…`` lines written straight to stderr."""
-    return {"logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
+    by voicemon/logs.py) instead of ``%3|…|FAIL|…`` lines written straight to stderr. While
+    a client is destroyed its lines go to stderr whatever the logger, so info lines (level 6,
+    e.g. ``BGQUEUE … Purging 1 unserved events``) are not asked for: notice and above only."""
+    return {"logger": logging.getLogger(LIBRDKAFKA_LOGGER), "log_level": 5}
 
 
 def confluent_config(settings: Settings, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

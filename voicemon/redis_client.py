@@ -102,6 +102,7 @@ class Replication:
         self._replicas = replicas
         self._timeout_ms = timeout_ms
         self._nodes: dict[str, tuple[redis.asyncio.Redis, str]] = {}
+        self._primaries: frozenset[str] = frozenset()  # the names ``_nodes`` was built for
 
     @property
     def enabled(self) -> bool:
@@ -124,7 +125,14 @@ class Replication:
         if not self.enabled:
             return
         targets = await self._targets()
-        found = await asyncio.gather(*(self._wait(c, key) for c, key in targets))
+        try:
+            found = await asyncio.gather(*(self._wait(c, key) for c, key in targets))
+        except redis.exceptions.AskError as error:  # MovedError too: a reshard moved a slot
+            await self._close_nodes()
+            if isinstance(self._client, AsyncCluster):  # reread the slot map for the retry
+                await self._client.nodes_manager.initialize()
+            moved = f"a Redis Cluster slot moved during the batch: {error}"
+            raise ReplicationError(moved) from error
         if tuple(replid for replid, _ in found) != primaries:
             raise ReplicationError("the Redis primary changed during the batch (a failover)")
         acknowledged = min(count for _, count in found)
@@ -138,6 +146,13 @@ class Replication:
         if isinstance(self._client, AsyncCluster):
             return list(await self._cluster_targets(self._client))
         return [(self._client, keys.replicated("{p}"))]
+
+    async def _close_nodes(self) -> None:
+        """Drop the per-primary clients and their keys: the next call finds a key of a slot
+        each primary serves then."""
+        for client, _ in self._nodes.values():
+            await client.aclose()
+        self._nodes, self._primaries = {}, frozenset()
 
     async def _wait(self, client: redis.asyncio.Redis | AsyncCluster, key: str) -> tuple[str, int]:
         """On one connection: a write, WAIT, and the replication id of the server."""
@@ -155,10 +170,9 @@ class Replication:
         if not cluster.nodes_manager.slots_cache:
             await cluster.initialize()
         primaries = {node.name: node for node in cluster.get_primaries()}
-        if set(primaries) != set(self._nodes):
-            for client, _ in self._nodes.values():
-                await client.aclose()
-            self._nodes = {}
+        if set(primaries) != self._primaries:  # a primary without slots has no key
+            await self._close_nodes()
+            self._primaries = frozenset(primaries)
             found = _keys_per_node(cluster, set(primaries))
             for name, key in found.items():
                 node = primaries[name]

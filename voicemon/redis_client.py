@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncCluster
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
@@ -201,6 +202,15 @@ def _keys_per_node(cluster: AsyncCluster, names: set[str]) -> dict[str, str]:
 
 
 def _connection_options(cluster: AsyncCluster) -> Mapping[str, Any]:
+    """What a client of one primary needs to reach it as the cluster client does: the
+    credentials, the timeouts and, with ``rediss://``, TLS and its options."""
     kwargs = cluster.get_connection_kwargs()
-    wanted = ("password", "username", "socket_timeout", "socket_connect_timeout")
-    return {name: kwargs[name] for name in wanted if kwargs.get(name) is not None}
+    wanted = ("password", "username", "credential_provider", "socket_timeout",
+              "socket_connect_timeout")  # fmt: skip
+    options = {name: kwargs[name] for name in wanted if kwargs.get(name) is not None}
+    connection_class = kwargs.get("connection_class")
+    if isinstance(connection_class, type) and issubclass(connection_class, SSLConnection):
+        options["ssl"] = True
+        options.update((name, value) for name, value in kwargs.items()
+                       if name.startswith("ssl_") and value is not None)  # fmt: skip
+    return options

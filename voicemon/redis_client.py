@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncCluster
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
@@ -39,14 +38,13 @@ class ReplicationError(redis.exceptions.ConnectionError):
 
 
 def _url_options(url: str) -> dict[str, Any]:
-    """Password, user, database and TLS of a redis URL, for Sentinel-managed connections."""
-    parts = urlsplit(url)
-    options: dict[str, Any] = {"db": int(parts.path.strip("/") or 0)}
-    if parts.password is not None:
-        options["password"] = unquote(parts.password)
-    if parts.username:
-        options["username"] = unquote(parts.username)
-    if parts.scheme == "rediss":
+    """Database, credentials, TLS and their options of a redis URL, parsed as redis-py parses
+    it for a single primary, for Sentinel-managed connections (the host is Sentinel's)."""
+    options: dict[str, Any] = dict(parse_url(url))
+    for name in ("host", "port", "path"):
+        options.pop(name, None)
+    connection_class = options.pop("connection_class", None)
+    if isinstance(connection_class, type) and issubclass(connection_class, SSLConnection):
         options["ssl"] = True
     return options
 

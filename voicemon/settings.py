@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     # A batch's Redis writes are on this many replicas before its offsets commit (WAIT); 0:
     # not waited for (a standalone primary). A batch not replicated in time is retried.
     redis_wait_replicas: int = Field(default=0, ge=0)
-    redis_wait_timeout_ms: int = Field(default=2_000, ge=1)
+    # Below the Redis connections' 10 s socket timeout, which would otherwise cut WAIT first.
+    redis_wait_timeout_ms: int = Field(default=2_000, ge=1, le=8_000)
     clickhouse_dsn: SecretStr = Field(
         default_factory=lambda: SecretStr(f"chdb://{os.path.abspath('var/clickhouse')}")
     )

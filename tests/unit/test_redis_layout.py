@@ -121,3 +121,9 @@ def test_replicas_to_wait_for_are_zero_or_more(monkeypatch: pytest.MonkeyPatch) 
         Settings()
     monkeypatch.setenv("VOICEMON_REDIS_WAIT_TIMEOUT_MS", "1")
     assert (Settings().redis_wait_replicas, Settings().redis_wait_timeout_ms) == (1, 1)
+    # WAIT must end before the connection's own 10 s socket timeout cuts it.
+    monkeypatch.setenv("VOICEMON_REDIS_WAIT_TIMEOUT_MS", "8000")
+    assert Settings().redis_wait_timeout_ms == 8_000
+    monkeypatch.setenv("VOICEMON_REDIS_WAIT_TIMEOUT_MS", "8001")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -74,6 +74,10 @@ class SoakReport:
     peak_store_rss_mb: float = 0.0
     lost: dict[str, int] = field(default_factory=dict)
     double_counted: dict[str, int] = field(default_factory=dict)
+    # The rows of event_ids stored more than once (up to 20 ids), to find the seam, and when
+    # each fault began (wall clock, ms), to set them beside the rows' ingested_at.
+    doubled_rows: list[dict[str, Any]] = field(default_factory=list)
+    fault_started_ms: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -295,6 +299,7 @@ def run(settings: Settings, workdir: Path, events: int, seed: int, fault_seconds
             if number < len(plan):
                 fault = plan[number]
                 log(f"fault {number + 1}/{len(plan)}: {fault}")
+                report.fault_started_ms[f"{number + 1}:{fault}"] = int(time.time() * 1000)
                 report.recovery_seconds[f"{number + 1}:{fault}"] = round(soak.inject(fault), 1)
                 report.faults.append(fault)
         soak.pipeline.wait_consumed(timeout_s=900, groups=soak.groups)
@@ -330,6 +335,16 @@ def compare(
     pipeline.stop_workers()
     [row] = pipeline.sql("SELECT count() AS n FROM voicemon.pipeline_events")
     _difference(report, "raw rows", len(unique), row["n"])
+    if report.double_counted["raw rows"]:
+        report.doubled_rows = [
+            {name: str(value) for name, value in found.items()}
+            for found in pipeline.sql(
+                "SELECT event_id, event_type, occurred_at, kafka_partition, kafka_offset, "
+                "batch_index, ingested_at FROM voicemon.pipeline_events WHERE event_id IN ("
+                "SELECT event_id FROM voicemon.pipeline_events GROUP BY event_id "
+                "HAVING count() > 1 LIMIT 20) ORDER BY event_id, ingested_at"
+            )
+        ]
     _difference(report, "dlq records", malformed, len(pipeline.dlq()))
     for hour in late_hours:
         expected = reference.metrics(

@@ -24,6 +24,7 @@ Order of effects, each idempotent under replay of the same Kafka messages:
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -105,6 +106,9 @@ class Ingest:
         self._leases = leases if raw_writer is not None else None
         self._replication = replication
         self._clock = clock
+        # A store-only worker's rows decided by the store alone, until their insert ends: the
+        # next chunk, counted meanwhile, finds them here (event id -> position).
+        self._deciding: dict[str, str] = {}
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
         """Make one batch durable: count it, then store it."""
@@ -165,12 +169,14 @@ class Ingest:
         classified, leases, hold = counted.classified, self._leases, counted.hold
         new, replayed = classified.new, classified.replayed
         insert: asyncio.Future[list[RawRow]] | None = None
+        decided = functools.partial(self._decided_stored, classified.new)
         try:
             if leases is not None and not await leases.still_held(hold):
                 new, replayed = [], new + replayed  # another worker may have written them
             missing = await asyncio.to_thread(_missing_rows, raw_writer, replayed)
             written = new + missing
             insert = asyncio.ensure_future(asyncio.to_thread(raw_writer.write_storable, written))
+            insert.add_done_callback(decided)
             refused = await asyncio.shield(insert)
         except asyncio.CancelledError:
             if leases is not None and insert is not None and not insert.done():
@@ -178,6 +184,8 @@ class Ingest:
                 leases = None
             raise
         finally:
+            if insert is None:
+                decided()
             if leases is not None:
                 await leases.give_back(hold)
         stored = [row for row in written if row not in refused] if refused else written
@@ -186,6 +194,13 @@ class Ingest:
         late = await self._window_state.record_written(*windows, counted.now_ms)
         telemetry.EVENTS_LATE.inc(late)
         return missing, refused
+
+    def _decided_stored(self, rows: Sequence[RawRow], *_: object) -> None:
+        """Rows decided alone are in the store now (or their insert failed, and the retry
+        decides them again): the store answers for them from here on."""
+        for row in rows:
+            if self._deciding.get(row.event.event_id) == str(row.position):
+                del self._deciding[row.event.event_id]
 
     async def _take_back(
         self, refused: Sequence[RawRow], messages: Sequence[Message], now_ms: int
@@ -208,17 +223,22 @@ class Ingest:
         """For a store-only worker: keep the events the counting workers counted at their own
         position. An event's owner is the store's for an event beyond the markers' reach (a
         counting worker without a store may have marked an old copy anew), else its
-        seen-marker's. An event with neither is waited for (at most FOLLOW_DEADLINE_S:
-        the counting workers mark every event they count, old ones too) unless they rejected
-        it (its DLQ marker); then it is decided by the store alone, unless it lies at an
-        ``edge`` of the time rules, which only the counting workers decide."""
+        seen-marker's. An event with neither is waited for: the counting workers mark every
+        event they count, old ones too, unless they rejected it (its DLQ marker). An event
+        within the markers' reach is waited for as long as it is (the counting workers are
+        behind: deciding it alone could disagree with the copy they count first); one beyond
+        it, after FOLLOW_DEADLINE_S, is decided by the store and this worker's rows still in
+        flight, unless it lies at an ``edge`` of the time rules, which only the counting
+        workers decide."""
         deadline = time.monotonic() + FOLLOW_DEADLINE_S
         stored = await self._owners_of_old(rows, now_ms)
         found = _by_position(messages)
+        alone: set[str] = set()  # event ids decided by the store alone: no owner, new
         while True:
             marked = await self._counters.owners([row.event.event_id for row in rows], now_ms)
             owners = [s if s is not None else m for s, m in zip(stored, marked, strict=True)]
-            waiting = [i for i, owner in enumerate(owners) if owner is None]
+            waiting = [i for i, owner in enumerate(owners)
+                       if owner is None and rows[i].event.event_id not in alone]  # fmt: skip
             if waiting:
                 sources = {i: _source(rows[i], _message_of(rows[i], found)) for i in waiting}
                 rejected = await self._dead_letters.rejected_before(list(sources.values()))
@@ -227,17 +247,26 @@ class Ingest:
                     keep = [i for i in range(len(rows)) if i not in dropped]
                     rows, stored = [rows[i] for i in keep], [stored[i] for i in keep]
                     continue
+            now = int(self._clock() * 1000)
+            old = [rows[i] for i in waiting if beyond_markers(rows[i], now)]
+            if old and time.monotonic() > deadline:
+                late = await self._stored_owners(old)
+                for row in old:
+                    owner = late.get(row.event.event_id) or self._deciding.get(row.event.event_id)
+                    if owner is not None:
+                        stored[rows.index(row)] = owner
+                    elif row.position not in edge:
+                        alone.add(row.event.event_id)
+                    else:  # at an edge of the time rules: the counting workers' to decide
+                        at = rows.index(row)
+                        rows, stored = rows[:at] + rows[at + 1 :], stored[:at] + stored[at + 1 :]
+                continue
             if not waiting:
-                return classify(rows, owners)
-            if time.monotonic() > deadline:
-                break
+                classified = classify(rows, owners)
+                for row in classified.new:  # in flight until stored (``_store``)
+                    self._deciding[row.event.event_id] = str(row.position)
+                return classified
             await asyncio.sleep(FOLLOW_POLL_S)
-        late = await self._stored_owners([rows[i] for i in waiting])
-        for i in waiting:
-            owners[i] = late.get(rows[i].event.event_id)
-        alone = [i for i in waiting if owners[i] is None and rows[i].position in edge]
-        return classify([r for i, r in enumerate(rows) if i not in alone],
-                        [o for i, o in enumerate(owners) if i not in alone])  # fmt: skip
 
     async def _decided_before(
         self, late: Sequence[RawRow], messages: Sequence[Message], now_ms: int

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis as AsyncRedis
 
+import consumers.ingest
 from consumers.batch import BatchOutcome, Message
 from consumers.raw_writer import Position, RawRow
 from tests.integration.harness import Pipeline
@@ -205,3 +206,43 @@ def test_a_rejection_whose_publish_is_slow_is_not_published_twice(
 
     run(pipeline, scenario)
     assert reasons(pipeline) == ["invalid_json"]
+
+
+@pytest.mark.parametrize("age", [1000, 3 * HOUR], ids=["recent", "old"])
+def test_a_store_worker_ahead_of_its_counters_stores_a_resend_once(
+    pipeline: Pipeline, clean_store: Client, now_ms: int, monkeypatch: pytest.MonkeyPatch, age: int
+) -> None:
+    """CONTRACT §6 (one raw row per accepted event) with roles ``counters`` and ``store``.
+
+    Found by the 1M-event soak (two raw rows): the counting workers are behind (killed,
+    rebalancing) and role store waits ``FOLLOW_DEADLINE_S`` for their markers, then used to
+    decide alone. The same event was published twice, to partitions 0 and 1. Role store
+    reads the copy on 0 first and wrote it as new; the counting workers then read partition
+    1 first and counted that copy; role store, reading it next, found the marker at its own
+    position and wrote it too. Now an event within the markers' reach waits for them
+    however long it takes, and an old one is decided by the store and the rows still in
+    flight."""
+    monkeypatch.setattr(consumers.ingest, "FOLLOW_DEADLINE_S", 0.3)
+    at = now_ms - age
+    on_0, on_1 = message(0, body("twice", at), now_ms), message(0, body("twice", at), now_ms,
+                                                                  partition=1)  # fmt: skip
+
+    async def scenario(redis: AsyncRedis) -> list[BatchOutcome]:
+        counters = Worker(pipeline, clean_store, redis, role="counters")
+        storer = Worker(pipeline, clean_store, redis, role="store")
+
+        async def counting_behind() -> None:
+            await asyncio.sleep(1.0)  # after role store's deadline
+            await counters.at(now_ms).process([on_1])
+            await counters.at(now_ms).process([on_0])
+
+        behind = asyncio.create_task(counting_behind())
+        outcomes = [
+            await storer.at(now_ms).process([on_0]),
+            await storer.at(now_ms).process([on_1]),
+        ]
+        await behind
+        return outcomes
+
+    run(pipeline, scenario)
+    assert [event_id for event_id, _, _ in stored(clean_store)] == ["twice"]

@@ -331,7 +331,16 @@ class Driver:
     ) -> Callable[[], Awaitable[None]]:
         async def step() -> None:
             messages = messages_of(chunk)
-            if self.storer is not None:  # role counters first, then role store follows it
+            ahead = chunk.fault in ("ahead", "ahead_overlap")
+            if ahead:  # the counting workers read this chunk only at replay_at_ms
+                assert self.storer is not None, "ahead: role store runs ahead of role counters"
+                counter, late_messages = self.counter, messages
+
+                async def count_late() -> None:
+                    await self._process(counter, late_messages)
+
+                heapq.heappush(timeline, (chunk.replay_at_ms, 0, next(order), count_late))
+            elif self.storer is not None:  # role counters first, then role store follows it
                 counted = await self._count(self.counter, messages)
                 await self.counter.ingest.store(counted)
                 if chunk.fault == "handover":
@@ -340,7 +349,8 @@ class Driver:
             counted = await self._count(worker, messages)
             await self._flush_pending()  # the chunk before, in flight until now
             replay: Callable[[], Awaitable[None]] | None = None
-            if chunk.fault == "overlap":  # stored once the next chunk is counted, or in 1 s
+            if chunk.fault in ("overlap", "ahead_overlap"):  # stored once the next chunk is
+                # counted, or in 1 s
                 self.pending = [(worker, counted)]
                 flush_at = chunk.at_ms + OVERLAP_MS
                 heapq.heappush(timeline, (flush_at, 3, next(order), self._flush_pending))
@@ -355,8 +365,10 @@ class Driver:
                     replay = await self._crash_and_replay(worker, messages)
             elif chunk.fault == "handover":
                 replay = self._handover(worker, counted, messages)
-            else:
+            elif chunk.fault in ("none", "ahead"):
                 await worker.ingest.store(counted)
+            else:
+                raise ValueError(f"unknown chunk fault {chunk.fault!r}")
             if replay is not None:
                 heapq.heappush(timeline, (chunk.replay_at_ms, 0, next(order), replay))
 

@@ -63,7 +63,9 @@ class Chunk:
 
     fault: none | overlap (stored only after the next chunk is counted) | crash_after_count |
     crash_in_store | handover (the new owner replays at ``replay_at_ms``; the old owner's
-    store finishes after it) | outage (crash_after_count, replayed hours later)."""
+    store finishes after it) | outage (crash_after_count, replayed hours later) | ahead (split
+    roles: the counting workers read the chunk only at ``replay_at_ms``, so role store waits
+    out its deadline and decides alone) | ahead_overlap (ahead, and stored as overlap is)."""
 
     at_ms: int
     records: tuple[Record, ...]

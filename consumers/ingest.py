@@ -235,7 +235,8 @@ class Ingest:
         found = _by_position(messages)
         alone: set[str] = set()  # event ids decided by the store alone: no owner, new
         while True:
-            marked = await self._counters.owners([row.event.event_id for row in rows], now_ms)
+            now = max(now_ms, int(self._clock() * 1000))  # the wait may outlast a generation
+            marked = await self._counters.owners([row.event.event_id for row in rows], now)
             owners = [s if s is not None else m for s, m in zip(stored, marked, strict=True)]
             waiting = [i for i, owner in enumerate(owners)
                        if owner is None and rows[i].event.event_id not in alone]  # fmt: skip
@@ -247,7 +248,6 @@ class Ingest:
                     keep = [i for i in range(len(rows)) if i not in dropped]
                     rows, stored = [rows[i] for i in keep], [stored[i] for i in keep]
                     continue
-            now = int(self._clock() * 1000)
             old = [rows[i] for i in waiting if beyond_markers(rows[i], now)]
             if old and time.monotonic() > deadline:
                 late = await self._stored_owners(old)

@@ -198,6 +198,8 @@ class Ingest:
     def _decided_stored(self, rows: Sequence[RawRow], *_: object) -> None:
         """Rows decided alone are in the store now (or their insert failed, and the retry
         decides them again): the store answers for them from here on."""
+        if not self._deciding:  # not a store-only worker, or none decided alone
+            return
         for row in rows:
             if self._deciding.get(row.event.event_id) == str(row.position):
                 del self._deciding[row.event.event_id]

@@ -387,11 +387,16 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--redis", choices=TOPOLOGIES, default="local",
                         help="the local stack's Redis, or a topology of its own")  # fmt: skip
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the workers' logs and store here (default: a temporary "
+                        "directory, removed at the end)")  # fmt: skip
     args = parser.parse_args()
     settings = Settings()
     LocalStack(settings, ROOT / "var").up()
-    with tempfile.TemporaryDirectory(prefix="voicemon-soak-") as workdir:
-        report = run(settings, Path(workdir), args.events, args.seed, args.fault_seconds,
+    with contextlib.ExitStack() as kept:
+        workdir = args.workdir or Path(kept.enter_context(
+            tempfile.TemporaryDirectory(prefix="voicemon-soak-")))  # fmt: skip
+        report = run(settings, workdir, args.events, args.seed, args.fault_seconds,
                      args.kills, topology=args.redis)  # fmt: skip
     print(
         orjson.dumps(report.__dict__ | {"exact": report.exact}, option=orjson.OPT_INDENT_2).decode()

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from consumers.decode import RejectedPayload
 from voicemon import telemetry
+from voicemon.kafka_client import confluent_logging
 from voicemon.publisher import (
     DeliveryError,
     Headers,
@@ -103,7 +104,8 @@ class DeadLetters:
         self._topic = topic
         self._reader = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": "voicemon-dlq-check",
-             "enable.auto.commit": False, "enable.partition.eof": True, **(security or {})}
+             "enable.auto.commit": False, "enable.partition.eof": True, **(security or {}),
+             **confluent_logging()}
         )  # fmt: skip
         self._partitions = 0
         self._in_flight: dict[Source, Future[Published]] = {}  # sends not answered yet

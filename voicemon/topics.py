@@ -27,6 +27,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
+from voicemon.kafka_client import confluent_logging
 from voicemon.settings import Settings
 
 TIMEOUT_S = 30.0
@@ -113,7 +114,7 @@ def ensure(
     and size headroom (in the order of ``specs``: a topic another's headroom is measured on
     comes first). ``security``: librdkafka security properties
     (``kafka_client.confluent_security``)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or {})})
+    admin = AdminClient(_client_config(bootstrap, security))
     reports: dict[str, TopicReport] = {}
     try:
         existing = admin.list_topics(timeout=TIMEOUT_S).topics
@@ -187,7 +188,7 @@ def broken_rules(
     """What breaks the events and DLQ topics' rules of CONTRACT §2, in words ('' if
     nothing): both exist, the events topic keeps log-append time, the DLQ's size limit
     exceeds the events topic's by at least ``DLQ_HEADROOM_BYTES``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or {})})
+    admin = AdminClient(_client_config(bootstrap, security))
     try:
         existing = admin.list_topics(timeout=TIMEOUT_S).topics
         missing = [name for name in (events_topic, dlq_topic) if name not in existing]
@@ -231,9 +232,7 @@ def _configs(admin: AdminClient, names: list[str]) -> dict[str, dict[str, str]]:
 
 def message_count(bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> int:
     """Messages currently held by ``topic`` (high minus low watermark, summed)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "voicemon-readout", **(security or {})}
-    )
+    consumer = Consumer({**_client_config(bootstrap, security), "group.id": "voicemon-readout"})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         total = 0
@@ -248,8 +247,14 @@ def message_count(bootstrap: str, topic: str, security: Mapping[str, Any] | None
 def max_message_bytes(bootstrap: str, topic: str, security: Mapping[str, Any] | None = None) -> int:
     """The largest record batch ``topic`` takes (its ``max.message.bytes``, as the broker
     resolves it). Raises TopicsError when it cannot be read."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or {})})
+    admin = AdminClient(_client_config(bootstrap, security))
     try:
         return int(_configs(admin, [topic])[topic]["max.message.bytes"])
     except (KafkaException, KeyError) as error:
         raise TopicsError(f"cannot read max.message.bytes of topic {topic}: {error}") from None
+
+
+def _client_config(bootstrap: str, security: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A librdkafka client's settings: the servers, the security, the logger (a worker's
+    log stays one JSON object per line)."""
+    return {"bootstrap.servers": bootstrap, **(security or {}), **confluent_logging()}

@@ -1,7 +1,8 @@
-"""The real-time read of CONTRACT §5: one Redis round trip, never ClickHouse.
+"""The real-time read of CONTRACT §5: one Redis call, never ClickHouse.
 
-A read fetches the 60 minute buckets of one scope in one pipeline, so its cost is the
-same whatever the event volume or the number of organizations.
+A read sums the 60 minute buckets of one scope on the Redis server (one script call; a
+scope's buckets share a hash tag, so on a Redis Cluster they sit on one node), so its cost is
+the same whatever the event volume or the number of organizations.
 """
 
 from __future__ import annotations
@@ -9,33 +10,49 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from voicemon import keys
 from voicemon.redis_client import AsyncRedis
 from voicemon.redis_client import SyncRedis as Redis
-from voicemon.rolling import first_minute, summarize
+from voicemon.rolling import first_minute, view
 from voicemon.windows import MINUTE_MS
 
+# KEYS: a scope's bucket hashes, oldest first. Returns field, total pairs: each field's values
+# added as doubles in bucket order, as ``voicemon.rolling.window_totals`` adds them, written
+# with 17 significant digits so that the client reads back the very same double.
+_WINDOW_TOTALS = """
+local totals, names = {}, {}
+for k = 1, #KEYS do
+  local fields = redis.call('HGETALL', KEYS[k])
+  for f = 1, #fields, 2 do
+    local name = fields[f]
+    local total = totals[name]
+    if total == nil then names[#names + 1] = name; total = 0 end
+    totals[name] = total + tonumber(fields[f + 1])
+  end
+end
+local reply = {}
+for _, name in ipairs(names) do
+  reply[#reply + 1] = name
+  reply[#reply + 1] = string.format('%.17g', totals[name])
+end
+return reply
+"""
 
-def bucket_keys(organization_id: str | None, now_ms: int) -> list[str]:
+Scope = str | None  # an organization id, or None for the platform
+View = dict[str, Any]  # the §5 view (``voicemon.rolling.view``)
+
+
+def bucket_keys(organization_id: Scope, now_ms: int) -> list[str]:
     last = now_ms // MINUTE_MS
     return [keys.rolling_counter(organization_id, m) for m in range(first_minute(now_ms), last + 1)]
 
 
-class _Pipeline(Protocol):
-    def hgetall(self, name: str) -> object: ...
-
-
-P = TypeVar("P", bound=_Pipeline)
-Scope = str | None  # an organization id, or None for the platform
-View = dict[str, Any]  # the §5 view (``voicemon.rolling.summarize``)
-
-
 @dataclass(frozen=True, slots=True)
 class _Read:
-    """One real-time read of a scope at an instant: which buckets to fetch, and the view
-    computed from Redis's replies (pure; the readers below only do the I/O)."""
+    """One real-time read of a scope at an instant: which buckets to sum, and the view
+    computed from the totals (pure; the readers below only do the I/O)."""
 
     organization_id: Scope
     stages: Sequence[str]
@@ -45,14 +62,15 @@ class _Read:
     def at(cls, organization_id: Scope, stages: Sequence[str], now_ms: int | None) -> _Read:
         return cls(organization_id, stages, int(time.time() * 1000) if now_ms is None else now_ms)
 
-    def queued(self, pipe: P) -> P:
-        for key in bucket_keys(self.organization_id, self.now_ms):
-            pipe.hgetall(key)
-        return pipe
+    @property
+    def keys(self) -> list[str]:
+        return bucket_keys(self.organization_id, self.now_ms)
 
-    def view(self, replies: list[Any]) -> View:
+    def view(self, reply: list[bytes]) -> View:
+        pairs = zip(reply[::2], reply[1::2], strict=True)
+        totals = {name.decode(): float(total) for name, total in pairs}
         scope, now_ms, stages = self.organization_id, self.now_ms, self.stages
-        return summarize(replies, organization_id=scope, now_ms=now_ms, stages=stages)
+        return view(totals, organization_id=scope, now_ms=now_ms, stages=stages)
 
 
 def read_realtime(
@@ -60,7 +78,7 @@ def read_realtime(
 ) -> View:
     """The real-time view of one scope, on a blocking client (the CLI's)."""
     read = _Read.at(organization_id, stages, now_ms)
-    return read.view(read.queued(redis.pipeline(transaction=False)).execute())
+    return read.view(redis.register_script(_WINDOW_TOTALS)(keys=read.keys))
 
 
 async def read_realtime_async(
@@ -68,4 +86,4 @@ async def read_realtime_async(
 ) -> View:
     """The real-time view of one scope, on an asyncio client (the API's)."""
     read = _Read.at(organization_id, stages, now_ms)
-    return read.view(await read.queued(redis.pipeline(transaction=False)).execute())
+    return read.view(await redis.register_script(_WINDOW_TOTALS)(keys=read.keys))

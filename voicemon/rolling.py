@@ -145,6 +145,16 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
+def window_totals(buckets: Iterable[Mapping[bytes, bytes]]) -> dict[str, float]:
+    """Each field's total over the window's bucket hashes, added in bucket order (the order
+    ``aggregators.realtime``'s server-side sum keeps, so both give the same doubles)."""
+    totals: dict[str, float] = defaultdict(float)
+    for bucket in buckets:
+        for name, value in bucket.items():
+            totals[name.decode()] += float(value)
+    return totals
+
+
 def summarize(
     buckets: Iterable[Mapping[bytes, bytes]],
     *,
@@ -153,10 +163,20 @@ def summarize(
     stages: Iterable[str],
 ) -> dict[str, Any]:
     """The §5 real-time view from the window's bucket hashes."""
-    totals: dict[str, float] = defaultdict(float)
-    for bucket in buckets:
-        for name, value in bucket.items():
-            totals[name.decode()] += float(value)
+    totals = window_totals(buckets)
+    return view(totals, organization_id=organization_id, now_ms=now_ms, stages=stages)
+
+
+def view(
+    totals: Mapping[str, float],
+    *,
+    organization_id: str | None,
+    now_ms: int,
+    stages: Iterable[str],
+) -> dict[str, Any]:
+    """The §5 real-time view from the window's field totals (``window_totals``; a field
+    absent from them is 0)."""
+    totals = defaultdict(float, totals)
     received, completed, failed = (int(totals[n]) for n in ("received", "completed", "failed"))
     return {
         "organization_id": organization_id,

@@ -13,7 +13,7 @@ refuses a DB holding keys it did not write.
 same reads on a Redis Cluster of three primaries the benchmark starts on free ports
 (``tests.perf.redis_topologies``) with the persistence settings of the stack's primary, read
 through a cluster client as the API opens it. A scope's buckets share one hash tag
-(``voicemon.keys``), so a read is one pipelined round trip to the one node holding them.
+(``voicemon.keys``), so a read is one script call on the one node holding them.
 
 The rolling-counter buckets are written directly, with the key and field layout of
 ``voicemon/rolling.py`` and ``voicemon/keys.py`` (one hash per scope and minute, integer
@@ -39,7 +39,7 @@ against the written totals, event count included):
   rest of the HTTP time is uvicorn, the loopback socket and httpx.
 
 Targets: Python read p99 <= 2 ms, HTTP p99 <= 10 ms. ``--breakdown`` adds where one Python
-read's time goes (building the pipeline, the Redis round trip, ``summarize``).
+read's time goes (the bucket keys, the server-side sum, the view).
 """
 
 from __future__ import annotations
@@ -68,13 +68,13 @@ import orjson
 from redis import Redis
 
 from aggregators.auth import mint
-from aggregators.realtime import bucket_keys, read_realtime
+from aggregators.realtime import _WINDOW_TOTALS, _Read, read_realtime
 from tests.perf.redis_topologies import TOPOLOGIES, RedisTopology, TopologyError, single
 from tests.perf.redis_topologies import cluster as start_cluster
 from tests.perf.snapshots import busy_jobs, machine, revision, wait_quiet
 from voicemon import keys
 from voicemon.redis_client import SyncRedis
-from voicemon.rolling import BUCKET_TTL_MS, MINUTE_MS, WINDOW_MINUTES, first_minute, summarize
+from voicemon.rolling import BUCKET_TTL_MS, MINUTE_MS, WINDOW_MINUTES, first_minute
 from voicemon.settings import DEFAULT_STAGES, Settings
 
 STAGES = DEFAULT_STAGES
@@ -318,20 +318,18 @@ def sample(
     return samples
 
 
-def breakdown(redis: Redis, org: str | None, reads: int) -> dict[str, float]:
+def breakdown(redis: SyncRedis, org: str | None, reads: int) -> dict[str, float]:
     """Median microseconds of the steps of one ``read_realtime``, timed apart."""
-    parts: dict[str, list[float]] = {"bucket keys + pipeline": [], "redis round trip": [],
-                                     "summarize": []}  # fmt: skip
+    parts: dict[str, list[float]] = {"bucket keys": [], "server-side sum": [], "view": []}
+    script = redis.register_script(_WINDOW_TOTALS)
     for _ in range(reads):
         t0 = time.perf_counter_ns()
-        now_ms = int(time.time() * 1000)
-        pipe = redis.pipeline(transaction=False)
-        for key in bucket_keys(org, now_ms):
-            pipe.hgetall(key)
+        read = _Read.at(org, STAGES, None)
+        names = read.keys
         t1 = time.perf_counter_ns()
-        buckets = pipe.execute()
+        reply = script(keys=names)
         t2 = time.perf_counter_ns()
-        summarize(buckets, organization_id=org, now_ms=now_ms, stages=STAGES)
+        read.view(reply)
         t3 = time.perf_counter_ns()
         for name, ns in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             parts[name].append(ns / 1000)

@@ -1,8 +1,9 @@
-"""The real-time read of CONTRACT §5: one Redis call, never ClickHouse.
+"""The real-time read of CONTRACT §5: one Redis command, never ClickHouse.
 
-A read sums the 60 minute buckets of one scope on the Redis server (one script call; a
-scope's buckets share a hash tag, so on a Redis Cluster they sit on one node), so its cost is
-the same whatever the event volume or the number of organizations.
+A read sums the 60 minute buckets of one scope on the Redis server: each bucket is a sorted
+set of counter fields (``voicemon.keys.rolling_counter``) and one ``ZUNION`` adds them up in
+C. A scope's buckets share a hash tag, so on a Redis Cluster they sit on one node. The cost
+is the same whatever the event volume or the number of organizations.
 """
 
 from __future__ import annotations
@@ -17,28 +18,6 @@ from voicemon.redis_client import AsyncRedis
 from voicemon.redis_client import SyncRedis as Redis
 from voicemon.rolling import first_minute, view
 from voicemon.windows import MINUTE_MS
-
-# KEYS: a scope's bucket hashes, oldest first. Returns field, total pairs: each field's values
-# added as doubles in bucket order, as ``voicemon.rolling.window_totals`` adds them, written
-# with 17 significant digits so that the client reads back the very same double.
-_WINDOW_TOTALS = """
-local totals, names = {}, {}
-for k = 1, #KEYS do
-  local fields = redis.call('HGETALL', KEYS[k])
-  for f = 1, #fields, 2 do
-    local name = fields[f]
-    local total = totals[name]
-    if total == nil then names[#names + 1] = name; total = 0 end
-    totals[name] = total + tonumber(fields[f + 1])
-  end
-end
-local reply = {}
-for _, name in ipairs(names) do
-  reply[#reply + 1] = name
-  reply[#reply + 1] = string.format('%.17g', totals[name])
-end
-return reply
-"""
 
 Scope = str | None  # an organization id, or None for the platform
 View = dict[str, Any]  # the §5 view (``voicemon.rolling.view``)
@@ -66,11 +45,11 @@ class _Read:
     def keys(self) -> list[str]:
         return bucket_keys(self.organization_id, self.now_ms)
 
-    def view(self, reply: list[bytes]) -> View:
-        pairs = zip(reply[::2], reply[1::2], strict=True)
-        totals = {name.decode(): float(total) for name, total in pairs}
+    def view(self, totals: Sequence[Any]) -> View:
+        """The view from ``ZUNION ... WITHSCORES``: (field, window total) pairs."""
+        found = {bytes(name).decode(): float(total) for name, total in totals}
         scope, now_ms, stages = self.organization_id, self.now_ms, self.stages
-        return view(totals, organization_id=scope, now_ms=now_ms, stages=stages)
+        return view(found, organization_id=scope, now_ms=now_ms, stages=stages)
 
 
 def read_realtime(
@@ -78,7 +57,7 @@ def read_realtime(
 ) -> View:
     """The real-time view of one scope, on a blocking client (the CLI's)."""
     read = _Read.at(organization_id, stages, now_ms)
-    return read.view(redis.register_script(_WINDOW_TOTALS)(keys=read.keys))
+    return read.view(redis.zunion(read.keys, withscores=True))
 
 
 async def read_realtime_async(
@@ -86,4 +65,4 @@ async def read_realtime_async(
 ) -> View:
     """The real-time view of one scope, on an asyncio client (the API's)."""
     read = _Read.at(organization_id, stages, now_ms)
-    return read.view(await redis.register_script(_WINDOW_TOTALS)(keys=read.keys))
+    return read.view(await redis.zunion(read.keys, withscores=True))

@@ -50,7 +50,6 @@ import msgspec
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
-from redis.typing import EncodableT, FieldT
 
 from consumers.raw_writer import RawRow
 from voicemon import keys, rolling
@@ -156,18 +155,16 @@ return {}
 """
 )
 
-# Adds packed bucket increments (per bucket: its KEYS index, expiry, then field, value pairs).
+# Adds packed bucket increments (per bucket: its KEYS index, expiry, then field, value pairs)
+# to the buckets' sorted sets (voicemon.keys.rolling_counter). Redis passes a Lua number on
+# with 17 significant digits, so a value reaches the set as the very double that was packed.
 _APPLY_BUCKETS = """
 local function apply_buckets(buckets)
   for _, bucket in ipairs(buckets) do
     local key = KEYS[bucket[1]]
     local fields = bucket[3]
     for f = 1, #fields, 2 do
-      if type(fields[f + 1]) == 'string' then  -- a float (voicemon.rolling.stored_value)
-        redis.call('HINCRBYFLOAT', key, fields[f], fields[f + 1])
-      else
-        redis.call('HINCRBY', key, fields[f], fields[f + 1])
-      end
+      redis.call('ZINCRBY', key, fields[f + 1], fields[f])
     end
     redis.call('PEXPIREAT', key, bucket[2])
   end
@@ -242,13 +239,13 @@ MARKED_NOW = ""  # RollingCounters.claim's answer for an event it marked (never 
 
 def packed_buckets(buckets: Mapping[str, BucketIncrement], first_key: int) -> list[Any]:
     """``_APPLY_BUCKETS``'s argument for ``buckets``, whose keys are KEYS from index
-    ``first_key`` in order (pure, before MessagePack). Float sums travel as their shortest
-    exact text (``rolling.stored_value``)."""
+    ``first_key`` in order (pure, before MessagePack, whose 64-bit floats reach the script
+    unchanged)."""
     packed: list[Any] = []
     for index, bucket in enumerate(buckets.values(), start=first_key):
-        fields: list[str | int] = []
+        fields: list[str | float] = []
         for field, value in bucket.fields.items():
-            fields += [field, rolling.stored_value(field, value)]
+            fields += [field, value]
         packed.append((index, bucket.expire_at_ms, fields))
     return packed
 
@@ -503,10 +500,7 @@ class RollingCounters:
             pipe = self._redis.pipeline(transaction=True)
             for key, bucket in scope.items():
                 pipe.delete(key)
-                mapping: dict[FieldT, EncodableT] = {
-                    k: rolling.stored_value(k, v) for k, v in bucket.fields.items()
-                }
-                pipe.hset(key, mapping=mapping)
+                pipe.zadd(key, mapping=dict(bucket.fields))
                 pipe.pexpireat(key, bucket.expire_at_ms)
             await pipe.execute()
         await self._redis.set(keys.COUNTERS_SENTINEL, "1")

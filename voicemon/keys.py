@@ -20,13 +20,15 @@ def scope_tag(organization_id: str | None) -> str:
 
 
 def rolling_counter(organization_id: str | None, minute: int) -> str:
-    """The counters of one scope for one event-time minute (``minute`` = epoch ms // 60000)."""
-    return f"{PREFIX}:rt:{scope_tag(organization_id)}:{minute}"
+    """The counters of one scope for one event-time minute (``minute`` = epoch ms // 60000):
+    a sorted set whose members are the counter fields and whose scores are their values, so
+    that one ``ZUNION`` sums a window on the server (``aggregators.realtime``)."""
+    return f"{PREFIX}:rz:{scope_tag(organization_id)}:{minute}"
 
 
 # Lives among the rolling-counter keys: if they are flushed it goes too, and the worker
-# rebuilds the window from raw events.
-COUNTERS_SENTINEL = f"{PREFIX}:rt:{{p}}:sentinel"
+# rebuilds the window from raw events (as after an upgrade from the hashes of ``vm:rt:``).
+COUNTERS_SENTINEL = f"{PREFIX}:rz:{{p}}:sentinel"
 # Outside them (but in the sentinel's slot): says the counters ever existed.
 COUNTERS_EPOCH = f"{PREFIX}:{{p}}:counters_epoch"
 

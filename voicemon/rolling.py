@@ -1,7 +1,8 @@
 """Rolling one-hour counters (CONTRACT §5): the pure arithmetic shared by writer and reader.
 
 The window is 60 one-minute buckets by event time: the current minute and the 59 before.
-Each bucket of each scope is one Redis hash; fields ending in ``_sum`` hold floats.
+Each bucket of each scope is one Redis sorted set: its members are the counter fields, its
+scores their values (counts, and the float sums of fields ending in ``_sum``).
 """
 
 from __future__ import annotations
@@ -124,14 +125,6 @@ def counter_fields(
     return fields
 
 
-def stored_value(field: str, value: float) -> str | int:
-    """A field's value as it is written to Redis. The one statement of the rule: fields
-    ending in ``_sum`` hold floats, written as their shortest exact text; all others are
-    counts, written as integers. The counting scripts
-    (``consumers.rolling_counters._APPLY_BUCKETS``) pick HINCRBYFLOAT or HINCRBY by that type."""
-    return repr(value) if field.endswith("_sum") else int(value)
-
-
 def negated(buckets: Mapping[str, BucketIncrement]) -> dict[str, BucketIncrement]:
     """The increments that take ``buckets`` back."""
     return {
@@ -145,9 +138,8 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def window_totals(buckets: Iterable[Mapping[bytes, bytes]]) -> dict[str, float]:
-    """Each field's total over the window's bucket hashes, added in bucket order (the order
-    ``aggregators.realtime``'s server-side sum keeps, so both give the same doubles)."""
+def window_totals(buckets: Iterable[Mapping[bytes, float]]) -> dict[str, float]:
+    """Each field's total over the window's buckets (field -> value), added in bucket order."""
     totals: dict[str, float] = defaultdict(float)
     for bucket in buckets:
         for name, value in bucket.items():
@@ -156,13 +148,13 @@ def window_totals(buckets: Iterable[Mapping[bytes, bytes]]) -> dict[str, float]:
 
 
 def summarize(
-    buckets: Iterable[Mapping[bytes, bytes]],
+    buckets: Iterable[Mapping[bytes, float]],
     *,
     organization_id: str | None,
     now_ms: int,
     stages: Iterable[str],
 ) -> dict[str, Any]:
-    """The §5 real-time view from the window's bucket hashes."""
+    """The §5 real-time view from the window's buckets (each field -> value)."""
     totals = window_totals(buckets)
     return view(totals, organization_id=organization_id, now_ms=now_ms, stages=stages)
 

@@ -164,7 +164,7 @@ def test_realtime_reads_redis_and_a_quiet_scope_reads_zeros(
 ) -> None:
     redis = SyncRedis.from_url(settings.redis_url.get_secret_value())
     minute = int(time.time() * 1000) // 60_000
-    redis.hset(
+    redis.zadd(
         keys.rolling_counter("org-a", minute), mapping={"received": 4, "failed": 1, "completed": 3}
     )
     body = api.get(

@@ -90,7 +90,7 @@ def seed_redis(url: str) -> None:
                 f"{stage}failed": 1, f"{stage}duration_sum": 2000,
                 f"{stage}duration_n": 10}  # fmt: skip
     for org in (None, "org-a"):
-        redis.hset(keys.rolling_counter(org, minute), mapping=counters)
+        redis.zadd(keys.rolling_counter(org, minute), mapping=counters)
         redis.expire(keys.rolling_counter(org, minute), 3 * 3600)
 
 

@@ -209,7 +209,7 @@ def test_rolling_counters_roll(pipeline: Pipeline, clean_store: Client) -> None:
     assert pipeline.realtime("org-none", now_ms=now)["artifacts_received"] == 0
     # Three minutes on, the 58-minute-old event has left the window too.
     assert pipeline.realtime(now_ms=now + 3 * 60_000)["artifacts_received"] == 1
-    buckets = [key for key in pipeline.redis.scan_iter("vm:rt:*") if not key.endswith(b"sentinel")]
+    buckets = [key for key in pipeline.redis.scan_iter("vm:rz:*") if not key.endswith(b"sentinel")]
     ttls = [pipeline.redis.pttl(key) for key in buckets]  # the sentinel is one key, kept
     assert ttls and all(0 < ttl <= 65 * 60_000 for ttl in ttls)
     assert local_raw_counts(clean_store) == {"artifact_received": 3}  # raw keeps what it drops

@@ -13,18 +13,18 @@ refuses a DB holding keys it did not write.
 same reads on a Redis Cluster of three primaries the benchmark starts on free ports
 (``tests.perf.redis_topologies``) with the persistence settings of the stack's primary, read
 through a cluster client as the API opens it. A scope's buckets share one hash tag
-(``voicemon.keys``), so a read is one script call on the one node holding them.
+(``voicemon.keys``), so a read is one ``ZUNION`` on the one node holding them.
 
 The rolling-counter buckets are written directly, with the key and field layout of
-``voicemon/rolling.py`` and ``voicemon/keys.py`` (one hash per scope and minute, integer
-counts, float ``*_sum`` fields, the writer's expiry). Two scopes are read: the platform and
+``voicemon/rolling.py`` and ``voicemon/keys.py`` (one sorted set per scope and minute,
+counts and float ``*_sum`` scores, the writer's expiry). Two scopes are read: the platform and
 one organization, each with a bucket for every minute of the window. Their field values
 follow a 60-minute cycle, so any 60 consecutive minutes hold exactly ``--events`` events
 (artifacts received/completed/failed plus every stage's started/completed/failed) and the
 totals stay fixed while the window slides during the run; every bucket holds all 26 fields
 (zeros included), so two event counts differ in the values only. Beside them, ``--orgs``
 organizations each hold ``--org-minutes`` buckets (100,000 orgs x 3 minutes = 300,000
-hashes), added as the scenarios go from fewer to more organizations.
+buckets), added as the scenarios go from fewer to more organizations.
 
 For each number of organizations and of events in the window, it times ``--reads`` reads
 after ``--warmup`` untimed ones (the warm-up reads and 50 of the timed ones are checked
@@ -39,7 +39,7 @@ against the written totals, event count included):
   rest of the HTTP time is uvicorn, the loopback socket and httpx.
 
 Targets: Python read p99 <= 2 ms, HTTP p99 <= 10 ms. ``--breakdown`` adds where one Python
-read's time goes (the bucket keys, the server-side sum, the view).
+read's time goes (the bucket keys, the ``ZUNION``, the view).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ import orjson
 from redis import Redis
 
 from aggregators.auth import mint
-from aggregators.realtime import _WINDOW_TOTALS, _Read, read_realtime
+from aggregators.realtime import _Read, read_realtime
 from tests.perf.redis_topologies import TOPOLOGIES, RedisTopology, TopologyError, single
 from tests.perf.redis_topologies import cluster as start_cluster
 from tests.perf.snapshots import busy_jobs, machine, revision, wait_quiet
@@ -141,14 +141,14 @@ def minute_pattern(totals: dict[str, float]) -> list[dict[str, int | float]]:
 def write_buckets(
     redis: Redis, scopes: Sequence[str | None], minutes: range, pattern: list[dict[str, Any]]
 ) -> None:
-    """HSET every bucket of every scope (with the writer's expiry), 5,000 per round trip."""
+    """ZADD every bucket of every scope (with the writer's expiry), 5,000 per round trip."""
     pipe = redis.pipeline(transaction=False)
     queued = 0
     for scope in scopes:
         for minute in minutes:
             key = keys.rolling_counter(scope, minute)
             pipe.delete(key)
-            pipe.hset(key, mapping=pattern[minute % WINDOW_MINUTES])
+            pipe.zadd(key, mapping=pattern[minute % WINDOW_MINUTES])
             pipe.pexpireat(key, minute * MINUTE_MS + BUCKET_TTL_MS)
             queued += 1
             if queued % 5000 == 0:
@@ -320,14 +320,13 @@ def sample(
 
 def breakdown(redis: SyncRedis, org: str | None, reads: int) -> dict[str, float]:
     """Median microseconds of the steps of one ``read_realtime``, timed apart."""
-    parts: dict[str, list[float]] = {"bucket keys": [], "server-side sum": [], "view": []}
-    script = redis.register_script(_WINDOW_TOTALS)
+    parts: dict[str, list[float]] = {"bucket keys": [], "ZUNION": [], "view": []}
     for _ in range(reads):
         t0 = time.perf_counter_ns()
         read = _Read.at(org, STAGES, None)
         names = read.keys
         t1 = time.perf_counter_ns()
-        reply = script(keys=names)
+        reply = redis.zunion(names, withscores=True)
         t2 = time.perf_counter_ns()
         read.view(reply)
         t3 = time.perf_counter_ns()

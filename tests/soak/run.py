@@ -38,6 +38,7 @@ import orjson
 from tests import reference
 from tests.integration.harness import Pipeline
 from tests.integration.redis_topology import Cluster, SentinelGroup, redis_cluster, sentinel_group
+from voicemon import keys
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.devtools.localstack import LocalStack
 from voicemon.rolling import MINUTE_MS, first_minute
@@ -235,10 +236,10 @@ class Soak:
 
     def counters_flush(self) -> None:
         self.pipeline.wait_consumed(timeout_s=600, groups=self.groups)  # quiescent, see docs
-        for key in self.pipeline.redis.scan_iter("vm:rt:*"):
+        for key in self.pipeline.redis.scan_iter("vm:rz:*"):
             self.pipeline.redis.delete(key)
         deadline = time.monotonic() + 60
-        while not self.pipeline.redis.exists("vm:rt:{p}:sentinel"):
+        while not self.pipeline.redis.exists(keys.COUNTERS_SENTINEL):
             assert time.monotonic() < deadline, "rolling counters were not rebuilt"
             time.sleep(0.5)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from consumers.counter_rebuild import bucket_fields
 from voicemon.event import EventType, PipelineEvent
-from voicemon.rolling import first_minute, increments, ratio, stored_value, summarize
+from voicemon.rolling import first_minute, increments, ratio, summarize
 
 T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z
 M0 = T0 // 60_000  # its minute number
@@ -44,11 +44,11 @@ def ev(
 
 
 def platform_key(minute: int) -> str:
-    return f"vm:rt:{{p}}:{minute}"
+    return f"vm:rz:{{p}}:{minute}"
 
 
 def org_key(org: str, minute: int) -> str:
-    return f"vm:rt:{{o:{org}}}:{minute}"
+    return f"vm:rz:{{o:{org}}}:{minute}"
 
 
 # -- first_minute / ratio --------------------------------------------------------------------
@@ -385,11 +385,3 @@ def test_rebuild_rows_add_the_fields_ingest_adds(events: list[PipelineEvent]) ->
         if not cost:
             counted.pop("cost_sum", None)
         assert bucket_fields(row) == counted
-
-
-def test_stored_value_writes_sums_as_text_and_counts_as_integers() -> None:
-    assert stored_value("cost_sum", 0.1) == "0.1"
-    assert stored_value("stage:transcription:duration_sum", 2.0) == "2.0"
-    assert stored_value("latency_n", 3.0) == 3
-    assert stored_value("stage:x:completed", 1) == 1
-    assert stored_value("sum", 1.5) == 1  # only a ``_sum`` suffix makes a float

@@ -54,13 +54,20 @@ def sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
             (item.rsplit(":", 1) for item in settings.redis_sentinels)]  # fmt: skip
 
 
+def _sentinel_options(settings: Settings, bounded: Mapping[str, Any]) -> dict[str, Any]:
+    """How to reach the Sentinels themselves: bounded in time, with their own password."""
+    password = settings.redis_sentinel_password
+    return {**bounded, **({} if password is None else {"password": password.get_secret_value()})}
+
+
 def open_async(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> AsyncRedis:
     """The async client of the configured Redis (no I/O yet)."""
     url = settings.redis_url.get_secret_value()
     bounded: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
     if settings.redis_sentinels:
         addresses = sentinel_addresses(settings)
-        sentinel = AsyncSentinel(addresses, sentinel_kwargs=bounded, **bounded)  # type: ignore[no-untyped-call]
+        sentinel = AsyncSentinel(addresses, sentinel_kwargs=_sentinel_options(settings, bounded),
+                                 **bounded)  # type: ignore[no-untyped-call]  # fmt: skip
         primary = sentinel.master_for(settings.redis_sentinel_master, **_url_options(url))
         return cast(redis.asyncio.Redis, primary)
     if settings.redis_cluster:
@@ -79,7 +86,8 @@ def open_sync(
     }
     if settings.redis_sentinels:
         addresses = sentinel_addresses(settings)
-        sentinel = Sentinel(addresses, sentinel_kwargs=bounded, **bounded)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(addresses, sentinel_kwargs=_sentinel_options(settings, bounded),
+                            **bounded)  # type: ignore[no-untyped-call]  # fmt: skip
         name, options = settings.redis_sentinel_master, _url_options(url)
         primary = sentinel.master_for(name, **options)  # type: ignore[no-untyped-call]
         return cast(redis.Redis, primary)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.connection import parse_url
 
 from voicemon_producer.event import DEFAULT_STAGES as DEFAULT_STAGES
 
@@ -27,6 +28,7 @@ class Settings(BaseSettings):
     # (host:port, comma-separated); redis_url then gives only password, user, db and TLS.
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
     redis_sentinel_master: str = "voicemon"
+    redis_sentinel_password: SecretStr | None = None  # the Sentinels' own (their requirepass)
     redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
     # A batch's Redis writes are on this many replicas before its offsets commit (WAIT); 0:
     # not waited for (a standalone primary). A batch not replicated in time is retried.
@@ -139,6 +141,10 @@ class Settings(BaseSettings):
         if self.redis_sentinels and self.redis_cluster:
             raise ValueError("VOICEMON_REDIS_SENTINELS and VOICEMON_REDIS_CLUSTER exclude each "
                              "other: a Redis Cluster fails over by itself")  # fmt: skip
+        url = self.redis_url.get_secret_value()
+        if self.redis_cluster and parse_url(url).get("db", 0):  # type: ignore[no-untyped-call]
+            raise ValueError("a Redis Cluster has database 0 only: VOICEMON_REDIS_URL must name "
+                             "no database or /0 with VOICEMON_REDIS_CLUSTER")  # fmt: skip
         return self
 
     @field_validator("clickhouse_dsn")

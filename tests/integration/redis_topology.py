@@ -38,6 +38,7 @@ class Node:
     directory: Path
     arguments: list[str]
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ class Node:
                                         stderr=log)  # fmt: skip
         deadline = time.monotonic() + 20
         while True:
-            with suppress(RedisError), Redis(port=self.port, socket_timeout=1) as client:
+            with suppress(RedisError), self.client(timeout_s=1) as client:
                 if client.ping():
                     return
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -59,8 +60,8 @@ class Node:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
 
-    def client(self) -> Redis:
-        return Redis(port=self.port, socket_timeout=5)
+    def client(self, timeout_s: float = 5) -> Redis:
+        return Redis(port=self.port, socket_timeout=timeout_s, password=self.password)
 
 
 def _server(port: int, directory: Path, *extra: str) -> Node:
@@ -110,8 +111,9 @@ class SentinelGroup:
 
 
 @contextmanager
-def sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
-    """A primary, its replica and three Sentinels (quorum 2, down after 1 s)."""
+def sentinel_group(workdir: Path, sentinel_password: str | None = None) -> Iterator[SentinelGroup]:
+    """A primary, its replica and three Sentinels (quorum 2, down after 1 s), which require
+    ``sentinel_password`` if given."""
     primary_port, replica_port = free_port(), free_port()
     group = SentinelGroup(
         _server(primary_port, workdir / "primary"),
@@ -130,8 +132,10 @@ def sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
                 f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER} 1000\n"
                 f"sentinel failover-timeout {MASTER} 10000\n"
+                + ("" if sentinel_password is None else f"requirepass {sentinel_password}\n")
             )
-            node = Node(port, directory, [_binary("redis-sentinel"), str(config)])
+            arguments = [_binary("redis-sentinel"), str(config)]
+            node = Node(port, directory, arguments, password=sentinel_password)
             node.start()
             group.sentinels.append(node)
         _until(lambda: _replicas_seen(group) >= 1, "the Sentinels to see the replica")

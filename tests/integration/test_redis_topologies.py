@@ -9,14 +9,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 
+from aggregators.realtime import read_realtime
 from tests import reference
 from tests.integration.harness import Pipeline
 from tests.integration.redis_topology import redis_cluster, sentinel_group
 from tests.integration.test_ingest import raw_counts, realtime_counts, reference_counts
-from voicemon import keys
+from voicemon import keys, redis_client
 from voicemon.devtools.loadgen import LoadMix
+from voicemon.settings import Settings
 
 
 def now_ms() -> int:
@@ -149,3 +153,20 @@ def test_sigkill_of_the_sentinel_primary_mid_stream_ends_exact(
         )
         pipeline.wait_consumed(timeout_s=240)
         assert_exact(pipeline, events, malformed)
+
+
+def test_the_primary_is_found_through_sentinels_that_require_a_password(tmp_path: Path) -> None:
+    """Sentinels with ``requirepass``: found with ``VOICEMON_REDIS_SENTINEL_PASSWORD``,
+    refused without it (a clear error, not a hang); the real-time read goes through."""
+    with sentinel_group(tmp_path / "sentinel", sentinel_password="s3nt!nel") as group:
+        found = Settings(redis_sentinels=tuple(group.addresses.split(",")),
+                         redis_sentinel_password=SecretStr("s3nt!nel"))  # fmt: skip
+        client = redis_client.open_sync(found, timeout_s=2)
+        client.zadd(keys.rolling_counter("acme", now_ms() // 60_000), {"received": 2})
+        assert read_realtime(client, "acme", ())["artifacts_received"] == 2
+        with group.primary.client() as primary:
+            assert primary.exists(keys.rolling_counter("acme", now_ms() // 60_000))
+        anonymous = Settings(redis_sentinels=tuple(group.addresses.split(",")))
+        refused = redis_client.open_sync(anonymous, timeout_s=2)
+        with pytest.raises(RedisError, match=r"No master found|NOAUTH|Authentication"):
+            refused.ping()

@@ -3,8 +3,11 @@ lazily)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import redis.asyncio
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection
 
@@ -56,3 +59,38 @@ def test_a_sentinel_primary_is_reached_with_every_option_of_the_url() -> None:
     )
     assert _pool_options(sentinel) == _pool_options(single)
     assert _pool_options(sentinel)["db"] == 3
+
+
+def _passwords(client: object) -> tuple[list[object], object]:
+    """The password of each Sentinel connection of a Sentinel-managed client, and the
+    primary's."""
+    pool: Any = getattr(client, "connection_pool")  # noqa: B009 (the union has no such field)
+    sentinels = [s.connection_pool.connection_kwargs.get("password")
+                 for s in pool.sentinel_manager.sentinels]  # fmt: skip
+    return sentinels, pool.connection_kwargs.get("password")
+
+
+def test_the_sentinels_own_password_reaches_the_sentinels_only() -> None:
+    """``VOICEMON_REDIS_SENTINEL_PASSWORD`` authenticates to the Sentinels; the primary's
+    password stays the URL's."""
+    settings = Settings(redis_url=SecretStr("redis://:primary-pw@ignored:1/0"),
+                        redis_sentinels=("10.0.0.1:26379", "10.0.0.2:26379"),
+                        redis_sentinel_password=SecretStr("sentinel-pw"))  # fmt: skip
+    for client in (redis_client.open_async(settings), redis_client.open_sync(settings)):
+        assert _passwords(client) == (["sentinel-pw", "sentinel-pw"], "primary-pw")
+    plain = Settings(redis_sentinels=("10.0.0.1:26379",))
+    assert _passwords(redis_client.open_sync(plain)) == ([None], None)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [("redis://h:7000", True), ("redis://h:7000/0", True), ("redis://h:7000/?db=0", True),
+     ("redis://h:7000/3", False), ("redis://h:7000/?db=2", False)],
+)  # fmt: skip
+def test_a_cluster_url_names_database_0_or_none(url: str, allowed: bool) -> None:
+    if allowed:
+        Settings(redis_url=SecretStr(url), redis_cluster=True)
+        return
+    with pytest.raises(ValidationError, match="database 0 only"):
+        Settings(redis_url=SecretStr(url), redis_cluster=True)
+    Settings(redis_url=SecretStr(url))  # one primary has them all

@@ -138,27 +138,6 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def window_totals(buckets: Iterable[Mapping[bytes, float]]) -> dict[str, float]:
-    """Each field's total over the window's buckets (field -> value), added in bucket order."""
-    totals: dict[str, float] = defaultdict(float)
-    for bucket in buckets:
-        for name, value in bucket.items():
-            totals[name.decode()] += float(value)
-    return totals
-
-
-def summarize(
-    buckets: Iterable[Mapping[bytes, float]],
-    *,
-    organization_id: str | None,
-    now_ms: int,
-    stages: Iterable[str],
-) -> dict[str, Any]:
-    """The §5 real-time view from the window's buckets (each field -> value)."""
-    totals = window_totals(buckets)
-    return view(totals, organization_id=organization_id, now_ms=now_ms, stages=stages)
-
-
 def view(
     totals: Mapping[str, float],
     *,
@@ -166,8 +145,8 @@ def view(
     now_ms: int,
     stages: Iterable[str],
 ) -> dict[str, Any]:
-    """The §5 real-time view from the window's field totals (``window_totals``; a field
-    absent from them is 0)."""
+    """The §5 real-time view from each counter field's total over the window (a field absent
+    from them is 0)."""
     totals = defaultdict(float, totals)
     received, completed, failed = (int(totals[n]) for n in ("received", "completed", "failed"))
     return {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from redis.connection import parse_url
 
 from voicemon_producer.event import DEFAULT_STAGES as DEFAULT_STAGES
 
@@ -141,8 +141,7 @@ class Settings(BaseSettings):
         if self.redis_sentinels and self.redis_cluster:
             raise ValueError("VOICEMON_REDIS_SENTINELS and VOICEMON_REDIS_CLUSTER exclude each "
                              "other: a Redis Cluster fails over by itself")  # fmt: skip
-        url = self.redis_url.get_secret_value()
-        if self.redis_cluster and parse_url(url).get("db", 0):  # type: ignore[no-untyped-call]
+        if self.redis_cluster and _database_of(self.redis_url.get_secret_value()) != 0:
             raise ValueError("a Redis Cluster has database 0 only: VOICEMON_REDIS_URL must name "
                              "no database or /0 with VOICEMON_REDIS_CLUSTER")  # fmt: skip
         return self
@@ -244,3 +243,15 @@ def kafka_security_problem(settings: Settings) -> str:
     if settings.kafka_ssl_key_password is not None and settings.kafka_ssl_key_file is None:
         return "VOICEMON_KAFKA_SSL_KEY_PASSWORD is set without VOICEMON_KAFKA_SSL_KEY_FILE"
     return ""
+
+
+def _database_of(url: str) -> int:
+    """The database a redis URL names, read as redis-py reads it (``?db=`` first, then the
+    path), without importing redis: the producer library loads these settings."""
+    parts = urlsplit(url)
+    named = parse_qs(parts.query).get("db") or [parts.path.strip("/") or "0"]
+    try:
+        return int(named[0])
+    except ValueError:
+        problem = f"the database of VOICEMON_REDIS_URL is not a number: {named[0]!r}"
+        raise ValueError(problem) from None

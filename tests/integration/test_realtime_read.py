@@ -1,6 +1,6 @@
 """The real-time read (aggregators/realtime.py) sums a scope's buckets on the Redis server, in
 one ``ZUNION``: its view must be the one the client-side sum of the same buckets gives
-(``voicemon.rolling.summarize``), counts exactly, float sums to the last bits of their
+(``client_side``), counts exactly, float sums to the last bits of their
 order, for values written as ingest writes them (``ZINCRBY``)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from aggregators.realtime import bucket_keys, read_realtime, read_realtime_async
 from voicemon import keys
-from voicemon.rolling import WINDOW_MINUTES, first_minute, summarize
+from voicemon.rolling import WINDOW_MINUTES, first_minute, view
 from voicemon.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -53,6 +53,16 @@ def written(redis: SyncRedis, scope: str | None, seed: int) -> None:
             redis.zincrby(name, value, field)
 
 
+def client_side(redis: SyncRedis, scope: str | None) -> dict[str, Any]:
+    """The view of the window's buckets read one by one and added up here, in bucket order."""
+    totals: dict[str, float] = {}
+    for key in bucket_keys(scope, NOW_MS):
+        members: list[tuple[bytes, float]] = redis.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+        for name, score in members:
+            totals[name.decode()] = totals.get(name.decode(), 0.0) + score
+    return view(totals, organization_id=scope, now_ms=NOW_MS, stages=STAGES)
+
+
 def close_to(read: Any, expected: Any) -> bool:
     """Equal, floats within 1e-12 of each other (a sum's last bits follow its order)."""
     if isinstance(expected, dict):
@@ -68,11 +78,7 @@ def close_to(read: Any, expected: Any) -> bool:
 def test_the_server_side_sum_is_the_client_side_sum(url: str, scope: str | None, seed: int) -> None:
     redis = SyncRedis.from_url(url)
     written(redis, scope, seed)
-    with redis.pipeline(transaction=False) as pipe:
-        for key in bucket_keys(scope, NOW_MS):
-            pipe.zrange(key, 0, -1, withscores=True)
-        buckets = [dict(members) for members in pipe.execute()]
-    expected = summarize(buckets, organization_id=scope, now_ms=NOW_MS, stages=STAGES)
+    expected = client_side(redis, scope)
     assert expected["artifacts_received"] > 10**12  # counts past 32 bits stay exact
 
     read = read_realtime(redis, scope, STAGES, NOW_MS)
@@ -96,5 +102,5 @@ def test_a_value_reaches_its_bucket_as_the_double_that_was_added(url: str) -> No
 
 
 def test_a_scope_with_no_buckets_reads_zeros(url: str) -> None:
-    view = read_realtime(SyncRedis.from_url(url), "quiet", STAGES, NOW_MS)
-    assert view == summarize([], organization_id="quiet", now_ms=NOW_MS, stages=STAGES)
+    redis = SyncRedis.from_url(url)
+    assert read_realtime(redis, "quiet", STAGES, NOW_MS) == client_side(redis, "quiet")

@@ -1,10 +1,11 @@
-"""Rolling one-hour counters (voicemon/rolling.py): increments, summarize, ratio."""
+"""Rolling one-hour counters (voicemon/rolling.py): increments, the view, ratio."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from itertools import count
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 
 from consumers.counter_rebuild import bucket_fields
 from voicemon.event import EventType, PipelineEvent
-from voicemon.rolling import first_minute, increments, ratio, summarize
+from voicemon.rolling import first_minute, increments, ratio
+from voicemon.rolling import view as window_view
 
 T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z
 M0 = T0 // 60_000  # its minute number
@@ -247,7 +249,23 @@ def test_increments_match_a_reference(events: list[PipelineEvent], now_offset: i
         assert bucket.expire_at_ms == minute * 60_000 + 65 * 60_000
 
 
-# -- summarize -------------------------------------------------------------------------------
+# -- the view of the window's totals ------------------------------------------------------------
+
+
+def summarize(
+    buckets: list[dict[bytes, bytes]],
+    *,
+    organization_id: str | None,
+    now_ms: int,
+    stages: tuple[str, ...],
+) -> dict[str, Any]:
+    """The view of the buckets' field totals (each bucket as Redis returns it)."""
+    totals: dict[str, float] = defaultdict(float)
+    for bucket in buckets:
+        for name, value in bucket.items():
+            totals[name.decode()] += float(value)
+    return window_view(totals, organization_id=organization_id, now_ms=now_ms, stages=stages)
+
 
 STAGES = ("transcription", "draft_generation")
 

@@ -94,12 +94,12 @@ def test_worker_producer_helper_and_cli_work_over_sasl_ssl(
     worker = subprocess.Popen([sys.executable, "-m", "runtime", "worker"], env=secure_env,
                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        producer = EventProducer(settings.kafka_bootstrap, settings.events_topic,
-                                 **confluent_security(settings))  # fmt: skip
-        for event in events(int(time.time() * 1000)):
-            producer.publish(event)
-        producer.publish_raw(b'{"event_id": ', b"broken")  # to the DLQ, over SASL_SSL
-        producer.flush()
+        with EventProducer(settings.kafka_bootstrap, settings.events_topic,
+                           **confluent_security(settings)) as producer:  # fmt: skip
+            for event in events(int(time.time() * 1000)):
+                producer.publish(event)
+            producer.publish_raw(b'{"event_id": ', b"broken")  # to the DLQ, over SASL_SSL
+            producer.flush()
 
         redis = Redis.from_url(settings.redis_url.get_secret_value())
         deadline = time.monotonic() + 60

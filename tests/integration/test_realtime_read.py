@@ -8,16 +8,30 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncCluster
+from redis.cluster import RedisCluster
 
 from aggregators.realtime import bucket_keys, read_realtime, read_realtime_async
+from consumers.rolling_counters import RollingCounters
+from tests.integration.redis_topology import redis_cluster
 from voicemon import keys
-from voicemon.rolling import WINDOW_MINUTES, first_minute, view
+from voicemon.event import EventType
+from voicemon.rolling import (
+    BUCKET_TTL_MS,
+    WINDOW_MINUTES,
+    BucketIncrement,
+    counter_fields,
+    first_minute,
+    view,
+)
 from voicemon.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -35,7 +49,7 @@ def url(stack: Settings) -> Iterator[str]:
     SyncRedis.from_url(url).flushdb()
 
 
-def written(redis: SyncRedis, scope: str | None, seed: int) -> None:
+def written(redis: SyncRedis | RedisCluster, scope: str | None, seed: int) -> None:
     """Random increments into the scope's window and a minute on each side of it."""
     rng = random.Random(seed)
     fields = ["received", "completed", "failed", "latency_sum", "latency_n", "cost_sum",
@@ -53,7 +67,7 @@ def written(redis: SyncRedis, scope: str | None, seed: int) -> None:
             redis.zincrby(name, value, field)
 
 
-def client_side(redis: SyncRedis, scope: str | None) -> dict[str, Any]:
+def client_side(redis: SyncRedis | RedisCluster, scope: str | None) -> dict[str, Any]:
     """The view of the window's buckets read one by one and added up here, in bucket order."""
     totals: dict[str, float] = {}
     for key in bucket_keys(scope, NOW_MS):
@@ -104,3 +118,95 @@ def test_a_value_reaches_its_bucket_as_the_double_that_was_added(url: str) -> No
 def test_a_scope_with_no_buckets_reads_zeros(url: str) -> None:
     redis = SyncRedis.from_url(url)
     assert read_realtime(redis, "quiet", STAGES, NOW_MS) == client_side(redis, "quiet")
+
+
+def command_calls(node: SyncRedis) -> dict[str, int]:
+    """Commands a node ran since its last ``CONFIG RESETSTAT`` (redirected ones too; those a
+    script ran included), but the reset's and this connection's own."""
+    stats = node.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(each["calls"]) + int(each["rejected_calls"])
+             for name, each in stats.items()}  # fmt: skip
+    return {name: n for name, n in calls.items() if name not in ("config|resetstat", "hello")}
+
+
+def test_a_read_on_a_redis_cluster_is_one_call_on_the_node_of_its_buckets(tmp_path: Path) -> None:
+    """No node is asked ``COMMAND GETKEYS`` (redis-py's way to route a bare ``ZUNION``: two
+    round trips more per read, to a node that need not hold the scope): a read by the CLI's
+    client or the API's is one call, on the node of the scope's slot."""
+    with redis_cluster(tmp_path / "cluster", appendfsync=None) as cluster:
+        sync = RedisCluster.from_url(cluster.url)
+        written(sync, "acme", seed=3)
+        expected = client_side(sync, "acme")
+        owner = sync.get_node_from_key(keys.rolling_counter("acme", 0)).port
+
+        async def reads() -> list[Any]:
+            async with AsyncCluster.from_url(cluster.url) as client:
+                read_realtime(sync, "acme", STAGES, NOW_MS)  # warm-up: slots, scripts loaded
+                await read_realtime_async(client, "acme", STAGES, NOW_MS)
+                for node in cluster.nodes:
+                    with node.client() as each:
+                        each.config_resetstat()
+                views = [read_realtime(sync, "acme", STAGES, NOW_MS) for _ in range(3)]
+                return views + [await read_realtime_async(client, "acme", STAGES, NOW_MS)
+                                for _ in range(3)]  # fmt: skip
+
+        views = asyncio.run(reads())
+        calls = {}
+        for node in cluster.nodes:
+            with node.client() as each:
+                calls[node.port] = command_calls(each)
+        sync.close()
+    assert all(close_to(view, expected) for view in views), (views, expected)
+    assert calls.pop(owner) == {"evalsha": 6, "zunion": 6}
+    assert list(calls.values()) == [{}, {}]
+
+
+def every_field(stages: Sequence[str]) -> dict[str, float]:
+    """A bucket holding every counter field events of ``stages`` can add."""
+    fields: dict[str, float] = {}
+    for event_type in EventType:
+        for stage in stages if event_type.value.startswith("stage_") else [None]:
+            fields.update(counter_fields(event_type, stage, 7, 7, 1234.5, 0.25))
+    return fields
+
+
+@pytest.mark.parametrize(
+    ("count", "length", "compact"), [(24, 45, True), (25, 45, False), (24, 46, False)]
+)
+def test_a_bucket_is_compact_up_to_24_stages_of_45_characters(
+    url: str, count: int, length: int, compact: bool
+) -> None:
+    """With Redis's default ``zset-max-listpack-entries`` (128) and ``-value`` (64 bytes),
+    the limits docs/design.md states: past them a bucket is a skiplist, 2 to 4 times larger."""
+    redis = SyncRedis.from_url(url)
+    limits = redis.config_get("zset-max-listpack-*")
+    assert limits == {"zset-max-listpack-entries": "128", "zset-max-listpack-value": "64"}
+    fields = every_field([str(n).rjust(length, "s") for n in range(count)])
+    assert len(fields) == 6 + 5 * count
+    key = keys.rolling_counter("acme", NOW_MS // 60_000)
+    redis.zadd(key, fields)
+    assert (redis.object("encoding", key) == b"listpack") is compact
+
+
+def test_an_install_counting_into_hashes_is_rebuilt_into_sorted_sets(url: str) -> None:
+    """An install upgraded from the hashes of ``vm:rt:`` (CHANGELOG): its counters' epoch
+    says they existed, the new sentinel is missing, so the window is rebuilt; the hashes
+    left behind are never read."""
+    redis = SyncRedis.from_url(url)
+    minute = NOW_MS // 60_000
+    redis.set(keys.COUNTERS_EPOCH, "1")
+    redis.set("vm:rt:{p}:sentinel", "1")
+    redis.hset(f"vm:rt:{{p}}:{minute}", mapping={"received": 5, "cost_sum": "0.5"})
+    rebuilt = {keys.rolling_counter(None, minute): BucketIncrement(
+        int(time.time() * 1000) + BUCKET_TTL_MS, {"received": 3.0, "cost_sum": 0.25})}  # fmt: skip
+
+    async def upgrade() -> list[bool]:
+        async with AsyncRedis.from_url(url) as client:
+            counters = RollingCounters(client)
+            lost = await counters.lost()
+            await counters.replace(rebuilt)
+            return [lost, await counters.lost()]
+
+    assert asyncio.run(upgrade()) == [True, False]
+    read = read_realtime(redis, None, STAGES, NOW_MS)
+    assert (read["artifacts_received"], read["ai_cost_usd"]) == (3, 0.25)

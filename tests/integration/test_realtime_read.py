@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis as AsyncRedis
@@ -20,7 +22,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncCluster
 from redis.cluster import RedisCluster
 
 from aggregators.realtime import bucket_keys, read_realtime, read_realtime_async
-from consumers.rolling_counters import RollingCounters
+from consumers.rolling_counters import _TAKE_BACK, RollingCounters, packed_buckets
 from tests.integration.redis_topology import redis_cluster
 from voicemon import keys
 from voicemon.event import EventType
@@ -113,6 +115,27 @@ def test_a_value_reaches_its_bucket_as_the_double_that_was_added(url: str) -> No
         redis.delete(keys.rolling_counter("acme", minute))
         redis.zincrby(keys.rolling_counter("acme", minute), value, "cost_sum")
         assert read_realtime(redis, "acme", (), NOW_MS)["ai_cost_usd"] == value
+
+
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 5e-324, 2.2250738585072014e-308, 1e300,
+                                   1.7976931348623157e308, 2.0**53 + 2, 2.0**63, 123456.789,
+                                   86_400_000.0 * 10**6 + 0.1, -0.0])  # fmt: skip
+def test_a_value_sent_through_the_counting_scripts_arrives_bit_for_bit(
+    url: str, value: float
+) -> None:
+    """The ingest path: MessagePack, ``cmsgpack`` into a Lua number, then ``ZINCRBY`` with
+    the text Redis makes of it (``_APPLY_BUCKETS``, here through the take-back script). A
+    minus zero arrives as zero."""
+    redis = SyncRedis.from_url(url)
+    key = keys.rolling_counter("acme", NOW_MS // 60_000)
+    expire_at_ms = int(time.time() * 1000) + BUCKET_TTL_MS
+    packed = packed_buckets({key: BucketIncrement(expire_at_ms, {"cost_sum": value})}, 2)
+    args = [60_000, msgspec.msgpack.encode(packed)]
+    assert redis.register_script(_TAKE_BACK)(keys=["vm:taken_back:{o:acme}:1", key], args=args)
+    stored = redis.zscore(key, "cost_sum")
+    read = read_realtime(redis, "acme", (), NOW_MS)["ai_cost_usd"]
+    exact = struct.pack(">d", value + 0.0)  # -0.0 + 0.0 is 0.0
+    assert (struct.pack(">d", stored), struct.pack(">d", read)) == (exact, exact)
 
 
 def test_a_scope_with_no_buckets_reads_zeros(url: str) -> None:

@@ -13,7 +13,8 @@ refuses a DB holding keys it did not write.
 same reads on a Redis Cluster of three primaries the benchmark starts on free ports
 (``tests.perf.redis_topologies``) with the persistence settings of the stack's primary, read
 through a cluster client as the API opens it. A scope's buckets share one hash tag
-(``voicemon.keys``), so a read is one ``ZUNION`` on the one node holding them.
+(``voicemon.keys``), so a read is one call (``ZUNION`` in a one-line script) on the one node
+holding them.
 
 The rolling-counter buckets are written directly, with the key and field layout of
 ``voicemon/rolling.py`` and ``voicemon/keys.py`` (one sorted set per scope and minute,

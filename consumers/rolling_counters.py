@@ -495,7 +495,7 @@ class RollingCounters:
 
     async def replace(self, buckets: Mapping[str, BucketIncrement]) -> None:
         """Overwrite the window's buckets with ``buckets`` (a rebuild), in one transaction
-        per counter scope."""
+        per counter scope; then set the sentinel and delete the legacy one."""
         for scope in by_tag(buckets).values():
             pipe = self._redis.pipeline(transaction=True)
             for key, bucket in scope.items():
@@ -503,4 +503,7 @@ class RollingCounters:
                 pipe.zadd(key, mapping=dict(bucket.fields))
                 pipe.pexpireat(key, bucket.expire_at_ms)
             await pipe.execute()
-        await self._redis.set(keys.COUNTERS_SENTINEL, "1")
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(keys.COUNTERS_SENTINEL, "1")
+        pipe.delete(keys.LEGACY_COUNTERS_SENTINEL)
+        await pipe.execute()

@@ -29,6 +29,9 @@ def rolling_counter(organization_id: str | None, minute: int) -> str:
 # Lives among the rolling-counter keys: if they are flushed it goes too, and the worker
 # rebuilds the window from raw events (as after an upgrade from the hashes of ``vm:rt:``).
 COUNTERS_SENTINEL = f"{PREFIX}:rz:{{p}}:sentinel"
+# The sentinel of the counters' hashes before they were sorted sets: the first rebuild deletes
+# it, so that a rollback to a version that counts into those hashes rebuilds them too.
+LEGACY_COUNTERS_SENTINEL = f"{PREFIX}:rt:{{p}}:sentinel"
 # Outside them (but in the sentinel's slot): says the counters ever existed.
 COUNTERS_EPOCH = f"{PREFIX}:{{p}}:counters_epoch"
 

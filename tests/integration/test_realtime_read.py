@@ -214,11 +214,11 @@ def test_a_bucket_is_compact_up_to_24_stages_of_45_characters(
 def test_an_install_counting_into_hashes_is_rebuilt_into_sorted_sets(url: str) -> None:
     """An install upgraded from the hashes of ``vm:rt:`` (CHANGELOG): its counters' epoch
     says they existed, the new sentinel is missing, so the window is rebuilt; the hashes
-    left behind are never read."""
+    left behind are never read, and their sentinel goes (a rollback rebuilds them too)."""
     redis = SyncRedis.from_url(url)
     minute = NOW_MS // 60_000
     redis.set(keys.COUNTERS_EPOCH, "1")
-    redis.set("vm:rt:{p}:sentinel", "1")
+    redis.set(keys.LEGACY_COUNTERS_SENTINEL, "1")
     redis.hset(f"vm:rt:{{p}}:{minute}", mapping={"received": 5, "cost_sum": "0.5"})
     rebuilt = {keys.rolling_counter(None, minute): BucketIncrement(
         int(time.time() * 1000) + BUCKET_TTL_MS, {"received": 3.0, "cost_sum": 0.25})}  # fmt: skip
@@ -231,5 +231,6 @@ def test_an_install_counting_into_hashes_is_rebuilt_into_sorted_sets(url: str) -
             return [lost, await counters.lost()]
 
     assert asyncio.run(upgrade()) == [True, False]
+    assert redis.exists(keys.LEGACY_COUNTERS_SENTINEL) == 0
     read = read_realtime(redis, None, STAGES, NOW_MS)
     assert (read["artifacts_received"], read["ai_cost_usd"]) == (3, 0.25)

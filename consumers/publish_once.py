@@ -72,6 +72,13 @@ end
 return 0
 """
 
+# KEYS: dlq markers; ARGV: their expiry (epoch ms). Marks them all sent at once. (A script,
+# not a MULTI: redis-py's asyncio cluster client queues a transaction's commands on a loop of
+# its own, which hangs the worker once the client must reinitialize after a node failure.)
+_SENT = """
+for _, key in ipairs(KEYS) do redis.call('SET', key, 'sent', 'PXAT', ARGV[1]) end
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -103,6 +110,7 @@ class OncePublisher:
         self._claimant = f"worker-{uuid.uuid4().hex}"
         self._claim = redis.register_script(_CLAIM_DEAD_LETTERS)
         self._take_over = redis.register_script(_TAKE_OVER)
+        self._sent = redis.register_script(_SENT)
 
     async def publish_once(self, letters: Sequence[DeadLetter]) -> None:
         """Return once every letter is in the DLQ, published by this worker or another. A
@@ -190,10 +198,8 @@ class OncePublisher:
         return bool(await self._take_over(keys=[key], args=args))
 
     async def _mark_sent(self, dlq_keys: Sequence[str], expire_at_ms: int) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        for key in dlq_keys:
-            pipe.set(key, "sent", pxat=expire_at_ms)
-        await pipe.execute()
+        if dlq_keys:
+            await self._sent(keys=list(dlq_keys), args=[expire_at_ms])
 
 
 def _marker(letter: DeadLetter) -> str:

@@ -233,6 +233,24 @@ return 1
 """
 )
 
+# Called by RollingCounters.replace, per counter scope's hash tag. KEYS: its buckets. ARGV:
+# their packed bucket values. Each bucket holds those values only. (Scripts here, never a
+# MULTI: redis-py's asyncio cluster client queues a transaction's commands on a loop of its
+# own, which hangs the worker once the client must reinitialize after a node failure.)
+_REPLACE = (
+    _APPLY_BUCKETS
+    + """
+for k = 1, #KEYS do redis.call('DEL', KEYS[k]) end
+apply_buckets(cmsgpack.unpack(ARGV[1]))
+"""
+)
+
+# KEYS: the counters' sentinel, the sentinel of the hashes that preceded them (one slot).
+_SENTINEL = """
+redis.call('SET', KEYS[1], '1')
+redis.call('DEL', KEYS[2])
+"""
+
 Call = tuple[AsyncScript, list[str], list[Any]]
 MARKED_NOW = ""  # RollingCounters.claim's answer for an event it marked (never a position)
 
@@ -317,6 +335,8 @@ class RollingCounters:
         self._add = redis.register_script(_ADD)
         self._holds = redis.register_script(_HOLDS)
         self._take_back = redis.register_script(_TAKE_BACK)
+        self._replace = redis.register_script(_REPLACE)
+        self._sentinel = redis.register_script(_SENTINEL)
         self._shards: dict[int, int] = {}  # generation -> shard count, once known
 
     async def shard_counts(self, now_ms: int, *, writing: bool) -> dict[int, int]:
@@ -485,25 +505,15 @@ class RollingCounters:
         sentinel, epoch = await self._redis.mget([keys.COUNTERS_SENTINEL, keys.COUNTERS_EPOCH])
         if sentinel is not None:
             return False
-        if epoch is None:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.set(keys.COUNTERS_EPOCH, "1")
-            pipe.set(keys.COUNTERS_SENTINEL, "1")
-            await pipe.execute()
+        if epoch is None:  # one slot ({p}): MSET is atomic there
+            await self._redis.mset({keys.COUNTERS_EPOCH: "1", keys.COUNTERS_SENTINEL: "1"})
             return False
         return True
 
     async def replace(self, buckets: Mapping[str, BucketIncrement]) -> None:
-        """Overwrite the window's buckets with ``buckets`` (a rebuild), in one transaction
-        per counter scope; then set the sentinel and delete the legacy one."""
+        """Overwrite the window's buckets with ``buckets`` (a rebuild), in one script call
+        per counter scope; then set the sentinel and delete the legacy one, at once."""
         for scope in by_tag(buckets).values():
-            pipe = self._redis.pipeline(transaction=True)
-            for key, bucket in scope.items():
-                pipe.delete(key)
-                pipe.zadd(key, mapping=dict(bucket.fields))
-                pipe.pexpireat(key, bucket.expire_at_ms)
-            await pipe.execute()
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(keys.COUNTERS_SENTINEL, "1")
-        pipe.delete(keys.LEGACY_COUNTERS_SENTINEL)
-        await pipe.execute()
+            packed = msgspec.msgpack.encode(packed_buckets(scope, first_key=1))
+            await self._replace(keys=list(scope), args=[packed])
+        await self._sentinel(keys=[keys.COUNTERS_SENTINEL, keys.LEGACY_COUNTERS_SENTINEL])

@@ -3,6 +3,9 @@ increments per scope and partition, the Redis settings."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 from redis.cluster import key_slot
@@ -127,3 +130,20 @@ def test_replicas_to_wait_for_are_zero_or_more(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("VOICEMON_REDIS_WAIT_TIMEOUT_MS", "8001")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_no_redis_transaction_pipelines_in_the_product() -> None:
+    """redis-py's asyncio cluster client runs a MULTI pipeline's commands on an event loop of
+    its own in another thread, while the worker's loop waits: after a node failure, when the
+    client must reinitialize, that froze a worker for good (a py-spy dump of the hung worker of
+    ``test_a_cluster_node_killed_and_restarted_mid_stream_ends_exact``). Atomic writes are
+    scripts (one slot) instead; this keeps MULTI from coming back."""
+    root = Path(__file__).resolve().parents[2]
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for package in ("consumers", "aggregators", "runtime", "voicemon")
+        for path in sorted((root / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if "transaction=True" in line or re.search(r"\.pipeline\(\s*\)", line)
+    ]
+    assert found == []

@@ -136,7 +136,10 @@ class Ingest:
         letters += late_letters
         rejected = len(letters) + len(unsure) - len(accepted)
         if self._counts:
-            await self._dead_letters.publish_once(letters)
+            replication = self._replication
+            confirm = None if replication is None else functools.partial(replication.confirm,
+                                                                         primaries)  # fmt: skip
+            await self._dead_letters.publish_once(letters, confirm)
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)

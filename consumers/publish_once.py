@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.dead_letters import DeadLetter, DeadLetters
@@ -112,10 +112,17 @@ class OncePublisher:
         self._take_over = redis.register_script(_TAKE_OVER)
         self._sent = redis.register_script(_SENT)
 
-    async def publish_once(self, letters: Sequence[DeadLetter]) -> None:
+    async def publish_once(
+        self,
+        letters: Sequence[DeadLetter],
+        replicated: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         """Return once every letter is in the DLQ, published by this worker or another. A
         letter another worker is publishing is waited for until it is published or its claim
-        is abandoned (``DLQ_ABANDONED_MS`` by this worker's clock, read on every round)."""
+        is abandoned (``DLQ_ABANDONED_MS`` by this worker's clock, read on every round).
+        ``replicated`` (``Replication.confirm``) returns once the claims are on the replicas,
+        and raises if they are not: a letter is published only under a claim that survives a
+        failover, so a retry after one verifies it in the DLQ instead of sending it again."""
         pending = {_marker(letter): letter for letter in letters}
         deadline = time.monotonic() + WAIT_FOR_OTHERS_S
         while pending:
@@ -136,6 +143,8 @@ class OncePublisher:
                     to_send[key] = pending[key]
                 else:
                     held[key] = pending[key]
+            if to_send and replicated is not None:
+                await replicated()
             await self._dead_letters.send(list(to_send.values()))
             await self._mark_sent([*to_send, *done], now_ms + DLQ_MARKER_TTL_MS)
             pending = held

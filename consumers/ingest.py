@@ -27,7 +27,7 @@ import asyncio
 import functools
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.batch import (
@@ -136,10 +136,7 @@ class Ingest:
         letters += late_letters
         rejected = len(letters) + len(unsure) - len(accepted)
         if self._counts:
-            replication = self._replication
-            confirm = None if replication is None else functools.partial(replication.confirm,
-                                                                         primaries)  # fmt: skip
-            await self._dead_letters.publish_once(letters, confirm)
+            await self._dead_letters.publish_once(letters, self._replicated(primaries))
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)
@@ -152,12 +149,12 @@ class Ingest:
     async def store(self, counted: Counted) -> BatchOutcome:
         """Step 4: the raw rows. If it fails, retry the batch with ``process``: its events
         are then replayed ones, and only the rows the store lacks are written."""
-        classified, now_ms = counted.classified, counted.now_ms
+        classified = counted.classified
         recovered: list[RawRow] = []
         refused: list[RawRow] = []
         if self._raw_writer is not None:
             recovered, refused = await self._store(self._raw_writer, counted)
-            await self._take_back(refused, counted.messages, now_ms)
+            await self._take_back(refused, counted)
         if self._replication is not None:  # raises if not replicated: the batch is retried
             await self._replication.confirm(counted.primaries)
         return BatchOutcome(len(classified.new), len(recovered), classified.duplicates,
@@ -207,17 +204,21 @@ class Ingest:
             if self._deciding.get(row.event.event_id) == str(row.position):
                 del self._deciding[row.event.event_id]
 
-    async def _take_back(
-        self, refused: Sequence[RawRow], messages: Sequence[Message], now_ms: int
-    ) -> None:
+    def _replicated(self, primaries: Primaries) -> Callable[[], Awaitable[None]] | None:
+        """What ``publish_once`` awaits before a send: the claims on the replicas."""
+        if self._replication is None:
+            return None
+        return functools.partial(self._replication.confirm, primaries)
+
+    async def _take_back(self, refused: Sequence[RawRow], counted: Counted) -> None:
         """Rows the store refused for what they contain (a safety net: the validator's ranges
         are the store's) go to the DLQ as ``unstorable``, and what they counted is taken
         back, each once (``RollingCounters.settle``)."""
         if not refused:
             return
-        found = _by_position(messages)
+        found, now_ms = _by_position(counted.messages), counted.now_ms
         letters = [letter_of(row, _message_of(row, found), UNSTORABLE) for row in refused]
-        await self._dead_letters.publish_once(letters)
+        await self._dead_letters.publish_once(letters, self._replicated(counted.primaries))
         for row in refused:
             decrements = rolling.negated(rolling.increments([row.event], now_ms))
             await self._counters.settle(row.event.event_id, str(row.position), decrements, now_ms)

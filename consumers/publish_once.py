@@ -73,8 +73,7 @@ return 0
 """
 
 # KEYS: dlq markers; ARGV: their expiry (epoch ms). Marks them all sent at once. (A script,
-# not a MULTI: redis-py's asyncio cluster client queues a transaction's commands on a loop of
-# its own, which hangs the worker once the client must reinitialize after a node failure.)
+# never a MULTI: why in tests/unit/test_redis_layout.py, test_no_redis_transaction_pipelines.)
 _SENT = """
 for _, key in ipairs(KEYS) do redis.call('SET', key, 'sent', 'PXAT', ARGV[1]) end
 """

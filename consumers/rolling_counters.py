@@ -235,8 +235,7 @@ return 1
 
 # Called by RollingCounters.replace, per counter scope's hash tag. KEYS: its buckets. ARGV:
 # their packed bucket values. Each bucket holds those values only. (Scripts here, never a
-# MULTI: redis-py's asyncio cluster client queues a transaction's commands on a loop of its
-# own, which hangs the worker once the client must reinitialize after a node failure.)
+# MULTI: why in tests/unit/test_redis_layout.py, test_no_redis_transaction_pipelines.)
 _REPLACE = (
     _APPLY_BUCKETS
     + """

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
 from voicemon.devtools.localstack import LocalStack
 from voicemon.publisher import KafkaPublisher, delivered
-from voicemon.redis_client import open_sync
+from voicemon.redis_client import Replication, open_sync
 from voicemon.settings import Settings
 from voicemon.store import Client
 from voicemon.window_state import WindowState
@@ -151,9 +151,16 @@ class Pipeline:
         assert len(found) == sum(ends.values()), "not every published message was read back"
         return found
 
-    def ingest(self, store: Client, messages: list[Message], now_ms: int) -> BatchOutcome:
+    def ingest(
+        self,
+        store: Client,
+        messages: list[Message],
+        now_ms: int,
+        replication: Callable[[AsyncRedis], Replication] | None = None,
+    ) -> BatchOutcome:
         """``messages`` made durable by ``Ingest`` in this process (role ``all``), against the
-        real Redis, the real DLQ topic and ``store``, with the clock fixed at ``now_ms``."""
+        real Redis, the real DLQ topic and ``store``, with the clock fixed at ``now_ms``
+        (and the ``Replication`` that ``replication`` makes on the Redis client, if given)."""
 
         async def process() -> BatchOutcome:
             redis = AsyncRedis.from_url(self.env["VOICEMON_REDIS_URL"])
@@ -170,6 +177,7 @@ class Pipeline:
                     dead_letters=OncePublisher(redis, dlq),
                     raw_writer=RawWriter(store),
                     leases=StoreLeases(redis),
+                    replication=None if replication is None else replication(redis),
                     clock=lambda: now_ms / 1000,
                 )
                 return await ingest.process(messages)

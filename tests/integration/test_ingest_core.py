@@ -24,6 +24,7 @@ from tests.integration.harness import Pipeline
 from voicemon import keys
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.publisher import KafkaPublisher
+from voicemon.redis_client import Primaries, Replication, ReplicationError
 from voicemon.store import Client
 from voicemon.window_state import WindowState
 
@@ -162,6 +163,47 @@ def test_a_refused_row_goes_to_the_dlq_as_unstorable_and_its_neighbours_are_coun
         assert (again.counted, again.unstorable) == (0, 0)
         assert pipeline.realtime("org-p", now_ms=now)["artifacts_received"] == 6
         assert len(pipeline.dlq()) == 1
+    finally:
+        clean_store.command("ALTER TABLE voicemon.pipeline_events DROP CONSTRAINT no_poison")
+
+
+class _FailoverAtConfirm(Replication):
+    """The real ``Replication`` (no replicas asked) whose ``confirm`` number ``failing`` of a
+    pass raises, as after a Redis failover that lost the writes before it."""
+
+    def __init__(self, redis: AsyncRedis, failing: int) -> None:
+        super().__init__(redis, replicas=0, timeout_ms=10)
+        self._calls = 0
+        self._failing = failing
+
+    async def confirm(self, primaries: Primaries) -> None:
+        self._calls += 1
+        if self._calls == self._failing:
+            raise ReplicationError("the Redis primary changed during the batch (a failover)")
+        await super().confirm(primaries)
+
+
+def test_an_unstorable_letter_is_sent_only_under_a_replicated_claim(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
+    """The store step's confirms: after counting (1), before the ``unstorable`` letter's send
+    (2), before the offsets commit (3). A failover at the second sends nothing: otherwise its
+    retry, finding neither the claim nor the sent mark on the new primary, sends it again."""
+    now = now_ms()
+    clean_store.command(
+        "ALTER TABLE voicemon.pipeline_events ADD CONSTRAINT no_poison CHECK artifact_id != 'bad'"
+    )
+    try:
+        pipeline.publish([[event("u0", now - 1000), event("u1", now - 1000, artifact_id="bad")]])
+        messages = pipeline.consume()
+        with pytest.raises(ReplicationError):
+            pipeline.ingest(clean_store, messages, now, lambda r: _FailoverAtConfirm(r, 2))
+        assert pipeline.dlq() == []  # not sent: its claim may not survive the failover
+        retried = pipeline.ingest(clean_store, messages, now + 1000,
+                                  lambda r: _FailoverAtConfirm(r, 0))  # fmt: skip
+        assert retried.unstorable == 1
+        assert [h["voicemon-reason"] for _, h in pipeline.dlq()] == ["unstorable"]
+        assert pipeline.realtime(now_ms=now)["artifacts_received"] == 1
     finally:
         clean_store.command("ALTER TABLE voicemon.pipeline_events DROP CONSTRAINT no_poison")
 

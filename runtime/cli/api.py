@@ -9,13 +9,12 @@ from typing import Annotated
 import typer
 
 from aggregators.auth import TokenError, mint_for, shared_keys
-from runtime.cli.common import fail, open_store, settings
+from runtime.cli.common import duration_s, fail, open_store, settings
 from voicemon import redis_client
 from voicemon.logs import configure_logging
 
 log = logging.getLogger("voicemon.api")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for operators.")
-TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def api(
@@ -40,10 +39,8 @@ def api(
 
 def ttl_seconds(ttl: str) -> int | None:
     """``30m``, ``1h``, ``7d``, ``90s`` or a number of seconds; None if it is none of them."""
-    try:
-        return int(ttl[:-1]) * TTL_UNITS[ttl[-1]] if ttl[-1:] in TTL_UNITS else int(ttl)
-    except ValueError:
-        return None
+    bare = ttl.strip()
+    return int(bare) if bare.isascii() and bare.isdigit() else duration_s(ttl)
 
 
 @token_app.command("create")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,9 @@ from voicemon.store import Client, StoreError
 console = Console()
 T = TypeVar("T")
 
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
 Home = Annotated[Path, typer.Option(help="Folder for the stack's data and logs.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -27,6 +31,12 @@ def fail(message: str) -> NoReturn:
     """End the command with ``message``, one sentence on stderr (exit 1)."""
     say(message)
     raise typer.Exit(1)
+
+
+def duration_s(text: str) -> int | None:
+    """``90s``, ``30m``, ``2h``, ``7d`` in seconds; None if ``text`` is none of them."""
+    match = _DURATION.fullmatch(text.strip())
+    return None if match is None else int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 @lru_cache(maxsize=1)

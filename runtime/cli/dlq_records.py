@@ -21,11 +21,10 @@ from typing import Any
 import orjson
 
 from aggregators.queries import QueryError, parse_time
+from runtime.cli.common import duration_s
 from voicemon.event import RejectReason
 
 UNKNOWN_REASON = "(none)"  # a record without a voicemon-reason header: not written by voicemon
-_RELATIVE = re.compile(r"^(\d+)([smhd])\Z", re.ASCII)
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _OFFSETS = re.compile(r"^(\d+):(\d+)(?:-(\d+))?\Z", re.ASCII)
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -160,9 +159,9 @@ class Selection:
 
 def parse_time_arg(text: str, name: str, now_ms: int) -> int:
     """``15m``, ``2h``, ``7d``, ``90s`` (that long before now), RFC 3339 or epoch ms."""
-    relative = _RELATIVE.match(text.strip())
-    if relative:
-        return now_ms - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
+    back_s = duration_s(text)
+    if back_s is not None:
+        return now_ms - back_s * 1000
     try:
         return parse_time(text, name)
     except QueryError:

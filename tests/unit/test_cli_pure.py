@@ -21,8 +21,10 @@ from voicemon.settings import Settings
         ("90", 90),
         ("0", 0),
         ("0m", 0),
-        ("-5m", -300),
-        ("-5", -5),
+        ("-5m", None),
+        ("-5", None),
+        ("٣h", None),  # other scripts' digits: int() reads them, a lifetime must not
+        ("1_0m", None),
         ("", None),
         ("x", None),
         ("5x", None),

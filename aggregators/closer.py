@@ -39,13 +39,13 @@ from aggregators.snapshot_rows import (
     message,
     worst_case_record_bytes,
 )
+from aggregators.window_state import Pointers, Unpublished, WindowState, window_member
 from voicemon import keys, telemetry, topics, windows
 from voicemon.event import RAW_RETENTION_MS
 from voicemon.kafka_client import confluent_security
 from voicemon.publisher import KafkaPublisher, delivered
 from voicemon.settings import Settings
 from voicemon.store import Client
-from voicemon.window_state import Pointers, Unpublished, WindowState, window_member
 from voicemon.windows import DAY_MS, HOUR_MS
 
 log = logging.getLogger("voicemon.closer")

@@ -16,9 +16,9 @@ from typing import Any
 
 from aggregators.closer import NotPublished, WindowCloser
 from aggregators.snapshot_rows import COMPARED_COLUMNS, DAILY, HOURLY
+from aggregators.window_state import WindowState
 from voicemon import windows
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 from voicemon.windows import DAY_MS, HOUR_MS
 
 

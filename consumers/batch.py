@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from consumers.dead_letters import DeadLetter
 from consumers.decode import RejectedPayload, batch_elements
-from consumers.raw_writer import RawRow
+from consumers.letters import DeadLetter
+from consumers.rows import RawRow
 from voicemon import keys
 from voicemon.event import FUTURE_TOLERANCE_MS, Rejection, RejectReason
 from voicemon.windows import hour_start

@@ -15,21 +15,18 @@ the caller retries.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from consumers.decode import RejectedPayload
+from consumers.letters import DeadLetter, Source
 from voicemon import telemetry
 from voicemon.kafka_client import confluent_logging
 from voicemon.publisher import (
     DeliveryError,
-    Headers,
     KafkaPublisher,
     Published,
     PublishFailed,
@@ -38,45 +35,7 @@ from voicemon.publisher import (
 
 log = logging.getLogger("voicemon.dlq")
 
-ENVELOPE_BYTES = 65_536  # an envelope carries this much of the original (CONTRACT §3.3)
 DELIVERY_TIMEOUT_S = 30.0  # a letter unanswered this long is an outage: the batch is retried
-Source = tuple[int, int, int | None]  # (source partition, source offset, batch index)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    rejected: RejectedPayload
-    key: bytes | None
-    partition: int
-    offset: int
-
-    def headers(self) -> Headers:
-        rejection = self.rejected.rejection
-        headers = [
-            ("voicemon-reason", rejection.reason.value.encode()),
-            ("voicemon-detail", rejection.detail.encode()),
-            ("voicemon-source-partition", str(self.partition).encode()),
-            ("voicemon-source-offset", str(self.offset).encode()),
-        ]
-        if self.rejected.batch_index is not None:
-            headers.append(("voicemon-batch-index", str(self.rejected.batch_index).encode()))
-        return headers
-
-    @property
-    def source(self) -> Source:
-        return self.partition, self.offset, self.rejected.batch_index
-
-    def envelope(self) -> tuple[bytes, Headers]:
-        """The letter as an envelope (pure): the first ``ENVELOPE_BYTES`` of the original, and
-        its headers plus ``voicemon-truncated``, ``voicemon-sha256`` (hex, of the whole
-        original) and ``voicemon-original-bytes``."""
-        payload = self.rejected.payload or b""
-        return payload[:ENVELOPE_BYTES], [
-            *self.headers(),
-            ("voicemon-truncated", b"1"),
-            ("voicemon-sha256", hashlib.sha256(payload).hexdigest().encode()),
-            ("voicemon-original-bytes", str(len(payload)).encode()),
-        ]
 
 
 def _source(headers: Any) -> Source:

@@ -41,12 +41,14 @@ from consumers.batch import (
     letter_of,
     written_windows,
 )
-from consumers.dead_letters import DeadLetter
 from consumers.decode import AcceptedEvent, decode_message
+from consumers.letters import DeadLetter
 from consumers.publish_once import OncePublisher
-from consumers.raw_writer import Position, RawRow, RawWriter
+from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import MARKED_NOW, RollingCounters
+from consumers.rows import Position, RawRow
 from consumers.store_leases import StoreLeases
+from consumers.store_progress import StoreProgress
 from voicemon import rolling, telemetry
 from voicemon.event import (
     FUTURE_TOLERANCE_MS,
@@ -57,7 +59,6 @@ from voicemon.event import (
     late_rule_time_ms,
 )
 from voicemon.redis_client import Primaries, Replication
-from voicemon.window_state import WindowState
 
 FOLLOW_POLL_S = 0.2
 FOLLOW_DEADLINE_S = 30.0  # a store-only worker waits this long for the counters' markers
@@ -87,7 +88,7 @@ class Ingest:
     def __init__(
         self,
         counters: RollingCounters,
-        window_state: WindowState,
+        progress: StoreProgress,
         stages: Sequence[str],
         *,
         dead_letters: OncePublisher,
@@ -98,7 +99,7 @@ class Ingest:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
-        self._window_state = window_state
+        self._progress = progress
         self._stages = frozenset(stages)
         self._dead_letters = dead_letters
         self._raw_writer = raw_writer
@@ -191,7 +192,7 @@ class Ingest:
         stored = [row for row in written if row not in refused] if refused else written
         present = [row for row in replayed if row not in missing]  # stored before a crash
         windows = written_windows(stored + present)  # their hours too, if the crash came first
-        late = await self._window_state.record_written(*windows, counted.now_ms)
+        late = await self._progress.record_written(*windows, counted.now_ms)
         telemetry.EVENTS_LATE.inc(late)
         return missing, refused
 

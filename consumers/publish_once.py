@@ -23,7 +23,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from consumers.dead_letters import DeadLetter, DeadLetters
+from consumers.dead_letters import DeadLetters
+from consumers.letters import DeadLetter
 from voicemon import keys
 from voicemon.redis_client import AsyncRedis as Redis
 

@@ -12,10 +12,10 @@ import re
 import time
 from collections.abc import Sequence
 
-import msgspec
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
+from consumers.rows import Position, RawRow
 from voicemon import telemetry
 from voicemon.event import PipelineEvent
 from voicemon.store import Client
@@ -60,22 +60,6 @@ def refused_for_content(error: BaseException) -> bool:
         return False
     code = _CODE.search(str(error))
     return code is not None and int(code.group(1)) in CONTENT_ERROR_CODES
-
-
-class Position(msgspec.Struct, frozen=True, gc=False):
-    """Where an event sits in the input topic; unique per event occurrence."""
-
-    partition: int
-    offset: int
-    batch_index: int
-
-    def __str__(self) -> str:
-        return f"{self.partition}:{self.offset}:{self.batch_index}"
-
-
-class RawRow(msgspec.Struct, frozen=True, gc=False):
-    event: PipelineEvent
-    position: Position
 
 
 def raw_columns(rows: Sequence[RawRow], ingested_at_ms: int) -> pa.Table:

@@ -51,7 +51,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from consumers.raw_writer import RawRow
+from consumers.rows import RawRow
 from voicemon import keys, rolling
 from voicemon.redis_client import AsyncRedis
 from voicemon.rolling import BucketIncrement

@@ -17,6 +17,7 @@ from aggregators.api import create_app
 from aggregators.closer import WindowCloser, build_closer
 from aggregators.directory_agent import add_directory_agent
 from aggregators.serve import server
+from aggregators.window_state import WindowState
 from consumers.app import WorkerApp, build_app
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest
@@ -25,6 +26,7 @@ from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
+from consumers.store_progress import StoreProgress
 from runtime import timers
 from voicemon import health, logs, store, telemetry
 from voicemon.health import Outage
@@ -32,7 +34,6 @@ from voicemon.kafka_client import confluent_logging, confluent_security
 from voicemon.redis_client import Replication
 from voicemon.resources import Resources, open_resources
 from voicemon.settings import Settings
-from voicemon.window_state import WindowState
 
 log = logging.getLogger("voicemon.worker")
 # A worker stops within 10 s of SIGTERM whatever it waits on (CONTRACT §3.3): what a graceful
@@ -72,16 +73,16 @@ class WorkerParts:
     def _open(self) -> Parts:
         settings = self.settings
         resources = open_resources(settings, with_store=settings.stores)
-        window_state = WindowState(resources.redis)
         closer = None
         if resources.store is not None:
-            closer = build_closer(settings, window_state, resources.store, resources.publisher)
+            state = WindowState(resources.redis)
+            closer = build_closer(settings, state, resources.store, resources.publisher)
         dlq = DeadLetters(resources.publisher, settings.kafka_bootstrap, settings.dlq_topic,
                           security=confluent_security(settings) | confluent_logging())  # fmt: skip
         raw_writer = None if resources.store is None else RawWriter(resources.store)
         ingest = Ingest(
             RollingCounters(resources.redis),
-            window_state,
+            StoreProgress(resources.redis),
             settings.stages,
             dead_letters=OncePublisher(resources.redis, dlq),
             raw_writer=raw_writer,

@@ -15,10 +15,10 @@ from rich.progress import Progress
 from aggregators import queries, retention
 from aggregators.closer import WindowCloser, build_closer
 from aggregators.replay import replay as run_replay
+from aggregators.window_state import WindowState
 from runtime.cli.common import AsJson, console, fail, open_resources, open_store, settings
 from runtime.cli.preflight import check_kafka, require_redis
 from voicemon import store
-from voicemon.window_state import WindowState
 
 retention_app = typer.Typer(no_args_is_help=True, help="Snapshot and raw-event retention.")
 

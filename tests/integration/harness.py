@@ -37,12 +37,12 @@ from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
+from consumers.store_progress import StoreProgress
 from voicemon.devtools.localstack import LocalStack
 from voicemon.publisher import KafkaPublisher, delivered
 from voicemon.redis_client import Replication, open_sync
 from voicemon.settings import Settings
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 
 REDIS_TEST_DB = 9
 
@@ -172,7 +172,7 @@ class Pipeline:
                 )
                 ingest = Ingest(
                     RollingCounters(redis),
-                    WindowState(redis),
+                    StoreProgress(redis),
                     self.settings.stages,
                     dead_letters=OncePublisher(redis, dlq),
                     raw_writer=RawWriter(store),

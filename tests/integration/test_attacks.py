@@ -15,7 +15,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 import consumers.ingest
 from consumers.batch import BatchOutcome, Message
-from consumers.raw_writer import Position, RawRow
+from consumers.rows import Position, RawRow
 from tests.integration.harness import Pipeline
 from tests.integration.test_ingest_seams import (
     HOUR,

@@ -14,12 +14,14 @@ from aggregators import retention, snapshots
 from aggregators.closer import CloserConfig, WindowCloser, initial_pointers
 from aggregators.replay import replay
 from aggregators.snapshot_rows import snapshot_rows
-from consumers.raw_writer import Position, RawRow, RawWriter
+from aggregators.window_state import WindowState
+from consumers.raw_writer import RawWriter
+from consumers.rows import Position, RawRow
+from consumers.store_progress import StoreProgress
 from voicemon import keys, windows
 from voicemon.event import EventType, PipelineEvent
 from voicemon.settings import DEFAULT_STAGES, Settings
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 from voicemon.windows import DAY_MS, HOUR_MS, global_watermark
 
 T = TypeVar("T")
@@ -40,12 +42,20 @@ def redis_url(stack: Settings) -> str:
     return stack.redis_url.get_secret_value().rsplit("/", 1)[0] + "/10"
 
 
-def run(redis_url: str, scenario: Callable[[WindowState], Awaitable[T]]) -> T:
+class State(WindowState):
+    """The closer's state, with ingest's side of the same keys beside it."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis)
+        self.progress = StoreProgress(redis)
+
+
+def run(redis_url: str, scenario: Callable[[State], Awaitable[T]]) -> T:
     async def main() -> T:
         redis = Redis.from_url(redis_url)
         await redis.flushdb()
         try:
-            return await scenario(WindowState(redis))
+            return await scenario(State(redis))
         finally:
             await redis.aclose()
 
@@ -89,12 +99,12 @@ def test_hours_close_by_watermark_before_the_wall_clock(
     hour = now_ms - now_ms % HOUR_MS - 2 * HOUR_MS
     clock = Clock(hour + HOUR_MS + 10 * 60_000)  # wall clock: not yet past H + 1h + grace
 
-    async def scenario(state: WindowState) -> tuple[list[str], list[str]]:
+    async def scenario(state: State) -> tuple[list[str], list[str]]:
         c = closer(state, clean_store, clock)
         before = (await c.tick()).queued
         # Two workers holding different partitions record what they wrote.
-        await state.record_written({0: hour + HOUR_MS + GRACE_MS, 1: now_ms}, {}, clock.ms)
-        await state.record_written({2: now_ms, 3: now_ms}, {}, clock.ms)
+        await state.progress.record_written({0: hour + HOUR_MS + GRACE_MS, 1: now_ms}, {}, clock.ms)
+        await state.progress.record_written({2: now_ms, 3: now_ms}, {}, clock.ms)
         return before, (await c.tick()).emitted
 
     before, emitted = run(redis_url, scenario)
@@ -110,7 +120,7 @@ def test_hours_close_by_wall_clock_when_idle(
     clock = Clock(hour + HOUR_MS + GRACE_MS - 1)
     published: list[Any] = []
 
-    async def scenario(state: WindowState) -> tuple[list[str], list[str]]:
+    async def scenario(state: State) -> tuple[list[str], list[str]]:
         c = closer(state, clean_store, clock, published)
         early = (await c.tick()).emitted
         clock.ms += 1
@@ -131,7 +141,7 @@ def test_contending_closers_close_each_window_exactly_once(
 ) -> None:
     clock = Clock(now_ms)
 
-    async def scenario(state: WindowState) -> Counter[str]:
+    async def scenario(state: State) -> Counter[str]:
         closers = [closer(state, clean_store, clock, max_windows_per_tick=7) for _ in range(3)]
         emitted: Counter[str] = Counter()
         for _ in range(15):
@@ -154,7 +164,7 @@ def test_a_takeover_after_the_holder_dies_skips_nothing(
 ) -> None:
     clock = Clock(now_ms)
 
-    async def scenario(state: WindowState) -> tuple[list[str], list[str], list[str]]:
+    async def scenario(state: State) -> tuple[list[str], list[str], list[str]]:
         holder = closer(state, clean_store, clock, max_windows_per_tick=3, lease_ttl_ms=400)
         heir = closer(state, clean_store, clock, lease_ttl_ms=400)
         first = await holder.tick()  # queues every due window, emits 3, then "dies"
@@ -183,13 +193,13 @@ def test_a_late_event_re_emits_its_hour_and_day_with_a_higher_version(
         "WHERE scope = 'organization' ORDER BY period_type"
     )
 
-    async def scenario(state: WindowState) -> tuple[list[str], list[tuple[Any, ...]]]:
+    async def scenario(state: State) -> tuple[list[str], list[tuple[Any, ...]]]:
         c = closer(state, clean_store, clock, max_windows_per_tick=100)
         while (await c.tick()).emitted:
             pass
         before = clean_store.query(latest_sql).result_rows
         write_event(clean_store, "late", hour + 20, 2)
-        assert await state.record_written({0: hour + 20}, {hour: 1}, clock.ms) == 1
+        assert await state.progress.record_written({0: hour + 20}, {hour: 1}, clock.ms) == 1
         assert (await c.tick()).emitted == []  # within the debounce: nothing yet
         clock.ms += 5_000
         emitted = (await c.tick()).emitted
@@ -213,12 +223,15 @@ def test_a_late_event_in_an_hour_straddling_the_retention_keeps_its_snapshot(
     for offset in range(3):
         write_event(clean_store, f"s{offset}", first_hour + 10 + offset, offset)
 
-    async def scenario(state: WindowState) -> list[str]:
+    async def scenario(state: State) -> list[str]:
         c = closer(state, clean_store, clock, max_windows_per_tick=100)
         while (await c.tick()).emitted:
             pass
         write_event(clean_store, "late", first_hour + 20, 9)
-        assert await state.record_written({0: first_hour + 20}, {first_hour: 1}, clock.ms) == 1
+        assert (
+            await state.progress.record_written({0: first_hour + 20}, {first_hour: 1}, clock.ms)
+            == 1
+        )
         clock.ms += 10_000
         return (await c.tick()).emitted
 
@@ -240,7 +253,7 @@ def test_replay_recomputes_closed_windows_idempotently(
     write_event(clean_store, "r1", hour + 1, 1)
     clock = Clock(now_ms)
 
-    async def scenario(state: WindowState) -> tuple[Any, Any]:
+    async def scenario(state: State) -> tuple[Any, Any]:
         c = closer(state, clean_store, clock, max_windows_per_tick=100)
         while (await c.tick()).emitted:
             pass
@@ -306,10 +319,12 @@ def test_closer_gauges_are_exported_by_the_lease_holder_alone(
 
     clock = Clock(now_ms)
 
-    async def scenario(state: WindowState) -> list[tuple[Any, ...]]:
+    async def scenario(state: State) -> list[tuple[Any, ...]]:
         leader = closer(state, clean_store, clock, max_windows_per_tick=100)
         other = closer(state, clean_store, clock, max_windows_per_tick=100)
-        await state.record_written({p: now_ms - 60_000 for p in range(PARTITIONS)}, {}, now_ms)
+        await state.progress.record_written(
+            {p: now_ms - 60_000 for p in range(PARTITIONS)}, {}, now_ms
+        )
         seen = []
         await leader.tick()  # takes the lease, closes its first hours
         seen.append((sample("voicemon_closer_leader"), sample("voicemon_watermark_lag_seconds"),

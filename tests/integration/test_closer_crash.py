@@ -12,13 +12,14 @@ import orjson
 import pytest
 
 from aggregators.closer import CloserConfig, WindowCloser
-from consumers.raw_writer import Position, RawRow, RawWriter
+from aggregators.window_state import Pointers, Unpublished, WindowState
+from consumers.raw_writer import RawWriter
+from consumers.rows import Position, RawRow
 from tests.integration.test_closer import GRACE_MS, PARTITIONS, Clock, redis_url, run
 from voicemon import keys, windows
 from voicemon.event import EventType, PipelineEvent
 from voicemon.settings import DEFAULT_STAGES
 from voicemon.store import Client
-from voicemon.window_state import Pointers, Unpublished, WindowState
 from voicemon.windows import DAY_MS, HOUR_MS
 
 __all__ = ["redis_url"]  # the fixture, shared with test_closer

@@ -25,7 +25,9 @@ from aggregators.closer import (
     snapshot_messages,
 )
 from aggregators.snapshot_rows import RECORD_OVERHEAD_BYTES, worst_case_record_bytes
-from consumers.raw_writer import Position, RawRow, RawWriter
+from aggregators.window_state import WindowState
+from consumers.raw_writer import RawWriter
+from consumers.rows import Position, RawRow
 from tests.integration.test_closer import GRACE_MS, PARTITIONS, Clock, redis_url, run
 from voicemon import windows
 from voicemon.event import EventType, PipelineEvent
@@ -33,7 +35,6 @@ from voicemon.publisher import KafkaPublisher
 from voicemon.settings import DEFAULT_STAGES, Settings
 from voicemon.sketch import bucket
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 from voicemon.windows import HOUR_MS
 
 __all__ = ["redis_url"]  # the fixture, shared with test_closer

@@ -11,12 +11,13 @@ import pytest
 
 from aggregators import retention
 from aggregators.replay import ReplayReport, replay
-from consumers.raw_writer import Position, RawRow, RawWriter
-from tests.integration.test_closer import GRACE_MS, Clock, closer, redis_url, run
+from aggregators.window_state import WindowState
+from consumers.raw_writer import RawWriter
+from consumers.rows import Position, RawRow
+from tests.integration.test_closer import GRACE_MS, Clock, State, closer, redis_url, run
 from voicemon import windows
 from voicemon.event import EventType, PipelineEvent
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 from voicemon.windows import DAY_MS, HOUR_MS
 
 __all__ = ["redis_url"]  # the fixture, shared with test_closer
@@ -62,7 +63,7 @@ def test_replay_keeps_a_day_whose_hourly_rows_are_past_their_retention(
     write_events(clean_store, "d", range(day, day + DAY_MS, HOUR_MS), 10)  # 240 events
     clock = Clock(day + DAY_MS + 90 * 60_000 + 1)  # the day closes at D + 1 d + 1h30m
 
-    async def scenario(state: WindowState) -> tuple[dict[str, Any], ReplayReport]:
+    async def scenario(state: State) -> tuple[dict[str, Any], ReplayReport]:
         c = await close_all(state, clean_store, clock)
         closed = latest(clean_store, "daily", day)
         clock.ms = day + HOURLY_EDGE_MS + past_edge_ms
@@ -97,7 +98,7 @@ def test_replay_keeps_an_hour_whose_raw_events_may_be_partly_gone(
     write_events(clean_store, "h", range(hour, hour + 1, HOUR_MS), 10)
     clock = Clock(hour + HOUR_MS + GRACE_MS + 1)
 
-    async def scenario(state: WindowState) -> tuple[dict[str, Any], ReplayReport]:
+    async def scenario(state: State) -> tuple[dict[str, Any], ReplayReport]:
         c = await close_all(state, clean_store, clock)
         closed = latest(clean_store, "hourly", hour)
         clock.ms = hour + RAW_EDGE_MS + past_edge_ms
@@ -126,12 +127,12 @@ def test_a_late_event_at_the_raw_retention_edge_is_stored_and_keeps_or_redoes_it
     clock = Clock(hour + HOUR_MS + GRACE_MS + 1)
     debounce = 5_000
 
-    async def scenario(state: WindowState) -> tuple[dict[str, Any], list[str], list[str]]:
+    async def scenario(state: State) -> tuple[dict[str, Any], list[str], list[str]]:
         c = await close_all(state, clean_store, clock)
         closed = latest(clean_store, "hourly", hour)
         clock.ms = hour + RAW_EDGE_MS + past_edge_ms - debounce
         write_events(clean_store, "late", range(hour + 500, hour + 501), 1)
-        assert await state.record_written({0: hour + 500}, {hour: 1}, clock.ms) == 1
+        assert await state.progress.record_written({0: hour + 500}, {hour: 1}, clock.ms) == 1
         clock.ms += debounce  # the tick that takes the late mark runs at the edge
         report = await c.tick()
         return closed, report.emitted, report.kept

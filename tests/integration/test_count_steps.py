@@ -17,12 +17,12 @@ from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
 from consumers.rolling_counters import RollingCounters
+from consumers.store_progress import StoreProgress
 from tests.integration.harness import Pipeline
 from tests.integration.test_ingest import realtime_counts, reference_counts
 from voicemon import keys
 from voicemon.publisher import KafkaPublisher
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 
 
 def now_ms() -> int:
@@ -119,7 +119,7 @@ def test_two_workers_counting_one_chunk_at_once_count_it_once(pipeline: Pipeline
         try:
             bootstrap = pipeline.settings.kafka_bootstrap
             workers = [
-                Ingest(RollingCounters(redis), WindowState(redis), pipeline.settings.stages,
+                Ingest(RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
                        dead_letters=OncePublisher(redis, DeadLetters(
                            KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)),
                        raw_writer=None, clock=lambda: at / 1000)

@@ -26,13 +26,14 @@ from redis.asyncio import Redis as AsyncRedis
 
 from aggregators.auth import mint
 from aggregators.closer import build_closer
-from consumers.raw_writer import Position, RawRow, RawWriter
+from aggregators.window_state import WindowState
+from consumers.raw_writer import RawWriter
+from consumers.rows import Position, RawRow
 from tests.integration.harness import Pipeline, free_port
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.event import EventType, PipelineEvent
 from voicemon.settings import DEFAULT_STAGES, Settings
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 from voicemon.windows import DAY_MS, HOUR_MS
 
 ROOT = Path(__file__).resolve().parents[2]

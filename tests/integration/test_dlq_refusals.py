@@ -32,8 +32,10 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis as AsyncRedis
 
 from aggregators.closer import TickReport, build_closer
-from consumers.dead_letters import ENVELOPE_BYTES, DeadLetter, DeadLetters
+from aggregators.window_state import WindowState
+from consumers.dead_letters import DeadLetters
 from consumers.decode import RejectedPayload
+from consumers.letters import ENVELOPE_BYTES, DeadLetter
 from consumers.publish_once import OncePublisher
 from tests.integration.conftest import ROOT
 from tests.integration.harness import Pipeline
@@ -43,7 +45,6 @@ from voicemon.publisher import KafkaPublisher, Published, PublishFailed, deliver
 from voicemon.settings import Settings
 from voicemon.store import Client
 from voicemon.topics import DLQ_HEADROOM_BYTES, broken_rules
-from voicemon.window_state import WindowState
 
 INPUT_LIMIT = 300_000  # the events topic's max.message.bytes in the start-up tests
 

@@ -18,15 +18,16 @@ from consumers.batch import Message
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
-from consumers.raw_writer import SCHEMA, Position, RawRow, RawWriter
+from consumers.raw_writer import SCHEMA, RawWriter
 from consumers.rolling_counters import MARKED_NOW, RollingCounters
+from consumers.rows import Position, RawRow
+from consumers.store_progress import StoreProgress
 from tests.integration.harness import Pipeline
 from voicemon import keys
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.publisher import KafkaPublisher
 from voicemon.redis_client import Primaries, Replication, ReplicationError
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 
 HOUR = 3_600_000
 
@@ -57,7 +58,7 @@ def store_pass(pipeline: Pipeline, store: Client, messages: list[Message], at_ms
         try:
             bootstrap = pipeline.settings.kafka_bootstrap
             dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
-            ingest = Ingest(RollingCounters(redis), WindowState(redis), pipeline.settings.stages,
+            ingest = Ingest(RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
                             dead_letters=OncePublisher(redis, dlq), raw_writer=RawWriter(store),
                             counts=False, clock=lambda: at_ms / 1000)  # fmt: skip
             return await asyncio.wait_for(ingest.process(messages), 20)

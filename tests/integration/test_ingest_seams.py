@@ -22,15 +22,16 @@ from consumers.batch import BatchOutcome, Message
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
-from consumers.raw_writer import RawRow, RawWriter
+from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
+from consumers.rows import RawRow
 from consumers.store_leases import StoreLeases
+from consumers.store_progress import StoreProgress
 from tests.integration.conftest import TIME_OF_DAY_MS
 from tests.integration.harness import Pipeline
 from voicemon import keys
 from voicemon.publisher import KafkaPublisher
 from voicemon.store import Client
-from voicemon.window_state import WindowState
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -49,7 +50,7 @@ class Worker:
         dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
         writer = None if role == "counters" else raw_writer or RawWriter(store)
         self.ingest = Ingest(
-            RollingCounters(redis), WindowState(redis), pipeline.settings.stages,
+            RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
             dead_letters=OncePublisher(redis, dlq, clock=self.clock), raw_writer=writer,
             counts=role != "store", leases=StoreLeases(redis, lease_ms=lease_ms),
             clock=self.clock,

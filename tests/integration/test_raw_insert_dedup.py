@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from consumers.raw_writer import Position, RawRow, RawWriter, deduplication_token
+from consumers.raw_writer import RawWriter, deduplication_token
+from consumers.rows import Position, RawRow
 from voicemon.event import EventType, PipelineEvent
 from voicemon.store import Client
 

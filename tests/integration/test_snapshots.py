@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from aggregators import snapshots
 from aggregators.snapshot_rows import SnapshotSet
-from consumers.raw_writer import Position, RawRow, RawWriter
+from consumers.raw_writer import RawWriter
+from consumers.rows import Position, RawRow
 from tests import reference
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.settings import DEFAULT_STAGES

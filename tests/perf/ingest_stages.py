@@ -57,7 +57,7 @@ STAGES: tuple[tuple[str, str | None, str, str], ...] = (
     ("consumers.raw_writer", "RawWriter", "write", "ClickHouse insert (RawWriter.write)"),
     ("consumers.raw_writer", None, "raw_columns", "  of which building columns"),
     ("consumers.ingest", None, "written_windows", "window bookkeeping (written_windows)"),
-    ("voicemon.window_state", "WindowState", "record_written", "Redis: window state"),
+    ("consumers.store_progress", "StoreProgress", "record_written", "Redis: store progress"),
     ("consumers.ingest", None, "_observe", "Prometheus observe"),
 )
 

@@ -2,10 +2,10 @@
 compares what they did with the oracle.
 
 Real parts: ``Ingest`` (roles ``all``, or ``counters`` + ``store``), ``OncePublisher``,
-``RollingCounters``, ``WindowState``, ``RawWriter``, ``WindowCloser``, the real-time read and
-the range queries, against a real redis-server and the real embedded store. Recorded, not
-real: the DLQ's Kafka I/O (``DlqRecorder``, same interface as ``DeadLetters``) and the
-closer's publish function (a recorder that can refuse or crash).
+``RollingCounters``, ``StoreProgress``, ``WindowState``, ``RawWriter``, ``WindowCloser``, the
+real-time read and the range queries, against a real redis-server and the real embedded
+store. Recorded, not real: the DLQ's Kafka I/O (``DlqRecorder``, same interface as
+``DeadLetters``) and the closer's publish function (a recorder that can refuse or crash).
 
 Virtual time. Every component reads one ``VirtualClock``. Redis cannot be told the time, so
 keys are set with PEXPIREAT from the virtual clock (virtual time runs ahead of the real one,
@@ -41,13 +41,16 @@ import consumers.ingest
 from aggregators import queries
 from aggregators.closer import CloserConfig, WindowCloser
 from aggregators.realtime import read_realtime
+from aggregators.window_state import Pointers, WindowState
 from consumers.batch import Message
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Counted, Ingest
 from consumers.publish_once import OncePublisher
-from consumers.raw_writer import RawRow, RawWriter
+from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
+from consumers.rows import RawRow
 from consumers.store_leases import StoreLeases
+from consumers.store_progress import StoreProgress
 from tests import reference
 from tests.simulation import oracle
 from tests.simulation.oracle import COUNTS, Window
@@ -56,7 +59,6 @@ from voicemon import keys, telemetry
 from voicemon.publisher import DeliveryError, Published, PublishFailed
 from voicemon.settings import DEFAULT_STAGES
 from voicemon.store import Client
-from voicemon.window_state import Pointers, WindowState
 
 HOUR_MS = reference.HOUR_MS
 SCOPES = (None, "org-a", "org.c:1")  # real-time reads: the platform and two organizations
@@ -235,7 +237,7 @@ class Driver:
         leases = StoreLeases(self.redis) if writes else None
         ingest = Ingest(
             RollingCounters(self.redis),
-            WindowState(self.redis),
+            StoreProgress(self.redis),
             STAGES,
             dead_letters=OncePublisher(self.redis, self.dlq, self.clock),  # type: ignore[arg-type]
             raw_writer=writer,

@@ -8,7 +8,7 @@ import orjson
 
 from consumers.batch import TOO_LATE_BY_CLOCK, Message, letter_of
 from consumers.decode import element_spans
-from consumers.raw_writer import Position, RawRow
+from consumers.rows import Position, RawRow
 from voicemon.event import EventType, PipelineEvent
 
 # One batch just under the 1 MiB message limit: 1000 valid events, each carrying an extra

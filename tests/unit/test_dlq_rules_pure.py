@@ -8,8 +8,8 @@ import hashlib
 import pytest
 from confluent_kafka import KafkaError
 
-from consumers.dead_letters import ENVELOPE_BYTES, DeadLetter
 from consumers.decode import RejectedPayload
+from consumers.letters import ENVELOPE_BYTES, DeadLetter
 from voicemon.event import Rejection, RejectReason
 from voicemon.publisher import PublishFailed
 from voicemon.topics import DLQ_HEADROOM_BYTES, rule_problems

@@ -7,7 +7,8 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from consumers.batch import UNSTORABLE, Message, beyond_markers, letter_of
-from consumers.raw_writer import Position, RawRow, refused_for_content
+from consumers.raw_writer import refused_for_content
+from consumers.rows import Position, RawRow
 from voicemon import keys, rolling
 from voicemon.event import EventType, PipelineEvent, RejectReason, decision_time_ms
 

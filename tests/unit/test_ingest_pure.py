@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from consumers.batch import classify, written_windows
 from consumers.ingest_agent import chunks
-from consumers.raw_writer import Position, RawRow
+from consumers.rows import Position, RawRow
 from voicemon.event import EventType, PipelineEvent
 
 T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z

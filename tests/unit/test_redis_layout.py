@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 from redis.cluster import key_slot
 
-from consumers.raw_writer import Position, RawRow
 from consumers.rolling_counters import APPLIED_TTL_MS, by_tag, scope_increments
+from consumers.rows import Position, RawRow
 from voicemon import keys, rolling
 from voicemon.event import EventType, PipelineEvent
 from voicemon.settings import Settings

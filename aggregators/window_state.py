@@ -1,12 +1,13 @@
-"""Window-closing state in Redis, shared by ingest (watermarks, late marks) and the closer.
+"""The window closer's state in Redis: its lease, pointers, queue of windows to compute and
+snapshot records not yet acknowledged by the broker.
 
-Every change is one Lua script, atomic; the closer's changes are fenced by its lease, so a
-closer that lost the lease cannot move the pointers.
+Every change is one Lua script, atomic, fenced by the closer's lease, so a closer that lost
+the lease cannot move the pointers. Ingest's side of the same keys (watermarks, late hours
+queued again) is ``consumers.watermarks``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -18,33 +19,6 @@ from voicemon.redis_client import AsyncRedis as Redis
 # broker: member -> "<version> <generation> <records JSON>" (``Unpublished.encode``).
 # Beside the other closer keys (one cluster slot); its name belongs in voicemon/keys.py.
 UNPUBLISHED = f"{keys.CLOSER}:unpublished"
-
-# KEYS: watermarks, next_hour, dirty, dirty_generation
-# ARGV: now_ms, partition count, (partition, newest_ms)..., (hour_ms, events)...
-_RECORD_WRITTEN = """
-local n = tonumber(ARGV[2])
-local a = 3
-for _ = 1, n do
-  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[a]) or '-1')
-  if tonumber(ARGV[a + 1]) > current then redis.call('HSET', KEYS[1], ARGV[a], ARGV[a + 1]) end
-  a = a + 2
-end
-local next_hour = redis.call('GET', KEYS[2])
-local late = 0
-if next_hour then
-  next_hour = tonumber(next_hour)
-  while a <= #ARGV do
-    if tonumber(ARGV[a]) < next_hour then
-      local member = 'hourly:' .. ARGV[a]
-      redis.call('ZADD', KEYS[3], 'NX', ARGV[1], member)
-      redis.call('HINCRBY', KEYS[4], member, 1)
-      late = late + tonumber(ARGV[a + 1])
-    end
-    a = a + 2
-  end
-end
-return late
-"""
 
 # KEYS: lease, next_hour, next_day, first_day; ARGV: owner, first hour, first day
 _INITIALIZE = """
@@ -191,7 +165,6 @@ def window_member(period_type: str, start_ms: int) -> str:
 class WindowState:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._record_written = redis.register_script(_RECORD_WRITTEN)
         self._queue = redis.register_script(_QUEUE)
         self._initialize = redis.register_script(_INITIALIZE)
         self._done = redis.register_script(_DONE)
@@ -200,21 +173,6 @@ class WindowState:
         self._hold_unpublished = redis.register_script(_HOLD_UNPUBLISHED)
         self._published = redis.register_script(_PUBLISHED)
 
-    # -- ingest side ------------------------------------------------------------------------
-    async def record_written(
-        self, newest_by_partition: Mapping[int, int], events_by_hour: Mapping[int, int], now_ms: int
-    ) -> int:
-        """Raise the partitions' watermarks; mark closed hours that got events as dirty.
-        Returns how many of the events were late."""
-        args: list[int] = [now_ms, len(newest_by_partition)]
-        for partition, newest in newest_by_partition.items():
-            args += [partition, newest]
-        for hour, count in events_by_hour.items():
-            args += [hour, count]
-        keys_ = [keys.WATERMARKS, keys.NEXT_HOUR, keys.DIRTY, keys.DIRTY_GENERATION]
-        return int(await self._record_written(keys=keys_, args=args))
-
-    # -- closer side ------------------------------------------------------------------------
     async def hold_lease(self, owner: str, ttl_ms: int) -> bool:
         return bool(await self._hold_lease(keys=[keys.CLOSER_LEASE], args=[owner, ttl_ms]))
 

@@ -1,0 +1,53 @@
+"""A rejection as the DLQ carries it: the payload untouched, its source and the headers of
+CONTRACT §2 and §3.0, or an envelope of it (§3.3). Pure data; ``consumers.dead_letters``
+publishes them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from consumers.decode import RejectedPayload
+
+if TYPE_CHECKING:
+    from voicemon.publisher import Headers
+
+ENVELOPE_BYTES = 65_536  # an envelope carries this much of the original (CONTRACT §3.3)
+Source = tuple[int, int, int | None]  # (source partition, source offset, batch index)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    rejected: RejectedPayload
+    key: bytes | None
+    partition: int
+    offset: int
+
+    def headers(self) -> Headers:
+        rejection = self.rejected.rejection
+        headers = [
+            ("voicemon-reason", rejection.reason.value.encode()),
+            ("voicemon-detail", rejection.detail.encode()),
+            ("voicemon-source-partition", str(self.partition).encode()),
+            ("voicemon-source-offset", str(self.offset).encode()),
+        ]
+        if self.rejected.batch_index is not None:
+            headers.append(("voicemon-batch-index", str(self.rejected.batch_index).encode()))
+        return headers
+
+    @property
+    def source(self) -> Source:
+        return self.partition, self.offset, self.rejected.batch_index
+
+    def envelope(self) -> tuple[bytes, Headers]:
+        """The letter as an envelope (pure): the first ``ENVELOPE_BYTES`` of the original, and
+        its headers plus ``voicemon-truncated``, ``voicemon-sha256`` (hex, of the whole
+        original) and ``voicemon-original-bytes``."""
+        payload = self.rejected.payload or b""
+        return payload[:ENVELOPE_BYTES], [
+            *self.headers(),
+            ("voicemon-truncated", b"1"),
+            ("voicemon-sha256", hashlib.sha256(payload).hexdigest().encode()),
+            ("voicemon-original-bytes", str(len(payload)).encode()),
+        ]

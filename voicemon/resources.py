@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voicemon import redis_client, store
+from voicemon import redis_client, store, store_migrations
 from voicemon.kafka_client import confluent_logging, confluent_security
 from voicemon.publisher import KafkaPublisher
 from voicemon.settings import Settings
@@ -27,7 +27,7 @@ def connect_store(settings: Settings) -> store.Client:
 def open_store(settings: Settings) -> store.Client:
     """A client of the configured store, migrated (blocking; raises store.StoreError)."""
     client = connect_store(settings)
-    store.migrate(client, settings.clickhouse_cluster)
+    store_migrations.migrate(client, settings.clickhouse_cluster)
     return client
 
 

@@ -13,7 +13,7 @@ import typer
 from aggregators import organizations
 from runtime.cli.common import console, fail, open_store, settings
 from runtime.cli.preflight import check_kafka
-from voicemon import store
+from voicemon import store, store_migrations
 from voicemon.kafka_client import confluent_logging, confluent_security
 from voicemon.publisher import KafkaPublisher
 
@@ -53,7 +53,7 @@ def orgs_import(
              "to the store")  # fmt: skip
     client = open_store()
     try:
-        store.migrate(client, config.clickhouse_cluster)
+        store_migrations.migrate(client, config.clickhouse_cluster)
     except store.StoreError as error:
         fail(str(error))
     count = organizations.upsert(client, names)

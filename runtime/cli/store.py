@@ -18,7 +18,7 @@ from aggregators.replay import replay as run_replay
 from aggregators.window_state import WindowState
 from runtime.cli.common import AsJson, console, fail, open_resources, open_store, settings
 from runtime.cli.preflight import check_kafka, require_redis
-from voicemon import store
+from voicemon import store, store_migrations
 
 retention_app = typer.Typer(no_args_is_help=True, help="Snapshot and raw-event retention.")
 
@@ -35,7 +35,7 @@ def migrate(
     is set) and record each in voicemon.schema_migrations."""
     cluster = settings().clickhouse_cluster
     if show:
-        for migration in store.migrations(cluster):
+        for migration in store_migrations.migrations(cluster):
             print(f"-- {migration.label}")
             for statement in migration.statements:
                 print(f"{statement};\n")
@@ -43,18 +43,20 @@ def migrate(
     client = open_store()
     try:
         if show_status:
-            _print_status(store.status(client, cluster), store.applied(client))
+            _print_status(
+                store_migrations.status(client, cluster), store_migrations.applied(client)
+            )
             return
-        done = store.migrate(client, cluster)
+        done = store_migrations.migrate(client, cluster)
     except store.StoreError as error:  # a changed migration: one sentence, no traceback
         fail(str(error))
     for name in done:
         console.print(f"applied {name}")
-    latest = max((m.version for m in store.migrations()), default=0)
+    latest = max((m.version for m in store_migrations.migrations()), default=0)
     console.print(f"schema at version {latest:04d}" + ("" if done else ", nothing to apply"))
 
 
-def _print_status(plan: store.Plan, applied: list[store.Applied]) -> None:
+def _print_status(plan: store_migrations.Plan, applied: list[store_migrations.Applied]) -> None:
     changed = {m.version for m in plan.changed}
     unknown = {row.version for row in plan.unknown}
     for row in applied:

@@ -12,7 +12,8 @@ import pytest
 from tests.integration.harness import Pipeline
 from voicemon.devtools.localstack import LocalStack
 from voicemon.settings import Settings
-from voicemon.store import Client, connect, migrate
+from voicemon.store import Client, connect
+from voicemon.store_migrations import migrate
 from voicemon.windows import DAY_MS
 
 ROOT = Path(__file__).resolve().parents[2]

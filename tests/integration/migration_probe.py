@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from voicemon import store
+from voicemon import store, store_migrations
 
 TABLES = ("pipeline_events", "snapshots", "stage_snapshots", "organizations")
 RELEASED = (1, 2, 3)  # the migrations of the released voicemon, which recorded nothing
@@ -31,7 +31,7 @@ RELEASED = (1, 2, 3)  # the migrations of the released voicemon, which recorded 
 
 def released_migrate(client: store.Client) -> None:
     """The released ``migrate``: run every statement of every file, record nothing."""
-    for migration in store.migrations():
+    for migration in store_migrations.migrations():
         if migration.version in RELEASED:
             for statement in migration.statements:
                 client.command(statement)
@@ -94,16 +94,16 @@ def snapshot(client: store.Client) -> dict[str, Any]:
 
 
 def records(client: store.Client) -> list[list[Any]]:
-    return [[r.version, r.name, r.checksum] for r in store.applied(client)]
+    return [[r.version, r.name, r.checksum] for r in store_migrations.applied(client)]
 
 
 def released_store_upgrade(client: store.Client) -> dict[str, Any]:
     released_migrate(client)
     write_rows(client)
     before = snapshot(client)
-    pending = [m.label for m in store.status(client).pending]
-    first = store.migrate(client)
-    second = store.migrate(client)
+    pending = [m.label for m in store_migrations.status(client).pending]
+    first = store_migrations.migrate(client)
+    second = store_migrations.migrate(client)
     return {
         "before": before,
         "pending": pending,
@@ -115,11 +115,11 @@ def released_store_upgrade(client: store.Client) -> dict[str, Any]:
 
 
 def next_migrations(client: store.Client, following: Path, changed: Path) -> dict[str, Any]:
-    base = store.migrate(client)
+    base = store_migrations.migrate(client)
     write_rows(client)
     before = snapshot(client)
-    pending = [m.label for m in store.status(client, folder=following).pending]
-    applied = store.migrate(client, folder=following)
+    pending = [m.label for m in store_migrations.status(client, folder=following).pending]
+    applied = store_migrations.migrate(client, folder=following)
     client.command(
         "INSERT INTO voicemon.organizations (organization_id, name, updated_at, region) "
         "VALUES ('globex', 'Globex', now64(3), 'eu')"
@@ -136,9 +136,9 @@ def next_migrations(client: store.Client, following: Path, changed: Path) -> dic
     ).result_rows
     after = snapshot(client)
     try:
-        refused = store.migrate(client, folder=changed)
+        refused = store_migrations.migrate(client, folder=changed)
         refusal = None
-    except store.MigrationError as error:
+    except store_migrations.MigrationError as error:
         refused, refusal = [], str(error)
     columns = client.query(
         "SELECT name FROM system.columns WHERE database = 'voicemon' AND table = 'organizations'"

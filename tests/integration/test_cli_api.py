@@ -47,7 +47,8 @@ def seed_store(path: str, first_hour_ms: int, hours: int) -> None:
         snapshot_rows,
         stage_metrics,
     )
-    from voicemon.store import connect, migrate
+    from voicemon.store import connect
+    from voicemon.store_migrations import migrate
 
     client = connect(f"chdb://{path}")
     migrate(client)

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from voicemon import store
+from voicemon import store_migrations
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "voicemon" / "migrations"
@@ -68,7 +68,7 @@ def test_a_store_of_the_released_version_is_adopted_with_its_rows(tmp_path: Path
     report = probe("released-store-upgrade", str(tmp_path / "store"))
     before, after = report["before"], report["after"]
     assert "schema_migrations" not in before["ddl"]  # as the released voicemon left it
-    current = [m.label for m in store.migrations()]
+    current = [m.label for m in store_migrations.migrations()]
     assert report["pending"] == current
     assert report["first"] == current  # 0001-0003 adopted (+ whatever this voicemon adds)
     assert report["second"] == []
@@ -110,7 +110,7 @@ def test_next_migrations_reach_a_store_with_rows_and_a_changed_one_is_refused(
         },
     )
     report = probe("next-migrations", str(tmp_path / "store"), str(following), str(changed))
-    assert report["base"] == [m.label for m in store.migrations()]
+    assert report["base"] == [m.label for m in store_migrations.migrations()]
     assert (
         report["pending"]
         == report["applied"]
@@ -156,8 +156,8 @@ def voicemon(store_path: Path, *args: str) -> str:
 
 def test_the_migrate_command_says_what_it_applied_and_what_is_pending(tmp_path: Path) -> None:
     path = tmp_path / "store"
-    current = [m.label for m in store.migrations()]
-    latest = f"{store.migrations()[-1].version:04d}"
+    current = [m.label for m in store_migrations.migrations()]
+    latest = f"{store_migrations.migrations()[-1].version:04d}"
     assert voicemon(path, "migrate", "--status").split() == [
         word for label in current for word in ("pending", label)
     ]

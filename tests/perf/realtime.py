@@ -184,7 +184,8 @@ def serve(port: int, redis_url: str, store_dir: str, cluster: bool) -> None:
     from aggregators.api import create_app
     from aggregators.serve import server
     from voicemon.redis_client import open_async
-    from voicemon.store import connect, migrate
+    from voicemon.store import connect
+    from voicemon.store_migrations import migrate
 
     settings = Settings(
         redis_url=redis_url, redis_cluster=cluster, clickhouse_dsn=f"chdb://{store_dir}"

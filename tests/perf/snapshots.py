@@ -58,7 +58,8 @@ from aggregators.snapshot_rows import DAILY, HOURLY, SnapshotSet
 from consumers.raw_writer import SCHEMA, TABLE
 from voicemon import windows
 from voicemon.settings import DEFAULT_STAGES
-from voicemon.store import Client, connect, migrate
+from voicemon.store import Client, connect
+from voicemon.store_migrations import migrate
 from voicemon.windows import DAY_MS, HOUR_MS, day_start
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,8 @@ from collections import defaultdict
 from tests.simulation import driver, oracle, schedule
 from tests.simulation.services import redis_server
 from tests.simulation.shrink import describe, shrink
-from voicemon.store import connect, migrate
+from voicemon.store import connect
+from voicemon.store_migrations import migrate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from runtime.cli.common import settings as get_settings
-from voicemon import store
+from voicemon import cluster_ddl, store, store_migrations
 from voicemon.settings import Settings
 
 CLUSTER = "vm_cluster"
@@ -49,16 +49,16 @@ EXPECTED_SHARDING = {
 }
 
 
-def _flat(migrations: list[store.Migration]) -> list[str]:
+def _flat(migrations: list[store_migrations.Migration]) -> list[str]:
     return [statement for migration in migrations for statement in migration.statements]
 
 
 def _single() -> list[str]:
-    return _flat(store.migrations())
+    return _flat(store_migrations.migrations())
 
 
 def _cluster() -> list[str]:
-    return _flat(store.migrations(CLUSTER))
+    return _flat(store_migrations.migrations(CLUSTER))
 
 
 def _created(statement: str) -> str:
@@ -112,10 +112,10 @@ def test_each_table_is_a_replicated_local_table_behind_a_distributed_table() -> 
 
 
 def test_sharding_keys_keep_every_version_of_a_snapshot_key_on_one_shard() -> None:
-    assert store.SHARDING_KEYS == EXPECTED_SHARDING
+    assert cluster_ddl.SHARDING_KEYS == EXPECTED_SHARDING
     key_columns = ("period_type", "scope", "organization_id", "period_start")
     for table in ("snapshots", "stage_snapshots"):
-        used = re.findall(r"\w+", store.SHARDING_KEYS[table].removeprefix("cityHash64"))
+        used = re.findall(r"\w+", cluster_ddl.SHARDING_KEYS[table].removeprefix("cityHash64"))
         assert tuple(used) == key_columns  # never version or computed_at
 
 
@@ -180,22 +180,26 @@ def test_the_single_node_statements_are_unchanged() -> None:
         lines = folder.joinpath(name).read_text().splitlines()
         text = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
         expected.append(tuple(part.strip() for part in text.split(";") if part.strip()))
-    assert [m.statements for m in store.migrations()] == expected
-    assert store.migrations(None) == store.migrations() == store.migrations("")
+    assert [m.statements for m in store_migrations.migrations()] == expected
+    assert (
+        store_migrations.migrations(None)
+        == store_migrations.migrations()
+        == store_migrations.migrations("")
+    )
     for statement in _single():
         for cluster_only in ("ON CLUSTER", "_local", "Replicated", "Distributed"):
             assert cluster_only not in statement
 
 
 def test_versions_and_names_are_those_of_the_single_node_migrations() -> None:
-    single, cluster = store.migrations(), store.migrations(CLUSTER)
+    single, cluster = store_migrations.migrations(), store_migrations.migrations(CLUSTER)
     assert [(m.version, m.name) for m in cluster] == [(m.version, m.name) for m in single]
 
 
 def test_a_cluster_name_that_is_not_an_identifier_is_quoted() -> None:
-    (database,) = store.render("CREATE DATABASE IF NOT EXISTS voicemon", "prod-eu.1")
+    (database,) = cluster_ddl.render("CREATE DATABASE IF NOT EXISTS voicemon", "prod-eu.1")
     assert database == "CREATE DATABASE IF NOT EXISTS voicemon ON CLUSTER `prod-eu.1`"
-    _, distributed = store.render(
+    _, distributed = cluster_ddl.render(
         "CREATE TABLE IF NOT EXISTS voicemon.organizations (a String) ENGINE = MergeTree "
         "ORDER BY a",
         "prod-eu",
@@ -205,29 +209,35 @@ def test_a_cluster_name_that_is_not_an_identifier_is_quoted() -> None:
 
 def test_render_covers_only_what_it_knows() -> None:
     other_engine = "CREATE TABLE IF NOT EXISTS voicemon.buffer (a String) ENGINE = Memory"
-    assert store.render(other_engine, "c") == (
+    assert cluster_ddl.render(other_engine, "c") == (
         "CREATE TABLE IF NOT EXISTS voicemon.buffer ON CLUSTER c (a String) ENGINE = Memory",
     )
     with pytest.raises(ValueError, match="SHARDING_KEYS"):
-        store.render("CREATE TABLE voicemon.new (a String) ENGINE = MergeTree ORDER BY a", "c")
+        cluster_ddl.render(
+            "CREATE TABLE voicemon.new (a String) ENGINE = MergeTree ORDER BY a", "c"
+        )
     with pytest.raises(ValueError, match="database"):
-        store.render("CREATE TABLE pipeline_events (a String) ENGINE = MergeTree ORDER BY a", "c")
+        cluster_ddl.render(
+            "CREATE TABLE pipeline_events (a String) ENGINE = MergeTree ORDER BY a", "c"
+        )
     with pytest.raises(ValueError, match="nested"):
-        store.render(
+        cluster_ddl.render(
             "CREATE TABLE voicemon.snapshots (a UInt8) ENGINE = SummingMergeTree((a)) ORDER BY a",
             "c",
         )
     with pytest.raises(ValueError, match="cannot render"):
-        store.render("ALTER TABLE voicemon.snapshots DELETE WHERE 1", "c")
+        cluster_ddl.render("ALTER TABLE voicemon.snapshots DELETE WHERE 1", "c")
     with pytest.raises(ValueError, match="one action per ALTER"):
-        store.render("ALTER TABLE voicemon.snapshots ADD COLUMN x UInt8, ADD COLUMN y UInt8", "c")
+        cluster_ddl.render(
+            "ALTER TABLE voicemon.snapshots ADD COLUMN x UInt8, ADD COLUMN y UInt8", "c"
+        )
     with pytest.raises(ValueError, match="cannot render"):
-        store.render("INSERT INTO voicemon.snapshots SELECT 1", "c")
+        cluster_ddl.render("INSERT INTO voicemon.snapshots SELECT 1", "c")
 
 
 def test_an_alter_of_a_replicated_table_reaches_its_local_tables_and_columns_both() -> None:
     column = "ALTER TABLE voicemon.organizations ADD COLUMN IF NOT EXISTS region String"
-    assert store.render(column, CLUSTER) == (
+    assert cluster_ddl.render(column, CLUSTER) == (
         f"ALTER TABLE voicemon.organizations_local ON CLUSTER {CLUSTER} "
         "ADD COLUMN IF NOT EXISTS region String",
         f"ALTER TABLE voicemon.organizations ON CLUSTER {CLUSTER} "
@@ -237,23 +247,23 @@ def test_an_alter_of_a_replicated_table_reaches_its_local_tables_and_columns_bot
         "ALTER TABLE voicemon.pipeline_events ADD INDEX IF NOT EXISTS t event_type "
         "TYPE set(16) GRANULARITY 4"
     )
-    assert store.render(index, CLUSTER) == (
+    assert cluster_ddl.render(index, CLUSTER) == (
         f"ALTER TABLE voicemon.pipeline_events_local ON CLUSTER {CLUSTER} "
         "ADD INDEX IF NOT EXISTS t event_type TYPE set(16) GRANULARITY 4",
     )
     ttl = "ALTER TABLE voicemon.snapshots MODIFY TTL period_start + INTERVAL 1 DAY"
-    assert store.render(ttl, CLUSTER) == (
+    assert cluster_ddl.render(ttl, CLUSTER) == (
         f"ALTER TABLE voicemon.snapshots_local ON CLUSTER {CLUSTER} "
         "MODIFY TTL period_start + INTERVAL 1 DAY",
     )
     other = "ALTER TABLE voicemon.buffer ADD COLUMN IF NOT EXISTS a String"
-    assert store.render(other, CLUSTER) == (
+    assert cluster_ddl.render(other, CLUSTER) == (
         f"ALTER TABLE voicemon.buffer ON CLUSTER {CLUSTER} ADD COLUMN IF NOT EXISTS a String",
     )
 
 
 def test_the_version_table_is_replicated_behind_a_distributed_table_too() -> None:
-    local, distributed = store._bootstrap(CLUSTER)[1:]
+    local, distributed = store_migrations._bootstrap(CLUSTER)[1:]
     assert local.startswith(
         f"CREATE TABLE IF NOT EXISTS voicemon.schema_migrations_local ON CLUSTER {CLUSTER}"
     )
@@ -264,7 +274,7 @@ def test_the_version_table_is_replicated_behind_a_distributed_table_too() -> Non
     assert distributed.endswith(
         f"ENGINE = Distributed({CLUSTER}, voicemon, schema_migrations_local, version)"
     )
-    assert store._bootstrap(None) == store._BOOTSTRAP
+    assert store_migrations._bootstrap(None) == store_migrations._BOOTSTRAP
 
 
 def test_the_setting_is_read_from_the_environment_and_validated(
@@ -297,16 +307,16 @@ class RecordingClient:
 
 def test_migrate_runs_the_cluster_form_when_the_settings_name_a_cluster() -> None:
     client = RecordingClient()
-    applied = store.migrate(client, CLUSTER)
+    applied = store_migrations.migrate(client, CLUSTER)
     ddl = [c for c in client.commands if not c.startswith("INSERT")]
-    assert ddl == list(store._bootstrap(CLUSTER)) + _cluster()
-    assert applied == [f"{m.version:04d}_{m.name}" for m in store.migrations()]
+    assert ddl == list(store_migrations._bootstrap(CLUSTER)) + _cluster()
+    assert applied == [f"{m.version:04d}_{m.name}" for m in store_migrations.migrations()]
     records = [s for c, s in zip(client.commands, client.settings, strict=True) if "INSERT" in c]
     assert records == [{"insert_distributed_sync": 1}] * len(applied)
     client = RecordingClient()
-    store.migrate(client, None)
+    store_migrations.migrate(client, None)
     assert [c for c in client.commands if not c.startswith("INSERT")] == [
-        *store._BOOTSTRAP,
+        *store_migrations._BOOTSTRAP,
         *_single(),
     ]
 
@@ -404,8 +414,8 @@ def test_the_clickhouse_engine_creates_the_cluster_schema(tmp_path: Path) -> Non
     them."""
     config = tmp_path / "config.xml"
     config.write_text(ENGINE_CONFIG)
-    later = [out for statement in LATER for out in store.render(statement, CLUSTER)]
-    statements = [*store._bootstrap(CLUSTER), *_cluster(), *later]
+    later = [out for statement in LATER for out in cluster_ddl.render(statement, CLUSTER)]
+    statements = [*store_migrations._bootstrap(CLUSTER), *_cluster(), *later]
     # A Replicated table stays read-only in the embedded engine (it runs no replication
     # threads), so an ALTER of a *_local table is parsed only; the Distributed one runs.
     parse_only = [statement for statement in later if "_local ON CLUSTER" in statement]
@@ -443,9 +453,9 @@ def test_a_plain_merge_tree_setting_is_left_out_of_the_cluster_form() -> None:
     ``non_replicated_deduplication_window`` means nothing there."""
     window = "non_replicated_deduplication_window"
     plain = f"ALTER TABLE voicemon.pipeline_events MODIFY SETTING {window} = 1"
-    assert store.render(plain, CLUSTER) == ()
+    assert cluster_ddl.render(plain, CLUSTER) == ()
     other = "ALTER TABLE voicemon.pipeline_events MODIFY SETTING index_granularity_bytes = 1"
-    assert store.render(other, CLUSTER) == (
+    assert cluster_ddl.render(other, CLUSTER) == (
         f"ALTER TABLE voicemon.pipeline_events_local ON CLUSTER {CLUSTER} "
         "MODIFY SETTING index_granularity_bytes = 1",
     )

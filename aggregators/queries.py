@@ -8,24 +8,22 @@ merged sketches. The range is ``period_start`` in [start, end], to the milliseco
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from aggregators import organizations as directory
+from aggregators.snapshot_reads import merged_rows, rows_of
 from aggregators.snapshot_rows import (
     DAILY,
     HOURLY,
     SNAPSHOT_COLUMNS,
     STAGE_COLUMNS,
     ArtifactMetrics,
-    StageMetrics,
     artifact_metrics,
     no_artifacts,
     public,
-    stage_metrics,
 )
-from aggregators.snapshot_sql import MERGED_SNAPSHOT_SQL, MERGED_STAGE_SQL
+from aggregators.snapshot_sql import MERGED_SNAPSHOT_SQL
 from voicemon.event import parse_occurred_at
 from voicemon.store import Client
 from voicemon.windows import DAY_MS, utc
@@ -62,48 +60,6 @@ def check_range(period: str, start_ms: int, end_ms: int) -> None:
     if end_ms - start_ms > MAX_RANGE_MS[period]:
         hint = "use period=daily" if period == HOURLY else "narrow the range"
         raise QueryError(f"range: longer than {MAX_RANGE_MS[period] // DAY_MS} days; {hint}")
-
-
-def rows_of(client: Client, sql: str, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The rows of one query as dicts keyed by column name."""
-    result = client.query(sql, parameters=dict(parameters))
-    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
-
-
-def merged_rows(
-    client: Client,
-    period_type: str,
-    start_ms: int,
-    end_ms: int,
-    organization_id: str | None = None,
-    *,
-    artifacts: bool = True,
-    stages: bool = True,
-) -> tuple[dict[str, ArtifactMetrics], dict[tuple[str, str], StageMetrics]]:
-    """Snapshots of ``period_type`` with period_start in [start, end], merged per scope.
-
-    Keys are organization ids ('' for the platform). With ``organization_id`` only that
-    scope is read ('' for the platform alone)."""
-    where = "" if organization_id is None else "AND organization_id = {org:String}"
-    parameters = {"period_type": period_type, "start": start_ms, "end": end_ms,
-                  "org": organization_id or ""}  # fmt: skip
-    merged_artifacts = {
-        row["organization_id"]: artifact_metrics(row, exact=False)
-        for row in (
-            rows_of(client, MERGED_SNAPSHOT_SQL.replace("{where}", where), parameters)
-            if artifacts
-            else []
-        )
-    }
-    merged_stages = {
-        (row["organization_id"], row["stage"]): stage_metrics(row, exact=False)
-        for row in (
-            rows_of(client, MERGED_STAGE_SQL.replace("{where}", where), parameters)
-            if stages
-            else []
-        )
-    }
-    return merged_artifacts, merged_stages
 
 
 def ranked_organizations(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aggregators import queries
+from aggregators.snapshot_reads import merged_rows, rows_of
 from aggregators.snapshot_rows import (
     DAILY,
     HOURLY,
@@ -32,7 +32,7 @@ def compute_hour(
     client: Client, hour_ms: int, stages: Sequence[str], version: int, computed_at_ms: int
 ) -> SnapshotSet:
     """The rows of hour ``hour_ms`` from its raw events (one query)."""
-    rows = queries.rows_of(client, HOUR_SQL, {"start": hour_ms, "end": hour_ms + HOUR_MS})
+    rows = rows_of(client, HOUR_SQL, {"start": hour_ms, "end": hour_ms + HOUR_MS})
     artifacts: dict[str, ArtifactMetrics] = {}
     stage_rows: dict[tuple[str, str], StageMetrics] = {}
     for row in rows:
@@ -53,7 +53,7 @@ def compute_day(
 ) -> SnapshotSet:
     """The rows of day ``day_ms`` merged from its 24 hourly rows (two queries)."""
     last_hour = day_ms + DAY_MS - HOUR_MS
-    artifacts, stage_rows = queries.merged_rows(client, HOURLY, day_ms, last_hour)
+    artifacts, stage_rows = merged_rows(client, HOURLY, day_ms, last_hour)
     return snapshot_rows(
         DAILY, day_ms, DAY_MS, artifacts, stage_rows, stages, version, computed_at_ms
     )

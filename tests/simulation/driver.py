@@ -38,7 +38,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 import consumers.ingest
-from aggregators import queries
+from aggregators import queries, snapshot_reads
 from aggregators.closer import CloserConfig, WindowCloser
 from aggregators.realtime import read_realtime
 from aggregators.window_state import Pointers, WindowState
@@ -707,13 +707,13 @@ class Driver:
         return oracle.TICK_MS + successor + oracle.DEBOUNCE_MS
 
     def _snapshot_rows(self) -> dict[tuple[str, str, int], dict[str, Any]]:
-        found = queries.rows_of(
+        found = snapshot_reads.rows_of(
             self.store,
             "SELECT *, toUnixTimestamp(period_start) * 1000 AS start_ms "
             "FROM voicemon.snapshots_latest",
             {},
         )
-        stage_rows = queries.rows_of(
+        stage_rows = snapshot_reads.rows_of(
             self.store,
             "SELECT *, toUnixTimestamp(period_start) * 1000 AS "
             "start_ms FROM voicemon.stage_snapshots_latest",

@@ -3,7 +3,7 @@
 Once a chunk's rows are written, each partition's watermark (the newest ``occurred_at``
 written there) rises, and an hour the closer already closed that got events is queued for
 it again (those events are late). One Lua script, atomic; the closer's side of the same keys
-is ``aggregators.window_state``.
+is ``aggregators.closing.window_state``.
 """
 
 from __future__ import annotations

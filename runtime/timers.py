@@ -9,7 +9,7 @@ import time
 from datetime import UTC
 from typing import TYPE_CHECKING
 
-from aggregators import retention
+from aggregators.closing import retention
 from consumers.app import WorkerApp
 from consumers.counter_rebuild import rebuild_if_lost
 from consumers.ingest_agent import IngestProgress

@@ -13,11 +13,11 @@ from typing import Any
 
 import faust
 
-from aggregators.api import create_app
-from aggregators.closer import WindowCloser, build_closer
-from aggregators.directory_agent import add_directory_agent
-from aggregators.serve import server
-from aggregators.window_state import WindowState
+from aggregators.closing.closer import WindowCloser, build_closer
+from aggregators.closing.window_state import WindowState
+from aggregators.directory.agent import add_directory_agent
+from aggregators.query.api import create_app
+from aggregators.query.serve import server
 from consumers.app import WorkerApp, build_app
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest

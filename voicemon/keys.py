@@ -22,7 +22,7 @@ def scope_tag(organization_id: str | None) -> str:
 def rolling_counter(organization_id: str | None, minute: int) -> str:
     """The counters of one scope for one event-time minute (``minute`` = epoch ms // 60000):
     a sorted set whose members are the counter fields and whose scores are their values, so
-    that one ``ZUNION`` sums a window on the server (``aggregators.realtime``)."""
+    that one ``ZUNION`` sums a window on the server (``aggregators.query.realtime``)."""
     return f"{PREFIX}:rz:{scope_tag(organization_id)}:{minute}"
 
 

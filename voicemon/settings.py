@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     close_grace_seconds: int = Field(default=1800, ge=0)
     late_debounce_seconds: float = Field(default=5.0, ge=0)
 
-    # API tokens (aggregators/auth.py). Keys: VOICEMON_JWT_SECRET (one key, tokens without a
+    # API tokens (aggregators/query/auth.py). Keys: VOICEMON_JWT_SECRET (one key, tokens without a
     # kid) and/or VOICEMON_JWT_KEYS, a JSON object {kid: secret}; every key verifies, the kid
     # in a token's header picks one; `token create` signs with VOICEMON_JWT_SIGNING_KEY_ID.
     # Or VOICEMON_JWT_JWKS_URL: verify against an OIDC provider's published keys instead.

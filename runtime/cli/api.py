@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from aggregators.auth import TokenError, mint_for, shared_keys
+from aggregators.query.auth import TokenError, mint_for, shared_keys
 from runtime.cli.common import duration_s, fail, open_store, settings
 from voicemon import redis_client
 from voicemon.logs import configure_logging
@@ -22,8 +22,8 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
 ) -> None:
     """Serve the query API (use a ClickHouse server DSN to run it beside workers)."""
-    from aggregators.api import create_app  # FastAPI is heavy: imported by this command only
-    from aggregators.serve import server
+    from aggregators.query.api import create_app  # FastAPI is heavy: imported by this command only
+    from aggregators.query.serve import server
 
     config = settings()
     if not shared_keys(config) and config.jwt_jwks_url is None:

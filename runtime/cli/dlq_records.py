@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from aggregators.queries import QueryError, parse_time
+from aggregators.query.queries import QueryError, parse_time
 from runtime.cli.common import duration_s
 from voicemon.event import RejectReason
 

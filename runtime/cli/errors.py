@@ -36,8 +36,8 @@ from rich.markup import escape
 from typer import Abort, TyperException
 from typer.core import TyperGroup
 
-from aggregators.organizations import DirectoryError
-from aggregators.queries import QueryError
+from aggregators.directory.organizations import DirectoryError
+from aggregators.query.queries import QueryError
 from runtime.cli.preflight import KafkaAccessError, KafkaUnreachable
 from runtime.cli.remote import ApiError, ApiUnreachable, shown_url
 from voicemon.logs import LIBRDKAFKA_LOGGER, configure_logging, escaped_forms, secrets_of

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from aggregators import queries
-from aggregators.realtime import read_realtime
+from aggregators.query import queries
+from aggregators.query.realtime import read_realtime
 from runtime.cli import preflight
 from runtime.cli.common import open_store, settings
 from runtime.cli.remote import Api

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Group
 
-from aggregators.queries import MAX_ORGANIZATIONS
+from aggregators.query.queries import MAX_ORGANIZATIONS
 from runtime.cli import tables
 from runtime.cli.common import AsJson, console, fail, print_json
 from runtime.cli.live import watch_in_place, watch_json_lines

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from aggregators import organizations
+from aggregators.directory import organizations
 from runtime.cli.common import console, fail, open_store, settings
 from runtime.cli.preflight import check_kafka
 from voicemon import store, store_migrations

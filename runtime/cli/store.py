@@ -12,10 +12,11 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress
 
-from aggregators import queries, retention
-from aggregators.closer import WindowCloser, build_closer
-from aggregators.replay import replay as run_replay
-from aggregators.window_state import WindowState
+from aggregators.closing import retention
+from aggregators.closing.closer import WindowCloser, build_closer
+from aggregators.closing.recompute import recompute
+from aggregators.closing.window_state import WindowState
+from aggregators.query import queries
 from runtime.cli.common import AsJson, console, fail, open_resources, open_store, settings
 from runtime.cli.preflight import check_kafka, require_redis
 from voicemon import store, store_migrations
@@ -122,17 +123,17 @@ def replay(
         fail("--from must not be after --to")
     closer, state, client = _closer()
     with Progress(console=console) as progress:
-        task = progress.add_task("replaying windows", total=None)
+        task = progress.add_task("recomputing windows", total=None)
 
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
         now_ms = int(time.time() * 1000)
         report = asyncio.run(
-            run_replay(closer.unfenced(), state, client, start_ms, end_ms, now_ms, advance)
+            recompute(closer.unfenced(), state, client, start_ms, end_ms, now_ms, advance)
         )
     console.print(
-        f"replayed {len(report.windows)} window(s): {report.changed} row(s) changed, "
+        f"recomputed {len(report.windows)} window(s): {report.changed} row(s) changed, "
         f"{report.unchanged} unchanged, {report.added} new"
     )
     for window, why in report.kept.items():

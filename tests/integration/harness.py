@@ -29,7 +29,7 @@ from confluent_kafka import (
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from aggregators.realtime import read_realtime
+from aggregators.query.realtime import read_realtime
 from consumers.batch import BatchOutcome, Message
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest

@@ -14,9 +14,10 @@ from pydantic import SecretStr
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from aggregators import organizations, snapshots
-from aggregators.api import create_app
-from aggregators.auth import mint
+from aggregators.closing import snapshots
+from aggregators.directory import organizations
+from aggregators.query.api import create_app
+from aggregators.query.auth import mint
 from aggregators.snapshot_rows import EMPTY_ARTIFACTS, artifact_metrics, snapshot_rows
 from voicemon import keys
 from voicemon.settings import DEFAULT_STAGES, Settings

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from redis.asyncio import Redis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from aggregators.api import create_app
-from aggregators.auth import mint
-from aggregators.serve import server
+from aggregators.query.api import create_app
+from aggregators.query.auth import mint
+from aggregators.query.serve import server
 from tests.integration.harness import free_port
 from voicemon.settings import Settings
 from voicemon.store import Client

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from redis import Redis
 
-from aggregators.auth import mint
+from aggregators.query.auth import mint
 from tests.integration.harness import free_port
 from voicemon import keys
 from voicemon.settings import Settings
@@ -39,7 +39,8 @@ STAGES = ("transcription", "claims_extraction", "entity_resolution", "draft_gene
 
 def seed_store(path: str, first_hour_ms: int, hours: int) -> None:
     """Snapshots of ``hours`` hours (platform, two organizations, every stage) and names."""
-    from aggregators import organizations, snapshots
+    from aggregators.closing import snapshots
+    from aggregators.directory import organizations
     from aggregators.snapshot_rows import (
         EMPTY_ARTIFACTS,
         EMPTY_STAGE,

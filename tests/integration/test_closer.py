@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 import pytest
 from redis.asyncio import Redis
 
-from aggregators import retention, snapshots
-from aggregators.closer import CloserConfig, WindowCloser, initial_pointers
-from aggregators.replay import replay
+from aggregators.closing import retention, snapshots
+from aggregators.closing.closer import CloserConfig, WindowCloser, initial_pointers
+from aggregators.closing.recompute import recompute
+from aggregators.closing.window_state import WindowState
 from aggregators.snapshot_rows import snapshot_rows
-from aggregators.window_state import WindowState
 from consumers.raw_writer import RawWriter
 from consumers.rows import Position, RawRow
 from consumers.store_progress import StoreProgress
@@ -257,9 +257,9 @@ def test_replay_recomputes_closed_windows_idempotently(
         c = closer(state, clean_store, clock, max_windows_per_tick=100)
         while (await c.tick()).emitted:
             pass
-        first = await replay(c, state, clean_store, hour, hour + HOUR_MS, clock.ms)
+        first = await recompute(c, state, clean_store, hour, hour + HOUR_MS, clock.ms)
         write_event(clean_store, "r2", hour + 2, 2)  # a row the closer never heard of
-        second = await replay(c, state, clean_store, hour, hour + HOUR_MS, clock.ms)
+        second = await recompute(c, state, clean_store, hour, hour + HOUR_MS, clock.ms)
         return first, second
 
     first, second = run(redis_url, scenario)

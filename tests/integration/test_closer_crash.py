@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from aggregators.closer import CloserConfig, WindowCloser
-from aggregators.window_state import Pointers, Unpublished, WindowState
+from aggregators.closing.closer import CloserConfig, WindowCloser
+from aggregators.closing.window_state import Pointers, Unpublished, WindowState
 from consumers.raw_writer import RawWriter
 from consumers.rows import Position, RawRow
 from tests.integration.test_closer import GRACE_MS, PARTITIONS, Clock, redis_url, run

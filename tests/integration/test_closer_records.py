@@ -16,16 +16,16 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from prometheus_client import REGISTRY
 
-from aggregators import snapshots
-from aggregators.closer import (
+from aggregators.closing import snapshots
+from aggregators.closing.closer import (
     CloserConfig,
     CloserError,
     WindowCloser,
     build_closer,
     snapshot_messages,
 )
+from aggregators.closing.window_state import WindowState
 from aggregators.snapshot_rows import RECORD_OVERHEAD_BYTES, worst_case_record_bytes
-from aggregators.window_state import WindowState
 from consumers.raw_writer import RawWriter
 from consumers.rows import Position, RawRow
 from tests.integration.test_closer import GRACE_MS, PARTITIONS, Clock, redis_url, run

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from aggregators import retention
-from aggregators.replay import ReplayReport, replay
-from aggregators.window_state import WindowState
+from aggregators.closing import retention
+from aggregators.closing.recompute import RecomputeReport, recompute
+from aggregators.closing.window_state import WindowState
 from consumers.raw_writer import RawWriter
 from consumers.rows import Position, RawRow
 from tests.integration.test_closer import GRACE_MS, Clock, State, closer, redis_url, run
@@ -63,12 +63,12 @@ def test_replay_keeps_a_day_whose_hourly_rows_are_past_their_retention(
     write_events(clean_store, "d", range(day, day + DAY_MS, HOUR_MS), 10)  # 240 events
     clock = Clock(day + DAY_MS + 90 * 60_000 + 1)  # the day closes at D + 1 d + 1h30m
 
-    async def scenario(state: State) -> tuple[dict[str, Any], ReplayReport]:
+    async def scenario(state: State) -> tuple[dict[str, Any], RecomputeReport]:
         c = await close_all(state, clean_store, clock)
         closed = latest(clean_store, "daily", day)
         clock.ms = day + HOURLY_EDGE_MS + past_edge_ms
         retention.run(clean_store, clock.ms)  # the hourly rows the 7-day retention drops
-        report = await replay(c, state, clean_store, day, day + DAY_MS - 1, clock.ms)
+        report = await recompute(c, state, clean_store, day, day + DAY_MS - 1, clock.ms)
         return closed, report
 
     closed, report = run(redis_url, scenario)
@@ -98,11 +98,11 @@ def test_replay_keeps_an_hour_whose_raw_events_may_be_partly_gone(
     write_events(clean_store, "h", range(hour, hour + 1, HOUR_MS), 10)
     clock = Clock(hour + HOUR_MS + GRACE_MS + 1)
 
-    async def scenario(state: State) -> tuple[dict[str, Any], ReplayReport]:
+    async def scenario(state: State) -> tuple[dict[str, Any], RecomputeReport]:
         c = await close_all(state, clean_store, clock)
         closed = latest(clean_store, "hourly", hour)
         clock.ms = hour + RAW_EDGE_MS + past_edge_ms
-        return closed, await replay(c, state, clean_store, hour, hour, clock.ms)
+        return closed, await recompute(c, state, clean_store, hour, hour, clock.ms)
 
     closed, report = run(redis_url, scenario)
     after = latest(clean_store, "hourly", hour)

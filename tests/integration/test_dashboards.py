@@ -24,9 +24,9 @@ import pytest
 import yaml
 from redis.asyncio import Redis as AsyncRedis
 
-from aggregators.auth import mint
-from aggregators.closer import build_closer
-from aggregators.window_state import WindowState
+from aggregators.closing.closer import build_closer
+from aggregators.closing.window_state import WindowState
+from aggregators.query.auth import mint
 from consumers.raw_writer import RawWriter
 from consumers.rows import Position, RawRow
 from tests.integration.harness import Pipeline, free_port

@@ -31,8 +31,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis as AsyncRedis
 
-from aggregators.closer import TickReport, build_closer
-from aggregators.window_state import WindowState
+from aggregators.closing.closer import TickReport, build_closer
+from aggregators.closing.window_state import WindowState
 from consumers.dead_letters import DeadLetters
 from consumers.decode import RejectedPayload
 from consumers.letters import ENVELOPE_BYTES, DeadLetter

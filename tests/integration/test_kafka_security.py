@@ -21,7 +21,7 @@ import orjson
 import pytest
 from redis import Redis
 
-from aggregators.realtime import read_realtime
+from aggregators.query.realtime import read_realtime
 from tests.integration.harness import free_port
 from voicemon.devtools.localstack import LocalStack, kafka_endpoint
 from voicemon.devtools.secure_broker import SecureBroker, make_tls_files

@@ -1,4 +1,4 @@
-"""The real-time read (aggregators/realtime.py) sums a scope's buckets on the Redis server, in
+"""The real-time read (aggregators/query/realtime.py) sums a scope's buckets on the Redis server, in
 one ``ZUNION``: its view must be the one the client-side sum of the same buckets gives
 (``client_side``), counts exactly, float sums to the last bits of their
 order, for values written as ingest writes them (``ZINCRBY``)."""
@@ -21,7 +21,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncCluster
 from redis.cluster import RedisCluster
 
-from aggregators.realtime import bucket_keys, read_realtime, read_realtime_async
+from aggregators.query.realtime import bucket_keys, read_realtime, read_realtime_async
 from consumers.rolling_counters import _TAKE_BACK, RollingCounters, packed_buckets
 from tests.integration.redis_topology import redis_cluster
 from voicemon import keys

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
-from aggregators.realtime import read_realtime
+from aggregators.query.realtime import read_realtime
 from tests import reference
 from tests.integration.harness import Pipeline
 from tests.integration.redis_topology import redis_cluster, sentinel_group

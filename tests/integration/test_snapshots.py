@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregators import snapshots
+from aggregators.closing import snapshots
 from aggregators.snapshot_rows import SnapshotSet
 from consumers.raw_writer import RawWriter
 from consumers.rows import Position, RawRow

@@ -28,7 +28,7 @@ What runs:
    real-time view counts exactly that one event.
 4. A watcher thread in this process (not the generator's, so that reading never delays
    publishing) reads each pending probe's organization with
-   ``aggregators.realtime.read_realtime`` - the read behind ``GET /v1/metrics/realtime`` and
+   ``aggregators.query.realtime.read_realtime`` - the read behind ``GET /v1/metrics/realtime`` and
    ``voicemon metrics realtime`` - once a round, a round every ``--poll-ms``, until the
    view's ``artifacts_received`` is 1. Reads are capped at ``--max-reads-per-s`` (each costs
    ~0.25 ms of CPU; uncapped, a watcher of many pending probes would starve the worker it
@@ -78,7 +78,7 @@ import orjson
 from confluent_kafka.admin import AdminClient
 from redis import Redis
 
-from aggregators.realtime import read_realtime
+from aggregators.query.realtime import read_realtime
 from tests.perf.ingest import (
     ROOT,
     BenchError,

@@ -85,7 +85,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from redis import Redis
 
-from aggregators.realtime import read_realtime
+from aggregators.query.realtime import read_realtime
 from tests.perf.peer_venv import PEER_SCRIPT, PeerVenvError, ensure_peer_venv
 from tests.perf.redis_topologies import (
     TOPOLOGIES,
@@ -415,7 +415,7 @@ Counts = dict[str, Any]  # the counters of a real-time view, as ``realtime_count
 
 
 def realtime_counts(view: dict[str, Any]) -> Counts:
-    """The event counters of a real-time view (``aggregators.realtime.read_realtime``)."""
+    """The event counters of a real-time view (``aggregators.query.realtime.read_realtime``)."""
     names = ("artifacts_received", "artifacts_completed", "artifacts_failed")
     return {name: view[name] for name in names} | {
         stage: {k: row[k] for k in ("started", "completed", "failed")}

@@ -31,9 +31,9 @@ For each number of organizations and of events in the window, it times ``--reads
 after ``--warmup`` untimed ones (the warm-up reads and 50 of the timed ones are checked
 against the written totals, event count included):
 
-- ``python``: ``aggregators.realtime.read_realtime`` with a sync redis-py client (hiredis);
-- ``http``: ``GET /v1/metrics/realtime`` with a staff token from ``aggregators.auth.mint``,
-  one keep-alive httpx connection, against the app of ``aggregators.api.create_app`` served
+- ``python``: ``aggregators.query.realtime.read_realtime`` with a sync redis-py client (hiredis);
+- ``http``: ``GET /v1/metrics/realtime`` with a staff token from ``aggregators.query.auth.mint``,
+  one keep-alive httpx connection, against the app of ``aggregators.query.api.create_app`` served
   by uvicorn (as ``voicemon api`` does: uvloop, httptools) in a subprocess on a loopback
   port, with its own chDB store in a temporary directory. ``server mean`` is the app's own
   ``voicemon_api_request_seconds`` (routing, auth, the read, the response model), the
@@ -68,8 +68,8 @@ import httpx
 import orjson
 from redis import Redis
 
-from aggregators.auth import mint
-from aggregators.realtime import _WINDOW_TOTALS, _Read, read_realtime
+from aggregators.query.auth import mint
+from aggregators.query.realtime import _WINDOW_TOTALS, _Read, read_realtime
 from tests.perf.redis_topologies import TOPOLOGIES, RedisTopology, TopologyError, single
 from tests.perf.redis_topologies import cluster as start_cluster
 from tests.perf.snapshots import busy_jobs, machine, revision, wait_quiet
@@ -181,8 +181,8 @@ def events_in(result: dict[str, Any]) -> int:
 def serve(port: int, redis_url: str, store_dir: str, cluster: bool) -> None:
     """The query API on 127.0.0.1:``port`` (the subprocess the benchmark starts), its Redis
     client opened as ``voicemon api`` opens it (a cluster client on a cluster)."""
-    from aggregators.api import create_app
-    from aggregators.serve import server
+    from aggregators.query.api import create_app
+    from aggregators.query.serve import server
     from voicemon.redis_client import open_async
     from voicemon.store import connect
     from voicemon.store_migrations import migrate

@@ -53,7 +53,8 @@ from typing import Any
 
 import orjson
 
-from aggregators import queries, snapshots
+from aggregators.closing import snapshots
+from aggregators.query import queries
 from aggregators.snapshot_rows import DAILY, HOURLY, SnapshotSet
 from consumers.raw_writer import SCHEMA, TABLE
 from voicemon import windows

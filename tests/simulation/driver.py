@@ -38,10 +38,11 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 import consumers.ingest
-from aggregators import queries, snapshot_reads
-from aggregators.closer import CloserConfig, WindowCloser
-from aggregators.realtime import read_realtime
-from aggregators.window_state import Pointers, WindowState
+from aggregators import snapshot_reads
+from aggregators.closing.closer import CloserConfig, WindowCloser
+from aggregators.closing.window_state import Pointers, WindowState
+from aggregators.query import queries
+from aggregators.query.realtime import read_realtime
 from consumers.batch import Message
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Counted, Ingest

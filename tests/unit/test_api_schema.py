@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from aggregators.api import UTC_Z, create_app
+from aggregators.query.api import UTC_Z, create_app
 from voicemon.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""aggregators/auth.py: keys that rotate (a kid picks one of several), issuer and audience
+"""aggregators/query/auth.py: keys that rotate (a kid picks one of several), issuer and audience
 checked, a longest lifetime per kind of token (at the edge and on both sides), and an OIDC
 provider's JWKS (served over real HTTP from this process) instead of shared secrets."""
 
@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
-from aggregators.auth import (
+from aggregators.query.auth import (
     NO_KID,
     TokenError,
     TokenRules,

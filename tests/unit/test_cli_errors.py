@@ -11,7 +11,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from typer.testing import CliRunner
 
-from aggregators.queries import QueryError
+from aggregators.query.queries import QueryError
 from runtime.cli import app
 from runtime.cli.errors import (
     Addresses,

@@ -159,7 +159,7 @@ def test_importing_the_producer_loads_neither_faust_nor_chdb() -> None:
 
 
 def test_importing_the_api_and_the_cli_loads_neither_faust_nor_chdb() -> None:
-    loaded = _loaded_after("aggregators.api, aggregators.serve, runtime.cli")
+    loaded = _loaded_after("aggregators.query.api, aggregators.query.serve, runtime.cli")
     assert {"fastapi", "uvicorn", "clickhouse_connect"} <= loaded
     assert not loaded & {"faust", "mode", "chdb", "aiokafka"}
 

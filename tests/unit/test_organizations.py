@@ -1,4 +1,4 @@
-"""The organization directory's pure parts (aggregators/organizations.py): topic records
+"""The organization directory's pure parts (aggregators/directory/organizations.py): topic records
 and CSV imports."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregators.organizations import DirectoryError, directory_record, read_csv
+from aggregators.directory.organizations import DirectoryError, directory_record, read_csv
 
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
 valid_ids = st.text(alphabet=ID_ALPHABET, min_size=1, max_size=128)

@@ -1,4 +1,4 @@
-"""The real-time read's reply (aggregators/realtime.py, ``_WINDOW_TOTALS``): field, total,
+"""The real-time read's reply (aggregators/query/realtime.py, ``_WINDOW_TOTALS``): field, total,
 field, ..., each total as the text Redis writes a double in a reply (``%.17g`` on 7.0, the
 shortest round trip on 7.2+), read back as the very double."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregators.realtime import _Read
+from aggregators.query.realtime import _Read
 
 READ = _Read.at("acme", ("transcription",), 1_764_288_030_000)
 

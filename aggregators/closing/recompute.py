@@ -14,16 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregators.closer import NotPublished, WindowCloser
+from aggregators.closing.closer import NotPublished, WindowCloser
+from aggregators.closing.window_state import WindowState
 from aggregators.snapshot_rows import COMPARED_COLUMNS, DAILY, HOURLY
-from aggregators.window_state import WindowState
 from voicemon import windows
 from voicemon.store import Client
 from voicemon.windows import DAY_MS, HOUR_MS
 
 
 @dataclass(slots=True)
-class ReplayReport:
+class RecomputeReport:
     windows: list[str] = field(default_factory=list)
     unchanged: int = 0
     changed: int = 0
@@ -74,7 +74,7 @@ def _latest(
     return {(row[0], row[1]): tuple(row) for row in result.result_rows}
 
 
-async def replay(
+async def recompute(
     closer: WindowCloser,
     state: WindowState,
     store: Client,
@@ -82,9 +82,9 @@ async def replay(
     end_ms: int,
     now_ms: int,
     on_window: Callable[[int, int], None] = lambda done, total: None,
-) -> ReplayReport:
+) -> RecomputeReport:
     planned = await plan(closer, state, start_ms, end_ms, now_ms)
-    report = ReplayReport(kept=planned.kept)
+    report = RecomputeReport(kept=planned.kept)
     for done, (period_type, window_start) in enumerate(planned.recompute, start=1):
         before = await asyncio.to_thread(_latest, store, period_type, window_start)
         label = _label(period_type, window_start)

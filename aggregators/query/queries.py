@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from aggregators import organizations as directory
+from aggregators.directory import organizations as directory
 from aggregators.snapshot_reads import merged_rows, rows_of
 from aggregators.snapshot_rows import (
     DAILY,

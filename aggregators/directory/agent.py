@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from aggregators import organizations
+from aggregators.directory import organizations
 from voicemon import telemetry
 from voicemon.health import Outage, until_done
 from voicemon.store import Client

@@ -21,10 +21,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, create_model
 from redis.exceptions import RedisError
 
-from aggregators import queries, snapshot_rows
-from aggregators.auth import Forbidden, Principal, Unauthorized, Verifier, authorize
-from aggregators.auth import require_staff as _require_staff
-from aggregators.realtime import read_realtime_async
+from aggregators import snapshot_rows
+from aggregators.query import queries
+from aggregators.query.auth import Forbidden, Principal, Unauthorized, Verifier, authorize
+from aggregators.query.auth import require_staff as _require_staff
+from aggregators.query.realtime import read_realtime_async
 from aggregators.snapshot_rows import SKETCHES
 from voicemon import health, telemetry
 from voicemon.event import OrganizationId

@@ -29,7 +29,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from aggregators import snapshots
+from aggregators.closing import snapshots
+from aggregators.closing.window_state import Pointers, Unpublished, WindowState, window_member
 from aggregators.snapshot_rows import (
     DAILY,
     HOURLY,
@@ -39,7 +40,6 @@ from aggregators.snapshot_rows import (
     message,
     worst_case_record_bytes,
 )
-from aggregators.window_state import Pointers, Unpublished, WindowState, window_member
 from voicemon import keys, telemetry, topics, windows
 from voicemon.event import RAW_RETENTION_MS
 from voicemon.kafka_client import confluent_security

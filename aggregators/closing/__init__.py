@@ -1,0 +1,1 @@
+"""Window closing: the closer, its Redis state, snapshots, recompute and retention."""

@@ -1,0 +1,1 @@
+"""The organization directory: the voice.organizations topic into voicemon.organizations."""

@@ -251,6 +251,10 @@ redis.call('DEL', KEYS[2])
 """
 
 Call = tuple[AsyncScript, list[str], list[Any]]
+# Script calls one chunk keeps in flight on a Redis Cluster at once: the cluster client opens a
+# connection per call in flight and refuses (MaxConnectionsError, no waiting) past its limit
+# per node, 100 by default, shared with the worker's other Redis work.
+CLUSTER_CALLS_IN_FLIGHT = 32
 MARKED_NOW = ""  # RollingCounters.claim's answer for an event it marked (never a position)
 
 
@@ -337,6 +341,7 @@ class RollingCounters:
         self._replace = redis.register_script(_REPLACE)
         self._sentinel = redis.register_script(_SENTINEL)
         self._shards: dict[int, int] = {}  # generation -> shard count, once known
+        self._in_flight = asyncio.Semaphore(CLUSTER_CALLS_IN_FLIGHT)
 
     async def shard_counts(self, now_ms: int, *, writing: bool) -> dict[int, int]:
         """Shard count of each generation that has markers, the current one first; with
@@ -466,7 +471,9 @@ class RollingCounters:
 
     async def _run(self, calls: Sequence[Call]) -> list[Any]:
         """Run script calls at once: pipelined on one primary (one round trip), concurrently
-        on a Redis Cluster (whose client pipelines no scripts). A script the node does not know
+        on a Redis Cluster (whose client pipelines no scripts), at most
+        ``CLUSTER_CALLS_IN_FLIGHT`` at a time (a chunk holds one call per organization in
+        it, and the client refuses calls past its connections). A script the node does not know
         yet (a new or failed-over primary) is loaded and its calls run again."""
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
@@ -490,7 +497,12 @@ class RollingCounters:
     async def _send(self, calls: Sequence[Call]) -> list[Any]:
         if isinstance(self._redis, RedisCluster):
             cluster = self._redis
-            sent = (cluster.evalsha(s.sha, len(k), *k, *a) for s, k, a in calls)
+
+            async def send(script: AsyncScript, keys_: list[Any], args: list[Any]) -> Any:
+                async with self._in_flight:
+                    return await cluster.evalsha(script.sha, len(keys_), *keys_, *args)
+
+            sent = (send(*call) for call in calls)
             return list(await asyncio.gather(*sent, return_exceptions=True))
         pipe = self._redis.pipeline(transaction=False)
         for script, keys_, args in calls:

@@ -4,6 +4,7 @@ real one, in its own process."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from pathlib import Path
@@ -14,17 +15,26 @@ from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from aggregators.query.realtime import read_realtime
+from consumers.rolling_counters import CLUSTER_CALLS_IN_FLIGHT, RollingCounters
+from consumers.rows import Position, RawRow
 from tests import reference
 from tests.integration.harness import Pipeline
 from tests.integration.redis_topology import redis_cluster, sentinel_group
 from tests.integration.test_ingest import raw_counts, realtime_counts, reference_counts
 from voicemon import keys, redis_client
 from voicemon.devtools.loadgen import LoadMix
+from voicemon.event import PipelineEvent, validate_event
 from voicemon.settings import Settings
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def accepted(body: dict[str, Any], now: int) -> PipelineEvent:
+    event = validate_event(body, now_ms=now, stages=frozenset())
+    assert isinstance(event, PipelineEvent), event
+    return event
 
 
 def stream(pipeline: Pipeline, items_count: int, seed: int) -> tuple[list[dict[str, Any]], int]:
@@ -107,6 +117,38 @@ def test_ingest_on_a_redis_cluster_matches_the_reference(
         per_node = [node.client().dbsize() for node in cluster.nodes]
         assert all(size > keys.SEEN_GROUPS // 3 for size in per_node), per_node
         assert_exact(pipeline, events, malformed)
+
+
+@pytest.mark.parametrize("organizations", [CLUSTER_CALLS_IN_FLIGHT, 600])
+def test_a_chunk_of_many_organizations_is_counted_on_a_cluster(
+    tmp_path: Path, organizations: int
+) -> None:
+    """One increments call per organization in a chunk: sent all at once, 600 of them were
+    refused by the cluster client (MaxConnectionsError: 100 connections per node), on every
+    retry, and ingest stalled. In flight at most ``CLUSTER_CALLS_IN_FLIGHT`` now. (A burst of
+    calls as a new cluster client's very first commands may fail in redis-py 8.1 while it
+    sets up: AttributeError on a connection's writer; the batch is then retried.)"""
+    now = now_ms()
+    rows = [RawRow(accepted({"event_id": f"e{i}", "event_type": "artifact_received",
+                             "occurred_at": now - 1000, "artifact_id": f"a{i}",
+                             "organization_id": f"org-{i}"}, now), Position(0, i, 0))
+            for i in range(organizations)]  # fmt: skip
+    with redis_cluster(tmp_path / "cluster", appendfsync=None) as cluster:
+        settings = Settings(redis_url=SecretStr(cluster.url), redis_cluster=True)
+
+        async def count() -> None:
+            client = redis_client.open_async(settings)
+            try:
+                await client.ping()  # as the worker's first calls do (see the note below)
+                await RollingCounters(client).add(rows, now)
+            finally:
+                await client.aclose()
+
+        asyncio.run(count())
+        with redis_client.open_sync(settings) as client:
+            assert read_realtime(client, None, (), now)["artifacts_received"] == organizations
+            for i in (0, organizations - 1):
+                assert read_realtime(client, f"org-{i}", (), now)["artifacts_received"] == 1
 
 
 def test_a_cluster_node_killed_and_restarted_mid_stream_ends_exact(

@@ -11,8 +11,8 @@ a failover looks to voicemon like a short outage.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -24,6 +24,8 @@ from redis.sentinel import Sentinel
 
 from voicemon import keys
 from voicemon.settings import Settings
+
+T = TypeVar("T")
 
 TIMEOUT_S = 10.0
 
@@ -123,7 +125,7 @@ class Replication:
         if not self.enabled:
             return ()
         targets = await self._targets()
-        return tuple(await asyncio.gather(*(_replication_id(c) for c, _ in targets)))
+        return tuple(await self._on_primaries(_replication_id(c) for c, _ in targets))
 
     async def confirm(self, primaries: Primaries) -> None:
         """Return once every write acknowledged so far is on ``replicas`` replicas, on the
@@ -132,14 +134,7 @@ class Replication:
         if not self.enabled:
             return
         targets = await self._targets()
-        try:
-            found = await asyncio.gather(*(self._wait(c, key) for c, key in targets))
-        except redis.exceptions.AskError as error:  # MovedError too: a reshard moved a slot
-            await self._close_nodes()
-            if isinstance(self._client, AsyncCluster):  # reread the slot map for the retry
-                await self._client.nodes_manager.initialize()
-            moved = f"a Redis Cluster slot moved during the batch: {error}"
-            raise ReplicationError(moved) from error
+        found = await self._on_primaries(self._wait(c, key) for c, key in targets)
         if tuple(replid for replid, _ in found) != primaries:
             raise ReplicationError("the Redis primary changed during the batch (a failover)")
         acknowledged = min(count for _, count in found)
@@ -148,6 +143,22 @@ class Replication:
                 f"Redis writes reached {acknowledged} replica(s) within "
                 f"{self._timeout_ms} ms, fewer than VOICEMON_REDIS_WAIT_REPLICAS={self._replicas}"
             )
+
+    async def _on_primaries(self, calls: Iterable[Awaitable[T]]) -> list[T]:
+        """``calls``, one per primary, at once. On a Redis Cluster, a slot that moved (a
+        reshard) or a primary gone (a failover, its replica promoted) drops the per-primary
+        clients and rereads the slot map, so that the batch's retry finds the primaries of
+        now; the per-primary clients see nothing of the cluster client's own redirections."""
+        try:
+            return list(await asyncio.gather(*calls))
+        except (redis.exceptions.AskError, redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError) as error:  # fmt: skip
+            if not isinstance(self._client, AsyncCluster):
+                raise
+            await self._close_nodes()
+            await self._client.nodes_manager.initialize()
+            changed = f"the Redis Cluster changed during the batch: {error}"
+            raise ReplicationError(changed) from error
 
     async def _targets(self) -> list[tuple[redis.asyncio.Redis | AsyncCluster, str]]:
         if isinstance(self._client, AsyncCluster):

@@ -54,6 +54,10 @@ class Node:
                 raise AssertionError(f"redis on port {self.port} did not start: see {log.name}")
             time.sleep(0.05)
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def kill(self) -> None:
         """SIGKILL: what it had not written to disk (or sent to a replica) is gone."""
         if self.process is not None and self.process.poll() is None:
@@ -162,7 +166,10 @@ class Cluster:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
     def healthy(self) -> bool:
+        """Every running node says the cluster is ok (a killed one is failed over)."""
         for node in self.nodes:
+            if not node.running:
+                continue
             try:
                 with node.client() as client:
                     info = client.execute_command("CLUSTER", "INFO")
@@ -188,13 +195,15 @@ def aof_arguments(appendfsync: str | None) -> list[str]:
 
 
 @contextmanager
-def redis_cluster(workdir: Path, *, appendfsync: str | None = "always") -> Iterator[Cluster]:
-    """Three primaries, no replicas. By default each writes every command to its AOF before
-    answering, so that a node killed and restarted comes back with every acknowledged write;
-    the benchmarks pass the AOF policy of the single primary they compare it with
-    (``aof_arguments``)."""
+def redis_cluster(
+    workdir: Path, *, appendfsync: str | None = "always", replicas: int = 0
+) -> Iterator[Cluster]:
+    """Three primaries, each with ``replicas`` replicas (none by default). By default each
+    writes every command to its AOF before answering, so that a node killed and restarted
+    comes back with every acknowledged write; the benchmarks pass the AOF policy of the single
+    primary they compare it with (``aof_arguments``)."""
     nodes = []
-    for n in range(3):
+    for n in range(3 * (1 + replicas)):
         port = free_port()
         directory = workdir / f"node-{n}"
         nodes.append(_server(port, directory, "--cluster-enabled", "yes",
@@ -208,7 +217,8 @@ def redis_cluster(workdir: Path, *, appendfsync: str | None = "always") -> Itera
             node.start()
         created = subprocess.run(
             [_binary("redis-cli"), "--cluster", "create",
-             *(f"127.0.0.1:{node.port}" for node in nodes), "--cluster-yes"],
+             *(f"127.0.0.1:{node.port}" for node in nodes),
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
             capture_output=True, timeout=60,
         )  # fmt: skip
         assert created.returncode == 0, created.stdout.decode() + created.stderr.decode()

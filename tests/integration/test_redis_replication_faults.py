@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio.cluster import RedisCluster
 
-from tests.integration.redis_topology import Cluster, redis_cluster
+from tests.integration.redis_topology import Cluster, Node, redis_cluster
 from voicemon import redis_client
 from voicemon.redis_client import Replication, ReplicationError
 from voicemon.settings import Settings
@@ -63,3 +63,45 @@ def test_a_slot_moved_under_the_wait_key_is_followed_not_a_stall(tmp_path: Path)
         seen = asyncio.run(main())
     assert [type(error) for error in seen][-1] is ReplicationError, seen
     assert "reached 0 replica(s)" in str(seen[-1]), seen  # WAIT ran again, on every primary
+
+
+def test_a_cluster_primary_failover_is_followed_not_a_stall(tmp_path: Path) -> None:
+    """A primary of a Cluster with two replicas each is SIGKILLed; a replica is promoted and
+    the other follows it, so WAIT 1 can be met again. ``Replication``'s per-primary clients
+    see nothing of the cluster client's redirections: they kept asking the dead node on every
+    retry (20 of 20 over 10 s, ConnectionError) until the worker was restarted. Now the first
+    retry refuses the batch and rereads the slot map, and the next confirms it."""
+    with redis_cluster(tmp_path, appendfsync=None, replicas=2) as cluster:
+        settings = Settings(redis_url=SecretStr(cluster.url), redis_cluster=True)
+
+        async def confirmed(replication: Replication, tries: int) -> list[BaseException]:
+            seen: list[BaseException] = []
+            for _ in range(tries):  # the worker's retries of one batch
+                try:
+                    await replication.confirm(await replication.primaries())
+                    return seen
+                except Exception as error:
+                    seen.append(error)
+                    await asyncio.sleep(0.5)
+            raise AssertionError(f"never confirmed: {seen[-3:]}")
+
+        async def main() -> list[BaseException]:
+            client = redis_client.open_async(settings)
+            try:
+                replication = Replication(client, replicas=1, timeout_ms=500)
+                await confirmed(replication, 60)  # once the replicas have synced
+                victim = next(node for node in cluster.nodes if _role(node) == "master")
+                victim.kill()
+                await asyncio.to_thread(cluster.wait_healthy)
+                return await confirmed(replication, 10)
+            finally:
+                await client.aclose()
+
+        seen = asyncio.run(main())
+    assert all(isinstance(error, ReplicationError) for error in seen), seen
+    assert len(seen) <= 2, seen
+
+
+def _role(node: Node) -> str:
+    with node.client() as client:
+        return str(client.info("replication")["role"])

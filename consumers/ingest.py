@@ -141,9 +141,12 @@ class Ingest:
             classified = await self._count_once(rows, now_ms)
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)
-        if self._replication is not None and self._counts:
-            # Replicated before the next chunk is counted: otherwise a failover could lose this
-            # chunk's count after the next one moved the applied offsets on the new primary.
+        if self._replication is not None:
+            # Counting: replicated before the next chunk is counted, or a failover could lose
+            # this chunk's count after the next one moved the applied offsets on the new
+            # primary. Following: the markers followed are on the replicas before rows are
+            # written on them, or a failover could lose them and let a copy elsewhere be
+            # counted, and stored, as the event.
             await self._replication.confirm(primaries)
         return Counted(messages, classified, rejected, now_ms, hold, primaries)
 

@@ -21,6 +21,7 @@ from consumers.publish_once import OncePublisher
 from consumers.raw_writer import SCHEMA, RawWriter
 from consumers.rolling_counters import MARKED_NOW, RollingCounters
 from consumers.rows import Position, RawRow
+from consumers.store_leases import StoreLeases
 from consumers.store_progress import StoreProgress
 from tests.integration.harness import Pipeline
 from voicemon import keys
@@ -332,3 +333,64 @@ def test_a_batch_crowding_one_marker_hash_is_counted_whole(pipeline: Pipeline) -
     generation = keys.seen_generation(at)
     hashes = [f"vm:seen:{keys.seen_tag(g)}:{generation}:0" for g in range(keys.SEEN_GROUPS)]
     assert sum(pipeline.redis.hlen(name) for name in hashes) == 4_500
+
+
+class _FailoverAtFirstConfirm(Replication):
+    """Replicas wanted; the first ``confirm`` finds that the primary failed over and that the
+    new one holds none of the writes made since the batch began (FLUSHDB: nothing the
+    counting worker wrote had reached a replica), and raises, as the real one does."""
+
+    def __init__(self, redis: AsyncRedis) -> None:
+        super().__init__(redis, replicas=1, timeout_ms=10)
+        self._redis = redis
+        self._calls = 0
+
+    async def primaries(self) -> Primaries:
+        return ("old-primary",)
+
+    async def confirm(self, primaries: Primaries) -> None:
+        self._calls += 1
+        if self._calls == 1:
+            await self._redis.flushdb()
+            raise ReplicationError("the Redis primary changed during the batch (a failover)")
+
+
+def test_a_store_worker_writes_no_row_on_markers_a_failover_lost(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
+    """A store-only worker follows a counting worker's seen-marker. If it wrote the row before
+    the marker reached a replica, a failover losing the marker let a copy of the event in
+    another partition be counted on the new primary, and stored too: two raw rows."""
+    now = now_ms()
+    value = orjson.dumps(event("dup", now - 1000))
+    first = Message(partition=0, offset=10, key=b"a", value=value, timestamp_ms=now)
+    copy = Message(partition=1, offset=20, key=b"b", value=value, timestamp_ms=now)
+
+    async def main() -> None:
+        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
+        bootstrap = pipeline.settings.kafka_bootstrap
+        dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
+
+        def ingest(counts: bool, replication: Replication | None = None) -> Ingest:
+            return Ingest(RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
+                          dead_letters=OncePublisher(redis, dlq),
+                          raw_writer=None if counts else RawWriter(clean_store), counts=counts,
+                          leases=StoreLeases(redis), replication=replication,
+                          clock=lambda: now / 1000)  # fmt: skip
+
+        try:
+            await ingest(True).count([first])  # counted; its own WAIT not returned yet
+            with pytest.raises(ReplicationError):  # the store worker meets the failover
+                await ingest(False, _FailoverAtFirstConfirm(redis)).process([first])
+            # On the new primary the copy is counted first; the retry of the first finds it.
+            await ingest(True).process([copy])
+            retried = await ingest(True).process([first])
+            assert (retried.counted, retried.duplicates) == (0, 1)
+            await ingest(False).process([first])  # the store worker's retry
+            await ingest(False).process([copy])
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
+    assert pipeline.realtime(now_ms=now)["artifacts_received"] == 1
+    assert stored_ids(clean_store) == ["dup"]

@@ -23,7 +23,7 @@ from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 from voicemon import keys
-from voicemon.settings import Settings
+from voicemon.settings import Settings, sentinel_address
 
 T = TypeVar("T")
 
@@ -52,8 +52,7 @@ def _url_options(url: str) -> dict[str, Any]:
 
 
 def sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
-    return [(host, int(port)) for host, port in
-            (item.rsplit(":", 1) for item in settings.redis_sentinels)]  # fmt: skip
+    return [sentinel_address(item) for item in settings.redis_sentinels]
 
 
 def _sentinel_options(settings: Settings, bounded: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -131,9 +132,7 @@ class Settings(BaseSettings):
     @classmethod
     def _sentinels_are_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for item in value:
-            host, _, port = item.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{item!r} is not host:port")
+            sentinel_address(item)
         return value
 
     @model_validator(mode="after")
@@ -255,3 +254,16 @@ def _database_of(url: str) -> int:
     except ValueError:
         problem = f"the database of VOICEMON_REDIS_URL is not a number: {named[0]!r}"
         raise ValueError(problem) from None
+
+
+_SENTINEL = re.compile(
+    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]+)"
+)
+
+
+def sentinel_address(item: str) -> tuple[str, int]:
+    """``host:port`` or ``[IPv6]:port`` (ASCII, as a URL writes it) -> (host, port)."""
+    found = _SENTINEL.fullmatch(item)
+    if found is None or not 0 < int(found["port"]) < 65536:
+        raise ValueError(f"{item!r} is not host:port (an IPv6 address in brackets: [::1]:26379)")
+    return found["ipv6"] or found["host"], int(found["port"])

@@ -14,6 +14,7 @@ from consumers.rolling_counters import APPLIED_TTL_MS, by_tag, scope_increments
 from consumers.rows import Position, RawRow
 from voicemon import keys, rolling
 from voicemon.event import EventType, PipelineEvent
+from voicemon.redis_client import sentinel_addresses
 from voicemon.settings import Settings
 
 NOW = 1_795_000_000_000
@@ -98,12 +99,14 @@ def test_applied_offsets_outlive_the_markers() -> None:
 def test_sentinels_are_host_port_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", "10.0.0.1:26379, sentinel-b:26380")
     assert Settings().redis_sentinels == ("10.0.0.1:26379", "sentinel-b:26380")
-    for wrong in ("10.0.0.1", "host:0", "host:65536", ":26379", "host:port"):
+    wrong_ones = ("10.0.0.1", "host:0", "host:65536", ":26379", "host:port", "host :26379",
+                  "h:\u0663", "::1:26379", "[::1]", "[host]:26379", "[::1]:", "host:+1")
+    for wrong in wrong_ones:
         monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", wrong)
         with pytest.raises(ValidationError, match="host:port"):
             Settings()
-    monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", "host:65535")
-    assert Settings().redis_sentinels == ("host:65535",)
+    monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", "host:65535,[::1]:26379,[fe80::1:2]:1")
+    assert sentinel_addresses(Settings()) == [("host", 65535), ("::1", 26379), ("fe80::1:2", 1)]
 
 
 def test_sentinels_and_a_cluster_exclude_each_other(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -99,8 +99,20 @@ def test_applied_offsets_outlive_the_markers() -> None:
 def test_sentinels_are_host_port_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", "10.0.0.1:26379, sentinel-b:26380")
     assert Settings().redis_sentinels == ("10.0.0.1:26379", "sentinel-b:26380")
-    wrong_ones = ("10.0.0.1", "host:0", "host:65536", ":26379", "host:port", "host :26379",
-                  "h:\u0663", "::1:26379", "[::1]", "[host]:26379", "[::1]:", "host:+1")
+    wrong_ones = (
+        "10.0.0.1",
+        "host:0",
+        "host:65536",
+        ":26379",
+        "host:port",
+        "host :26379",
+        "h:\u0663",
+        "::1:26379",
+        "[::1]",
+        "[host]:26379",
+        "[::1]:",
+        "host:+1",
+    )
     for wrong in wrong_ones:
         monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", wrong)
         with pytest.raises(ValidationError, match="host:port"):

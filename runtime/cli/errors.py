@@ -28,7 +28,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
@@ -119,20 +119,18 @@ def kafka_sentence(bootstrap: str, reason: str, code: int | None) -> str:
 
 def redis_reason(text: str) -> str:
     """redis-py's words for a failure, without the address it repeats."""
-    text = one_line(text)
+    text = one_line(text).split(" : <redis.", 1)[0]  # a Sentinel's words end with a client dump
     found = re.search(r"connecting to \S+?\.\s+(.+?)\.?$", text)
     return (found.group(1) if found else text.rstrip(".")) or "no reason given"
 
 
-def redis_sentence(address: str, text: str, kind: str) -> str:
-    """``kind``: ``auth``, ``connect`` or anything else (a command Redis refused)."""
+def redis_sentence(address: str, text: str, kind: str, setting: str = "VOICEMON_REDIS_URL") -> str:
+    """``kind``: ``auth``, ``connect`` or anything else (a command Redis refused);
+    ``setting``: the variable that says where Redis is."""
     if kind == "auth":
         return f"Redis at {address} refused the credentials; fix the password in VOICEMON_REDIS_URL"
     if kind == "connect":
-        return (
-            f"cannot reach Redis at {address} ({redis_reason(text)}); start it or fix "
-            "VOICEMON_REDIS_URL"
-        )
+        return f"cannot reach Redis at {address} ({redis_reason(text)}); start it or fix {setting}"
     return f"Redis at {address} refused a command ({redis_reason(text)}); check the server"
 
 
@@ -226,13 +224,19 @@ class Addresses:
     redis: str = "the configured URL"
     store_dsn: str = ""
     secrets: tuple[str, ...] = ()
+    redis_setting: str = "VOICEMON_REDIS_URL"  # the variable that says where Redis is
 
 
 def addresses(config: Settings) -> Addresses:
-    redis_url = config.redis_url.get_secret_value()
     dsn = config.clickhouse_dsn.get_secret_value()
-    shown = shown_url(redis_url)
-    return Addresses(config.kafka_bootstrap, shown, dsn, secrets_of(config))
+    redis, setting = shown_url(config.redis_url.get_secret_value()), "VOICEMON_REDIS_URL"
+    if config.redis_sentinels:
+        sentinels = ",".join(config.redis_sentinels)
+        redis = f"the primary {config.redis_sentinel_master!r} of the Sentinels {sentinels}"
+        setting = "VOICEMON_REDIS_SENTINELS"
+    elif config.redis_cluster:
+        redis = f"the Redis Cluster node {redis}"
+    return Addresses(config.kafka_bootstrap, redis, dsn, secrets_of(config), setting)
 
 
 def command_secrets(args: Sequence[str], environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -255,7 +259,8 @@ def _configured(extra_secrets: Sequence[str] = ()) -> Addresses:
     except Exception:  # the settings themselves are what failed: no address to show
         where = Addresses()
     secrets = sorted({*where.secrets, *extra_secrets}, key=len, reverse=True)
-    return Addresses(where.kafka, where.redis, where.store_dsn, tuple(secrets))
+    return Addresses(where.kafka, where.redis, where.store_dsn, tuple(secrets),
+                     where.redis_setting)  # fmt: skip
 
 
 def sentence(error: BaseException, where: Addresses) -> str:
@@ -275,13 +280,15 @@ def sentence(error: BaseException, where: Addresses) -> str:
             text = kafka_sentence(where.kafka, reason, kafka.code() if kafka is not None else None)
         case TopicsError():
             text = f"{error}; check the broker and this client's ACLs"
-        case RedisError():
+        case RedisError() | RedisClusterException():
+            # A cluster client that reaches no node raises RedisClusterException: an outage.
             kind = "auth" if isinstance(error, AuthenticationError) else (
-                "connect" if isinstance(error, RedisConnectionError | RedisTimeoutError) else ""
+                "connect" if isinstance(error, RedisConnectionError | RedisTimeoutError
+                                        | RedisClusterException) else ""
             )  # fmt: skip
             if kind != "auth" and re.search(r"NOAUTH|WRONGPASS|invalid password", str(error)):
                 kind = "auth"
-            text = redis_sentence(where.redis, str(error), kind)
+            text = redis_sentence(where.redis, str(error), kind, where.redis_setting)
         case StoreError() | ClickHouseError():
             text = store_sentence(*store_name(where.store_dsn), str(error))
         case ApiUnreachable():

@@ -7,8 +7,9 @@ import httpx
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, RedisClusterException, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.sentinel import MasterNotFoundError
 from typer.testing import CliRunner
 
 from aggregators.query.queries import QueryError
@@ -238,6 +239,24 @@ def test_addresses_come_from_the_settings_without_secrets() -> None:
     where = addresses(config)
     assert where.redis == "redis://r:1/2"
     assert set(where.secrets) == {"rpw", "cpw", "j" * 40}
+
+
+def test_redis_behind_sentinels_or_a_cluster_is_named_as_configured() -> None:
+    """A Sentinel's words end with a dump of its client; a cluster client reaching no node
+    raises RedisClusterException: both are outages, said with the settings to check."""
+    behind = addresses(Settings(redis_sentinels="s1:26379,s2:26379"))
+    text = sentence(MasterNotFoundError(
+        "No master found for 'voicemon' : <redis.client.Redis(<redis.connection.ConnectionPool("
+    ), behind)  # fmt: skip
+    assert text == ("cannot reach Redis at the primary 'voicemon' of the Sentinels "
+                    "s1:26379,s2:26379 (No master found for 'voicemon'); start it or fix "
+                    "VOICEMON_REDIS_SENTINELS")  # fmt: skip
+    cluster = addresses(Settings(redis_url="redis://:rpw@n1:7000/0", redis_cluster=True))
+    text = sentence(RedisClusterException("Redis Cluster cannot be connected. Please provide "
+                                          "at least one reachable node: Connection refused."),
+                    cluster)  # fmt: skip
+    assert text.startswith("cannot reach Redis at the Redis Cluster node redis://n1:7000/0 ("), text
+    assert text.endswith("; start it or fix VOICEMON_REDIS_URL") and "rpw" not in text
 
 
 def test_run_turns_a_failure_into_exit_1_and_one_line(capsys: pytest.CaptureFixture[str]) -> None:

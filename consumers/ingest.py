@@ -147,7 +147,11 @@ class Ingest:
             # primary. Following: the markers followed are on the replicas before rows are
             # written on them, or a failover could lose them and let a copy elsewhere be
             # counted, and stored, as the event.
-            await self._replication.confirm(primaries)
+            try:
+                await self._replication.confirm(primaries)
+            except BaseException:
+                self._decided_stored(classified.new)  # not in flight: the retry decides anew
+                raise
         return Counted(messages, classified, rejected, now_ms, hold, primaries)
 
     async def store(self, counted: Counted) -> BatchOutcome:
@@ -200,8 +204,8 @@ class Ingest:
         return missing, refused
 
     def _decided_stored(self, rows: Sequence[RawRow], *_: object) -> None:
-        """Rows decided alone are in the store now (or their insert failed, and the retry
-        decides them again): the store answers for them from here on."""
+        """Rows decided alone are in the store now (or their insert or their chunk failed,
+        and the retry decides them again): the store answers for them from here on."""
         if not self._deciding:  # not a store-only worker, or none decided alone
             return
         for row in rows:

@@ -148,16 +148,18 @@ class Replication:
         reshard) or a primary gone (a failover, its replica promoted) drops the per-primary
         clients and rereads the slot map, so that the batch's retry finds the primaries of
         now; the per-primary clients see nothing of the cluster client's own redirections."""
-        try:
-            return list(await asyncio.gather(*calls))
-        except (redis.exceptions.AskError, redis.exceptions.ConnectionError,
-                redis.exceptions.TimeoutError) as error:  # fmt: skip
-            if not isinstance(self._client, AsyncCluster):
-                raise
-            await self._close_nodes()
-            await self._client.nodes_manager.initialize()
-            changed = f"the Redis Cluster changed during the batch: {error}"
-            raise ReplicationError(changed) from error
+        found = await asyncio.gather(*calls, return_exceptions=True)  # all done, none left
+        failed = [error for error in found if isinstance(error, BaseException)]
+        if not failed:
+            return cast(list[T], found)
+        changed = (redis.exceptions.AskError, redis.exceptions.ConnectionError,
+                   redis.exceptions.TimeoutError)  # fmt: skip
+        error = next((e for e in failed if isinstance(e, changed)), failed[0])
+        if not isinstance(self._client, AsyncCluster) or not isinstance(error, changed):
+            raise error
+        await self._close_nodes()
+        await self._client.nodes_manager.initialize()
+        raise ReplicationError(f"a Redis Cluster primary moved or went away: {error}") from error
 
     async def _targets(self) -> list[tuple[redis.asyncio.Redis | AsyncCluster, str]]:
         if isinstance(self._client, AsyncCluster):
@@ -166,10 +168,11 @@ class Replication:
 
     async def _close_nodes(self) -> None:
         """Drop the per-primary clients and their keys: the next call finds a key of a slot
-        each primary serves then."""
-        for client, _ in self._nodes.values():
-            await client.aclose()
-        self._nodes, self._primaries = {}, frozenset()
+        each primary serves then. Dropped before they are closed, and closed all at once
+        whatever each close meets (a dead primary's may fail)."""
+        dropped, self._nodes, self._primaries = self._nodes, {}, frozenset()
+        await asyncio.gather(*(client.aclose() for client, _ in dropped.values()),
+                             return_exceptions=True)  # fmt: skip
 
     async def _wait(self, client: redis.asyncio.Redis | AsyncCluster, key: str) -> tuple[str, int]:
         """On one connection: a write, WAIT, and the replication id of the server."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from typing import Annotated, Literal
@@ -257,13 +258,19 @@ def _database_of(url: str) -> int:
 
 
 _SENTINEL = re.compile(
-    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]+)"
+    r"(?:\[(?P<ipv6>[^]]+)\]|(?P<host>[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?))"
+    r":(?P<port>[0-9]{1,5})"
 )
 
 
 def sentinel_address(item: str) -> tuple[str, int]:
     """``host:port`` or ``[IPv6]:port`` (ASCII, as a URL writes it) -> (host, port)."""
     found = _SENTINEL.fullmatch(item)
+    if found is not None and found["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(found["ipv6"])
+        except ValueError:
+            found = None
     if found is None or not 0 < int(found["port"]) < 65536:
         raise ValueError(f"{item!r} is not host:port (an IPv6 address in brackets: [::1]:26379)")
     return found["ipv6"] or found["host"], int(found["port"])

@@ -31,6 +31,7 @@ from pydantic_settings import SettingsError
 from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 from rich.console import Console
 from rich.markup import escape
 from typer import Abort, TyperException
@@ -119,7 +120,7 @@ def kafka_sentence(bootstrap: str, reason: str, code: int | None) -> str:
 
 def redis_reason(text: str) -> str:
     """redis-py's words for a failure, without the address it repeats."""
-    text = one_line(text).split(" : <redis.", 1)[0]  # a Sentinel's words end with a client dump
+    text = one_line(text)
     found = re.search(r"connecting to \S+?\.\s+(.+?)\.?$", text)
     return (found.group(1) if found else text.rstrip(".")) or "no reason given"
 
@@ -132,6 +133,24 @@ def redis_sentence(address: str, text: str, kind: str, setting: str = "VOICEMON_
     if kind == "connect":
         return f"cannot reach Redis at {address} ({redis_reason(text)}); start it or fix {setting}"
     return f"Redis at {address} refused a command ({redis_reason(text)}); check the server"
+
+
+def sentinel_sentence(address: str, text: str) -> str:
+    """No primary from the Sentinels: redis-py's words list, after a dump of each Sentinel's
+    client, the kind of error each one raised (``auth:AuthenticationError``); none if the
+    Sentinels answered but know no such primary."""
+    found = re.findall(r" - \w+:(\w+)", text)
+    if "AuthenticationError" in found:
+        return (f"looking for {address}, the Sentinels refused the credentials; fix "
+                "VOICEMON_REDIS_SENTINEL_PASSWORD")  # fmt: skip
+    if not found:
+        return (f"no healthy {address.removeprefix('the ')} (they answered); fix "
+                "VOICEMON_REDIS_SENTINEL_MASTER or check the Sentinels")  # fmt: skip
+    kinds = ", ".join(sorted(set(found)))
+    return (
+        f"cannot reach Redis at {address} (no Sentinel answered: {kinds}); start them or fix "
+        "VOICEMON_REDIS_SENTINELS"
+    )
 
 
 def store_sentence(where: str, embedded: bool, text: str) -> str:
@@ -280,11 +299,13 @@ def sentence(error: BaseException, where: Addresses) -> str:
             text = kafka_sentence(where.kafka, reason, kafka.code() if kafka is not None else None)
         case TopicsError():
             text = f"{error}; check the broker and this client's ACLs"
-        case RedisError() | RedisClusterException():
-            # A cluster client that reaches no node raises RedisClusterException: an outage.
+        case MasterNotFoundError():
+            text = sentinel_sentence(where.redis, str(error))
+        case RedisClusterException() if "cannot be connected" in str(error):  # no node reached
+            text = redis_sentence(where.redis, str(error), "connect", where.redis_setting)
+        case RedisError():
             kind = "auth" if isinstance(error, AuthenticationError) else (
-                "connect" if isinstance(error, RedisConnectionError | RedisTimeoutError
-                                        | RedisClusterException) else ""
+                "connect" if isinstance(error, RedisConnectionError | RedisTimeoutError) else ""
             )  # fmt: skip
             if kind != "auth" and re.search(r"NOAUTH|WRONGPASS|invalid password", str(error)):
                 kind = "auth"

@@ -394,3 +394,38 @@ def test_a_store_worker_writes_no_row_on_markers_a_failover_lost(
     asyncio.run(main())
     assert pipeline.realtime(now_ms=now)["artifacts_received"] == 1
     assert stored_ids(clean_store) == ["dup"]
+
+
+def test_a_failed_chunk_leaves_nothing_decided_in_flight(
+    pipeline: Pipeline, clean_store: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store-only worker decides an event beyond the markers' reach alone (no counting
+    worker marked it, the store lacks it) and holds it as in flight until stored. If the
+    chunk fails at the replicas' wait, it is not in flight: left behind, the retry took it for
+    the row's owner (a replayed row, never forgotten), and a later copy for a duplicate."""
+    monkeypatch.setattr("consumers.ingest.FOLLOW_DEADLINE_S", 0.0)
+    now = now_ms()
+    old = Message(partition=0, offset=5, key=b"k", timestamp_ms=now,
+                  value=orjson.dumps(event("old", now - 3 * HOUR)))  # fmt: skip
+
+    async def main() -> tuple[dict[str, str], Any]:
+        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
+        bootstrap = pipeline.settings.kafka_bootstrap
+        dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
+        try:
+            ingest = Ingest(RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
+                            dead_letters=OncePublisher(redis, dlq),
+                            raw_writer=RawWriter(clean_store), counts=False,
+                            leases=StoreLeases(redis), clock=lambda: now / 1000,
+                            replication=_FailoverAtFirstConfirm(redis))  # fmt: skip
+            with pytest.raises(ReplicationError):
+                await ingest.process([old])
+            left = dict(ingest._deciding)
+            return left, await ingest.process([old])
+        finally:
+            await redis.aclose()
+
+    left, retried = asyncio.run(main())
+    assert left == {}
+    assert (retried.counted, retried.recovered) == (1, 0)  # decided anew: new, not replayed
+    assert stored_ids(clean_store) == ["old"]

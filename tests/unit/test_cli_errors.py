@@ -241,22 +241,44 @@ def test_addresses_come_from_the_settings_without_secrets() -> None:
     assert set(where.secrets) == {"rpw", "cpw", "j" * 40}
 
 
-def test_redis_behind_sentinels_or_a_cluster_is_named_as_configured() -> None:
-    """A Sentinel's words end with a dump of its client; a cluster client reaching no node
-    raises RedisClusterException: both are outages, said with the settings to check."""
+DUMP = "<redis.asyncio.client.Redis(<redis.asyncio.connection.ConnectionPool(<Connection>)>)>"
+
+
+@pytest.mark.parametrize(
+    ("errors", "expected"),
+    [
+        (f" : {DUMP} - network:ConnectionError, {DUMP} - network:TimeoutError",
+         "cannot reach Redis at the primary 'voicemon' of the Sentinels s1:26379,s2:26379 (no "
+         "Sentinel answered: ConnectionError, TimeoutError); start them or fix "
+         "VOICEMON_REDIS_SENTINELS"),
+        (f" : {DUMP} - auth:AuthenticationError, {DUMP} - network:ConnectionError",
+         "looking for the primary 'voicemon' of the Sentinels s1:26379,s2:26379, the Sentinels "
+         "refused the credentials; fix VOICEMON_REDIS_SENTINEL_PASSWORD"),
+        ("", "no healthy primary 'voicemon' of the Sentinels s1:26379,s2:26379 (they answered); "
+         "fix VOICEMON_REDIS_SENTINEL_MASTER or check the Sentinels"),
+    ],
+)  # fmt: skip
+def test_no_primary_from_the_sentinels_says_which_setting_to_fix(
+    errors: str, expected: str
+) -> None:
+    """redis-py's words (``discover_master``): each Sentinel's client dumped, then the kind
+    of its error; none when the Sentinels answered but know no such primary."""
     behind = addresses(Settings(redis_sentinels="s1:26379,s2:26379"))
-    text = sentence(MasterNotFoundError(
-        "No master found for 'voicemon' : <redis.client.Redis(<redis.connection.ConnectionPool("
-    ), behind)  # fmt: skip
-    assert text == ("cannot reach Redis at the primary 'voicemon' of the Sentinels "
-                    "s1:26379,s2:26379 (No master found for 'voicemon'); start it or fix "
-                    "VOICEMON_REDIS_SENTINELS")  # fmt: skip
+    assert sentence(MasterNotFoundError(f"No master found for 'voicemon'{errors}"), behind) == (
+        expected
+    )
+
+
+def test_a_cluster_reaching_no_node_is_an_outage_and_another_cluster_error_a_bug() -> None:
     cluster = addresses(Settings(redis_url="redis://:rpw@n1:7000/0", redis_cluster=True))
-    text = sentence(RedisClusterException("Redis Cluster cannot be connected. Please provide "
-                                          "at least one reachable node: Connection refused."),
-                    cluster)  # fmt: skip
+    down = RedisClusterException("Redis Cluster cannot be connected. Please provide at least "
+                                 "one reachable node: Connection refused.")  # fmt: skip
+    text = sentence(down, cluster)
     assert text.startswith("cannot reach Redis at the Redis Cluster node redis://n1:7000/0 ("), text
     assert text.endswith("; start it or fix VOICEMON_REDIS_URL") and "rpw" not in text
+    assert sentence(RedisClusterException("No targets were found"), cluster).startswith(
+        "unexpected RedisClusterException"
+    )
 
 
 def test_run_turns_a_failure_into_exit_1_and_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -117,8 +117,15 @@ def test_sentinels_are_host_port_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", wrong)
         with pytest.raises(ValidationError, match="host:port"):
             Settings()
-    monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", "host:65535,[::1]:26379,[fe80::1:2]:1")
-    assert sentinel_addresses(Settings()) == [("host", 65535), ("::1", 26379), ("fe80::1:2", 1)]
+    accepted = "host:65535,[::1]:26379,[fe80::1:2]:1,[fe80::1%eth0]:2,Sentinel_1.example.:3"
+    monkeypatch.setenv("VOICEMON_REDIS_SENTINELS", accepted)
+    assert sentinel_addresses(Settings()) == [
+        ("host", 65535),
+        ("::1", 26379),
+        ("fe80::1:2", 1),
+        ("fe80::1%eth0", 2),
+        ("Sentinel_1.example.", 3),
+    ]
 
 
 def test_sentinels_and_a_cluster_exclude_each_other(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from redis.asyncio import Redis as AsyncRedis
 
-from consumers.batch import Message
+from consumers.batch import BatchOutcome, Message
 from consumers.dead_letters import DeadLetters
 from consumers.ingest import Ingest
 from consumers.publish_once import OncePublisher
@@ -31,6 +32,7 @@ from voicemon.redis_client import Primaries, Replication, ReplicationError
 from voicemon.store import Client
 
 HOUR = 3_600_000
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -51,22 +53,47 @@ def reasons(pipeline: Pipeline) -> list[str]:
     return sorted(headers["voicemon-reason"] for _, headers in pipeline.dlq())
 
 
-def store_pass(pipeline: Pipeline, store: Client, messages: list[Message], at_ms: int) -> Any:
-    """The same messages through a store-only ingest (role ``store``) at another time."""
+def worker(
+    pipeline: Pipeline,
+    redis: AsyncRedis,
+    store: Client | None,
+    at_ms: int,
+    *,
+    counts: bool = True,
+    replication: Replication | None = None,
+) -> Ingest:
+    """One worker's ``Ingest`` (role ``all``; ``counters`` without a store, ``store`` without
+    ``counts``) on ``redis``, the real DLQ topic and ``store``, with the clock at ``at_ms``."""
+    bootstrap = pipeline.settings.kafka_bootstrap
+    dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
+    return Ingest(RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
+                  dead_letters=OncePublisher(redis, dlq),
+                  raw_writer=None if store is None else RawWriter(store),
+                  counts=counts, leases=StoreLeases(redis), replication=replication,
+                  clock=lambda: at_ms / 1000)  # fmt: skip
 
-    async def process() -> Any:
+
+def on_redis(pipeline: Pipeline, scenario: Callable[[AsyncRedis], Awaitable[T]]) -> T:
+    """``scenario`` on a client of the test's Redis database."""
+
+    async def main() -> T:
         redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
         try:
-            bootstrap = pipeline.settings.kafka_bootstrap
-            dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
-            ingest = Ingest(RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
-                            dead_letters=OncePublisher(redis, dlq), raw_writer=RawWriter(store),
-                            counts=False, clock=lambda: at_ms / 1000)  # fmt: skip
-            return await asyncio.wait_for(ingest.process(messages), 20)
+            return await scenario(redis)
         finally:
             await redis.aclose()
 
-    return asyncio.run(process())
+    return asyncio.run(main())
+
+
+def store_pass(pipeline: Pipeline, store: Client, messages: list[Message], at_ms: int) -> Any:
+    """The same messages through a store-only ingest (role ``store``) at another time."""
+
+    async def process(redis: AsyncRedis) -> BatchOutcome:
+        ingest = worker(pipeline, redis, store, at_ms, counts=False)
+        return await asyncio.wait_for(ingest.process(messages), 20)
+
+    return on_redis(pipeline, process)
 
 
 def test_null_and_empty_records_are_invalid_json_forwarded_as_they_came(
@@ -198,11 +225,17 @@ def test_an_unstorable_letter_is_sent_only_under_a_replicated_claim(
     try:
         pipeline.publish([[event("u0", now - 1000), event("u1", now - 1000, artifact_id="bad")]])
         messages = pipeline.consume()
-        with pytest.raises(ReplicationError):
-            pipeline.ingest(clean_store, messages, now, lambda r: _FailoverAtConfirm(r, 2))
-        assert pipeline.dlq() == []  # not sent: its claim may not survive the failover
-        retried = pipeline.ingest(clean_store, messages, now + 1000,
-                                  lambda r: _FailoverAtConfirm(r, 0))  # fmt: skip
+
+        async def main(redis: AsyncRedis) -> tuple[list[Any], BatchOutcome]:
+            ingest = worker(pipeline, redis, clean_store, now,
+                            replication=_FailoverAtConfirm(redis, 2))  # fmt: skip
+            with pytest.raises(ReplicationError):
+                await ingest.process(messages)
+            before_retry = pipeline.dlq()  # not sent: its claim may not survive the failover
+            return before_retry, await ingest.process(messages)  # the worker's retry
+
+        before_retry, retried = on_redis(pipeline, main)
+        assert before_retry == []
         assert retried.unstorable == 1
         assert [h["voicemon-reason"] for _, h in pipeline.dlq()] == ["unstorable"]
         assert pipeline.realtime(now_ms=now)["artifacts_received"] == 1
@@ -366,32 +399,22 @@ def test_a_store_worker_writes_no_row_on_markers_a_failover_lost(
     first = Message(partition=0, offset=10, key=b"a", value=value, timestamp_ms=now)
     copy = Message(partition=1, offset=20, key=b"b", value=value, timestamp_ms=now)
 
-    async def main() -> None:
-        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
-        bootstrap = pipeline.settings.kafka_bootstrap
-        dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
-
+    async def main(redis: AsyncRedis) -> None:
         def ingest(counts: bool, replication: Replication | None = None) -> Ingest:
-            return Ingest(RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
-                          dead_letters=OncePublisher(redis, dlq),
-                          raw_writer=None if counts else RawWriter(clean_store), counts=counts,
-                          leases=StoreLeases(redis), replication=replication,
-                          clock=lambda: now / 1000)  # fmt: skip
+            return worker(pipeline, redis, None if counts else clean_store, now, counts=counts,
+                          replication=replication)  # fmt: skip
 
-        try:
-            await ingest(True).count([first])  # counted; its own WAIT not returned yet
-            with pytest.raises(ReplicationError):  # the store worker meets the failover
-                await ingest(False, _FailoverAtFirstConfirm(redis)).process([first])
-            # On the new primary the copy is counted first; the retry of the first finds it.
-            await ingest(True).process([copy])
-            retried = await ingest(True).process([first])
-            assert (retried.counted, retried.duplicates) == (0, 1)
-            await ingest(False).process([first])  # the store worker's retry
-            await ingest(False).process([copy])
-        finally:
-            await redis.aclose()
+        await ingest(True).count([first])  # counted; its own WAIT not returned yet
+        with pytest.raises(ReplicationError):  # the store worker meets the failover
+            await ingest(False, _FailoverAtFirstConfirm(redis)).process([first])
+        # On the new primary the copy is counted first; the retry of the first finds it.
+        await ingest(True).process([copy])
+        retried = await ingest(True).process([first])
+        assert (retried.counted, retried.duplicates) == (0, 1)
+        await ingest(False).process([first])  # the store worker's retry
+        await ingest(False).process([copy])
 
-    asyncio.run(main())
+    on_redis(pipeline, main)
     assert pipeline.realtime(now_ms=now)["artifacts_received"] == 1
     assert stored_ids(clean_store) == ["dup"]
 
@@ -408,24 +431,14 @@ def test_a_failed_chunk_leaves_nothing_decided_in_flight(
     old = Message(partition=0, offset=5, key=b"k", timestamp_ms=now,
                   value=orjson.dumps(event("old", now - 3 * HOUR)))  # fmt: skip
 
-    async def main() -> tuple[dict[str, str], Any]:
-        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
-        bootstrap = pipeline.settings.kafka_bootstrap
-        dlq = DeadLetters(KafkaPublisher(bootstrap), bootstrap, pipeline.settings.dlq_topic)
-        try:
-            ingest = Ingest(RollingCounters(redis), StoreProgress(redis), pipeline.settings.stages,
-                            dead_letters=OncePublisher(redis, dlq),
-                            raw_writer=RawWriter(clean_store), counts=False,
-                            leases=StoreLeases(redis), clock=lambda: now / 1000,
-                            replication=_FailoverAtFirstConfirm(redis))  # fmt: skip
-            with pytest.raises(ReplicationError):
-                await ingest.process([old])
-            left = dict(ingest._deciding)
-            return left, await ingest.process([old])
-        finally:
-            await redis.aclose()
+    async def main(redis: AsyncRedis) -> tuple[dict[str, str], BatchOutcome]:
+        ingest = worker(pipeline, redis, clean_store, now, counts=False,
+                        replication=_FailoverAtFirstConfirm(redis))  # fmt: skip
+        with pytest.raises(ReplicationError):
+            await ingest.process([old])
+        return dict(ingest._deciding), await ingest.process([old])
 
-    left, retried = asyncio.run(main())
+    left, retried = on_redis(pipeline, main)
     assert left == {}
     assert (retried.counted, retried.recovered) == (1, 0)  # decided anew: new, not replayed
     assert stored_ids(clean_store) == ["old"]

@@ -88,8 +88,8 @@ def test_hours_close_in_the_worker_and_late_events_re_emit(pipeline: Pipeline) -
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     # The hour's 4 rows, and its day's 4 when the day has closed already (after 01:30 UTC).
-    recomputed = re.search(r"recomputed (\d+) window\(s\): (\d+) row\(s\) changed, (\d+) unchanged, "
-                         r"(\d+) new", done.stdout)  # fmt: skip
+    recomputed = re.search(r"recomputed (\d+) window\(s\): (\d+) row\(s\) changed, "
+                           r"(\d+) unchanged, (\d+) new", done.stdout)  # fmt: skip
     assert recomputed is not None, done.stdout
     windows, changed, unchanged, new = map(int, recomputed.groups())
     assert (changed, new) == (0, 0) and unchanged == 4 * windows and windows in (1, 2)

@@ -142,21 +142,16 @@ class RawWriter:
         return {Position(*row) for row in result.result_rows} & set(positions)
 
     def positions_of(self, events: Sequence[PipelineEvent]) -> dict[str, str]:
-        """The position of the first stored row of each of these events, if any: identical
-        copies older than the seen-markers are caught here. Identical copies share
-        ``occurred_at``, so only the hours of these events are read (a search of every
-        retained hour costs a scan of the table's ids: 0.5-0.8 s per chunk at 2M rows on
-        the embedded engine). A conflicting copy dated in another hour, later than the
-        markers' reach, is kept out of the snapshots instead (``aggregators.snapshot_sql``)."""
+        """The position of the first stored row of each of these events, if any, in every
+        retained hour: copies older than the seen-markers are caught here, a conflicting one
+        dated in another hour too. The table's key (hour, event type, event id) keeps this a
+        lookup, not a scan: 24 ms for 100 ids in 6M rows over 47 hours on the embedded
+        engine, 21 ms within the events' own hours (``tests.perf.store_lookup``)."""
         if not events:
             return {}
         result = self._client.query(
             f"SELECT event_id, argMin((kafka_partition, kafka_offset, batch_index), ingested_at) "
-            f"FROM {TABLE} WHERE toStartOfHour(occurred_at) IN {{hours:Array(DateTime('UTC'))}} "
-            "AND event_id IN {ids:Array(String)} GROUP BY event_id",
-            parameters={
-                "hours": sorted({e.occurred_at_ms // 3_600_000 * 3_600 for e in events}),
-                "ids": sorted({e.event_id for e in events}),
-            },
+            f"FROM {TABLE} WHERE event_id IN {{ids:Array(String)}} GROUP BY event_id",
+            parameters={"ids": sorted({e.event_id for e in events})},
         )
         return {event_id: str(Position(*where)) for event_id, where in result.result_rows}

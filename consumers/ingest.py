@@ -14,9 +14,11 @@ Order of effects, each idempotent under replay of the same Kafka messages:
    the markers' reach are looked up in the store first;
 4. raw rows go to ClickHouse in one columnar insert: the new events, plus events whose
    seen-marker holds their own position (counted before a crash) but that have no row yet;
-   then the leases are given back;
+   then the leases are given back, and the store's progress (watermarks, closed hours that
+   got rows) is told to the window closer (``consumers.store_progress``);
 5. with VOICEMON_REDIS_WAIT_REPLICAS, the batch's Redis writes are waited for on replicas
-   (after step 3 too, before the next chunk is counted)
+   (after step 3 too, before the next chunk is counted or, for a store-only worker, before
+   rows are written on the markers it followed)
    (``voicemon.redis_client.Replication``; not replicated in time: the batch is retried);
 6. only then does the caller ack the messages, so Kafka offsets follow durable writes.
 """

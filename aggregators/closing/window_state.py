@@ -3,7 +3,7 @@ snapshot records not yet acknowledged by the broker.
 
 Every change is one Lua script, atomic, fenced by the closer's lease, so a closer that lost
 the lease cannot move the pointers. Ingest's side of the same keys (watermarks, late hours
-queued again) is ``consumers.watermarks``.
+queued again) is ``consumers.store_progress``.
 """
 
 from __future__ import annotations

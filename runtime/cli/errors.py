@@ -20,7 +20,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -278,8 +278,7 @@ def _configured(extra_secrets: Sequence[str] = ()) -> Addresses:
     except Exception:  # the settings themselves are what failed: no address to show
         where = Addresses()
     secrets = sorted({*where.secrets, *extra_secrets}, key=len, reverse=True)
-    return Addresses(where.kafka, where.redis, where.store_dsn, tuple(secrets),
-                     where.redis_setting)  # fmt: skip
+    return replace(where, secrets=tuple(secrets))
 
 
 def sentence(error: BaseException, where: Addresses) -> str:

@@ -1,7 +1,7 @@
 """Consumer lag from the broker's view (CONTRACT §8): the consumer group's committed offsets
 against the end offsets of the events topic's partitions.
 
-Every worker measures it on a timer with its own admin client, whatever partitions it holds
+Every worker measures it on a timer with a client of its own, whatever partitions it holds
 and whether or not it can ingest: the lag stays exported while Redis or ClickHouse pauses
 ingest and by a worker restarted during such an outage (it needs the broker alone). Every
 worker of a group reports the same numbers, so dashboards and rules take ``max by
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 Config = Mapping[str, str | int | float | bool]
 
@@ -56,14 +54,20 @@ def offsets_by_partition(
 
 class BrokerLag:
     """Asks the broker for a group's committed offsets and the events topic's start and end
-    offsets (blocking; call it in a thread). One admin client, opened on first use."""
+    offsets (blocking; call it in a thread). One client, opened on first use: a consumer of
+    the group that never subscribes (it joins nothing and commits nothing; it only reads).
+
+    Not the admin client's ``list_consumer_group_offsets``: in librdkafka (2.16 here) an
+    answer of NOT_COORDINATOR to it, which the broker gives while the group's coordinator
+    moves or loads (a broker restart), dereferences the admin client's missing consumer
+    group and kills the process with SIGSEGV. A consumer's own offset fetch retries it."""
 
     def __init__(self, config: Config, group: str, topic: str, timeout_s: float = 10):
         self.config = config
         self.group = group
         self.topic = topic
         self.timeout_s = timeout_s
-        self._admin: AdminClient | None = None
+        self._reader: Consumer | None = None
 
     def measure(self) -> list[PartitionOffsets]:
         try:
@@ -72,29 +76,21 @@ class BrokerLag:
             raise LagUnavailable(f"consumer lag of group {self.group}: {error!r}") from None
 
     def _measure(self) -> list[PartitionOffsets]:
-        if self._admin is None:
-            self._admin = AdminClient(dict(self.config))
-        admin = self._admin
-        metadata = admin.list_topics(self.topic, timeout=self.timeout_s).topics[self.topic]
+        if self._reader is None:
+            self._reader = Consumer({**self.config, "group.id": self.group,
+                                     "enable.auto.commit": False})  # fmt: skip
+        reader = self._reader
+        metadata = reader.list_topics(self.topic, timeout=self.timeout_s).topics[self.topic]
         if metadata.error is not None:
             raise KafkaException(metadata.error)
         partitions = [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
-        request = [ConsumerGroupTopicPartitions(self.group, partitions)]
-        answer = admin.list_consumer_group_offsets(request, request_timeout=self.timeout_s)
-        committed = {
-            tp.partition: tp.offset
-            for tp in answer[self.group].result(timeout=self.timeout_s).topic_partitions
-        }
-        return offsets_by_partition(
-            self._offsets(partitions, OffsetSpec.earliest()),  # type: ignore[no-untyped-call]
-            self._offsets(partitions, OffsetSpec.latest()),  # type: ignore[no-untyped-call]
-            committed,
-        )
-
-    def _offsets(self, partitions: list[TopicPartition], spec: Any) -> dict[int, int]:
-        assert self._admin is not None
-        answer = self._admin.list_offsets(
-            {tp: spec for tp in partitions}, request_timeout=self.timeout_s
-        )
-        return {tp.partition: future.result(timeout=self.timeout_s).offset
-                for tp, future in answer.items()}  # fmt: skip
+        committed = reader.committed(partitions, timeout=self.timeout_s)
+        refused = next((tp.error for tp in committed if tp.error is not None), None)
+        if refused is not None:
+            raise KafkaException(refused)
+        starts, ends = {}, {}
+        for tp in partitions:
+            starts[tp.partition], ends[tp.partition] = reader.get_watermark_offsets(
+                tp, timeout=self.timeout_s
+            )
+        return offsets_by_partition(starts, ends, {tp.partition: tp.offset for tp in committed})

@@ -189,13 +189,18 @@ class Pipeline:
     # -- workers ---------------------------------------------------------------------------
     def start_worker(self, module: str = "runtime", **extra_env: str) -> subprocess.Popen[bytes]:
         port = free_port()
-        env = {**os.environ, **self.env, "VOICEMON_WORKER_WEB_PORT": str(port), **extra_env}
+        # PYTHONFAULTHANDLER: a crash in native code logs the Python stacks (unless the
+        # embedded store's engine has put its own handler in place)
+        env = {**os.environ, **self.env, "VOICEMON_WORKER_WEB_PORT": str(port), **extra_env,
+               "PYTHONFAULTHANDLER": "1"}  # fmt: skip
         self.started += 1
-        log = (self.workdir / f"worker-{self.started}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", module, "worker"], env=env, stdout=log, stderr=log
-        )
+        log_path = self.workdir / f"worker-{self.started}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, "worker"], env=env, stdout=log, stderr=log
+            )
         process.web_port = port  # type: ignore[attr-defined]
+        process.log_path = log_path  # type: ignore[attr-defined]
         self.workers.append(process)
         return process
 

@@ -1,18 +1,26 @@
 """Consumer lag from the broker's view, against the real broker: it rises while nothing
 consumes and while an outage pauses ingest (exported by a worker started during the outage),
-and returns to 0 once the group has consumed everything."""
+returns to 0 once the group has consumed everything, and is measured through broker restarts
+without ending the process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.lag import BrokerLag
 from tests.integration.harness import Pipeline, free_port
+from voicemon.devtools.localstack import LocalStack
+from voicemon.settings import Settings
 
 
 def event(n: int) -> dict[str, Any]:
@@ -121,3 +129,55 @@ def test_a_worker_started_during_an_outage_exports_the_lag_and_it_clears_after(
         )
 
     wait_for("lag back to 0 on every partition", caught_up, 30)
+
+
+def test_measuring_through_broker_restarts_never_ends_the_process(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """Measured in a child process, on a broker of the test's own restarted three times: the
+    admin client's offset fetch of librdkafka 2.16 died of SIGSEGV on the NOT_COORDINATOR a
+    restarted broker answers while the group's coordinator loads (consumers/lag.py)."""
+    own = LocalStack(stack.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"}),
+                     tmp_path / "broker")  # fmt: skip
+    own.up()
+    bootstrap, group, topic = own.settings.kafka_bootstrap, "lag-restarts", stack.events_topic
+    committer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)  # a group to load
+    committer.close()
+    child = subprocess.Popen([sys.executable, "-m", "tests.integration.lag_child", bootstrap,
+                              group, topic], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    lines = _lines(child.stdout)
+    try:
+        for restart in range(3):
+            _wait_for_line(lines, "measured", child, f"a measurement before restart {restart + 1}")
+            own.stop("kafka")
+            own.up()
+        _wait_for_line(lines, "measured", child, "a measurement after the last restart")
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+        own.stop("kafka")
+
+
+def _lines(stream: IO[str] | None) -> list[str]:
+    """The child's lines as they come, gathered by a thread (the list grows)."""
+    assert stream is not None
+    found: list[str] = []
+
+    def gather() -> None:
+        for line in stream:
+            found.append(line)
+
+    threading.Thread(target=gather, daemon=True).start()
+    return found
+
+
+def _wait_for_line(lines: list[str], wanted: str, child: subprocess.Popen[str], what: str) -> None:
+    """Wait for a new line ``wanted`` after the ones seen so far; fail if the child ends."""
+    seen = len(lines)
+    deadline = time.monotonic() + 60
+    while not any(line.strip() == wanted for line in lines[seen:]):
+        assert child.poll() is None, f"the measuring process ended ({child.returncode}): {what}"
+        assert time.monotonic() < deadline, f"{what} not seen within 60 s"
+        time.sleep(0.05)

@@ -189,7 +189,17 @@ class Soak:
                 return time.monotonic() - started
             time.sleep(0.5)
         states = {p.pid: self.readiness(p) for p in [self.store_worker, *self.counting]}
-        raise AssertionError(f"workers did not become ready again: {states}")
+        raise AssertionError(
+            f"workers did not become ready again: {states}\n"
+            + "\n".join(self.last_words(p) for p in [self.store_worker, *self.counting])
+        )
+
+    @staticmethod
+    def last_words(process: subprocess.Popen[bytes], lines: int = 40) -> str:
+        """A worker's exit status (None: running) and the end of its log, for a failure."""
+        log: Path = process.log_path  # type: ignore[attr-defined]
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        return f"-- worker {process.pid} ({process.poll()=}) {log.name}:\n" + "\n".join(tail)
 
     def hold(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -242,10 +242,24 @@ def _stop(pid_file: Path, timeout_s: float = 30) -> bool:
         return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _ended(pid):
             return True
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
+    _ended(pid)
     return True
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process has ended, reaping it if it is this process's child (the broker
+    ``up`` started here): an unreaped child stays a zombie, which signal 0 still finds."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # not our child (started by another process): ask the kernel
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

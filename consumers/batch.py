@@ -66,7 +66,13 @@ def letter_of(row: RawRow, message: Message, rejection: Rejection) -> DeadLetter
         batch_index = row.position.batch_index
         payload = _elements(payload)[batch_index]
     rejected = RejectedPayload(rejection, payload, batch_index)
-    return DeadLetter(rejected, message.key, message.partition, message.offset)
+    return DeadLetter(rejected, message.key, message.partition, message.offset,
+                      appended_ms(message))  # fmt: skip
+
+
+def appended_ms(message: Message) -> int | None:
+    """The record's log-append time, or None if its timestamp is not the broker's."""
+    return message.timestamp_ms if message.log_append else None
 
 
 @functools.lru_cache(maxsize=16)

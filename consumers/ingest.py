@@ -38,6 +38,7 @@ from consumers.batch import (
     BatchOutcome,
     Classified,
     Message,
+    appended_ms,
     beyond_markers,
     classify,
     letter_of,
@@ -352,7 +353,8 @@ class Ingest:
                     else:
                         (unsure if by_clock else rows).append(row)
                 else:
-                    letters.append(DeadLetter(item, message.key, message.partition, message.offset))
+                    letters.append(DeadLetter(item, message.key, message.partition,
+                                              message.offset, appended_ms(message)))  # fmt: skip
         return rows, letters, late, unsure, edge
 
     async def _not_rejected_before(

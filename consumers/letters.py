@@ -23,6 +23,7 @@ class DeadLetter:
     key: bytes | None
     partition: int
     offset: int
+    appended_ms: int | None = None  # the source record's log-append time, if it has one
 
     def headers(self) -> Headers:
         rejection = self.rejected.rejection

@@ -9,6 +9,9 @@ decide claims atomically; ``DeadLetters`` does the Kafka I/O. A claim that is th
 partition) is verified by reading the DLQ partition from the offset the claim recorded: found
 there, it is marked sent; not found, the claim is taken over (compare-and-set) and the
 rejection published. A rejection another worker is publishing is waited for, never sent twice.
+A rejection claimed afresh whose marker may have expired (its record was appended longer ago
+than the marker lives: a replay after hours) is looked for in its DLQ partition among the
+records published since that append, and sent only if it is not there.
 
 Known limit: the publish and its "sent" mark are not one transaction; a crash between them
 publishes that rejection again once its claim is abandoned — unless the successor finds it
@@ -24,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.dead_letters import DeadLetters
-from consumers.letters import DeadLetter
+from consumers.letters import DeadLetter, Source
 from voicemon import keys
 from voicemon.redis_client import AsyncRedis as Redis
 
@@ -38,6 +41,10 @@ WAIT_FOR_OTHERS_S = 60.0  # claims are abandoned after DLQ_ABANDONED_MS; this bo
 # come back at once, so the last attempt still ends within this.)
 DLQ_ABANDONED_MS = 40_000
 DLQ_MARKER_TTL_MS = 2 * 3_600_000  # a replay after a crash or rebalance comes well within
+# A replay later than that (an outage of hours, a group's offsets reset) finds no marker; a
+# letter whose marker may have expired is looked for in its DLQ partition among the records
+# published since its source was appended, and sent only if it is not there.
+CLOCK_SKEW_MS = 5 * 60_000  # the workers' clocks and the broker's differ by less than this
 
 # A marker holds "claimant|claimed_at_ms|dlq_partition|dlq_offset" until Kafka acknowledged
 # the record, then "sent". Called by OncePublisher._verdicts.
@@ -138,6 +145,13 @@ class OncePublisher:
                 self._published, [(pending[k], claim) for k, claim in earlier.items()]
             )
             done = [k for k in earlier if pending[k].source in published]
+            old = [letter for letter in to_send.values() if marker_may_have_expired(letter, now_ms)]
+            if old:  # claimed afresh, but perhaps published before its marker expired
+                published_long_ago = await asyncio.to_thread(self._published_long_ago, old)
+                forgotten = [k for k in to_send if to_send[k].source in published_long_ago]
+                done += forgotten
+                for key in forgotten:
+                    del to_send[key]
             for key in set(earlier) - set(done):
                 if await self._taken_over(key, earlier[key], claims[key]):
                     to_send[key] = pending[key]
@@ -162,22 +176,31 @@ class OncePublisher:
             claims[key] = Claim(self._claimant, now_ms, partition, ends[partition])
         return claims
 
-    def _published(
-        self, claimed: Sequence[tuple[DeadLetter, Claim]]
-    ) -> set[tuple[int, int, int | None]]:
+    def _published(self, claimed: Sequence[tuple[DeadLetter, Claim]]) -> set[Source]:
         """Sources found in the DLQ partitions after the offsets the earlier claims recorded."""
         since: dict[int, int] = {}
         for _, claim in claimed:
             since[claim.dlq_partition] = min(since.get(claim.dlq_partition, claim.dlq_offset),
                                              claim.dlq_offset)  # fmt: skip
-        found: set[tuple[int, int, int | None]] = set()
+        found: set[Source] = set()
         for partition, offset in since.items():
             found |= self._dead_letters.published_since(partition, offset)
         return found
 
-    async def rejected_before(
-        self, sources: Sequence[tuple[int, int, int | None]]
-    ) -> set[tuple[int, int, int | None]]:
+    def _published_long_ago(self, letters: Sequence[DeadLetter]) -> set[Source]:
+        """Sources found in the DLQ partitions of these letters among the records published
+        since the oldest of them was appended to the input topic (less ``CLOCK_SKEW_MS``)."""
+        since: dict[int, int] = {}
+        for letter in letters:
+            assert letter.appended_ms is not None
+            partition = self._dead_letters.partition_of(letter)
+            since[partition] = min(since.get(partition, letter.appended_ms), letter.appended_ms)
+        found: set[Source] = set()
+        for partition, appended_ms in since.items():
+            found |= self._dead_letters.published_after(partition, appended_ms - CLOCK_SKEW_MS)
+        return found
+
+    async def rejected_before(self, sources: Sequence[Source]) -> set[Source]:
         """Which of these sources (partition, offset, batch index) a worker has decided to
         reject: their DLQ markers are there, claimed or sent."""
         if not sources:
@@ -209,6 +232,15 @@ class OncePublisher:
     async def _mark_sent(self, dlq_keys: Sequence[str], expire_at_ms: int) -> None:
         if dlq_keys:
             await self._sent(keys=list(dlq_keys), args=[expire_at_ms])
+
+
+def marker_may_have_expired(letter: DeadLetter, now_ms: int) -> bool:
+    """Whether a DLQ marker of this letter could have expired by ``now_ms`` (pure). A worker
+    claims a rejection after the broker appended its record, by a clock at most
+    ``CLOCK_SKEW_MS`` behind the broker's, and its marker lives ``DLQ_MARKER_TTL_MS`` from
+    then on at least; a letter without a log-append time is never checked."""
+    appended = letter.appended_ms
+    return appended is not None and now_ms - appended >= DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS
 
 
 def _marker(letter: DeadLetter) -> str:

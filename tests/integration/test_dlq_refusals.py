@@ -6,6 +6,7 @@ and are reaped by the pipeline fixture."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import re
@@ -365,3 +366,39 @@ def test_a_delivery_unanswered_in_time_is_an_outage_not_a_refusal(pipeline: Pipe
         asyncio.run(delivered([publisher.send(pipeline.settings.dlq_topic, b"y")], 0.0, "dlq"))
     assert not failed.value.permanent and not failed.value.too_large
     assert isinstance(future.result(timeout=30), Published)
+
+
+def test_a_letter_whose_marker_expired_is_found_in_the_dlq_not_sent_again(
+    pipeline: Pipeline,
+) -> None:
+    """Against the real broker and Redis: a rejection appended 3 h ago is looked for in its
+    DLQ partition before it is sent (not there: sent); replayed once its marker is gone, it
+    is found there and not sent again. The records read are kept and extended."""
+    settings = pipeline.settings
+    appended = int(time.time() * 1000) - 3 * 3_600_000
+    old = [dataclasses.replace(letter(offset), appended_ms=appended) for offset in (21, 22)]
+
+    async def publish(letters: list[DeadLetter]) -> DeadLetters:
+        redis = AsyncRedis.from_url(pipeline.env["VOICEMON_REDIS_URL"])
+        dead_letters = DeadLetters(KafkaPublisher(settings.kafka_bootstrap),
+                                   settings.kafka_bootstrap, settings.dlq_topic)  # fmt: skip
+        try:
+            await OncePublisher(redis, dead_letters).publish_once(letters)
+        finally:
+            await redis.aclose()
+        return dead_letters
+
+    def sent(offset: int) -> int:
+        return sum(h.get("voicemon-source-offset") == str(offset) for _, h in dlq_records(pipeline))
+
+    first = asyncio.run(publish(old[:1]))
+    assert sent(21) == 1
+    pipeline.redis.delete(keys.dead_lettered(0, 21, None))  # expired
+    replay = asyncio.run(publish(old))
+    assert (sent(21), sent(22)) == (1, 1)
+    assert pipeline.redis.get(keys.dead_lettered(0, 21, None)) == b"sent"
+    partition = first.partition_of(old[0])
+    assert first.published_after(partition, appended) >= {(0, 21, None), (0, 22, None)}
+    assert replay.offset_at(partition, int(time.time() * 1000) + 3_600_000) == (
+        replay.end_offset(partition)
+    )

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import pytest
 
+from consumers.publish_once import CLOCK_SKEW_MS, DLQ_MARKER_TTL_MS
 from tests.reference import HOUR_MS, MINUTE_MS
 from tests.simulation import driver, schedule
 from tests.simulation.cases import T0, chunk, event, plan, record, tame
@@ -285,19 +286,32 @@ def test_item11_a_snapshot_written_is_published_whatever_the_closer_does(
     assert found == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the simulation (not in issue 16's list): a "
-    "replay more than 2 h after a rejection was published sends it again "
-    "(DLQ_MARKER_TTL_MS), e.g. a store outage of over 2 h",
-)
+@pytest.mark.parametrize(
+    "replayed_after_ms",
+    [DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS - 1, DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS,
+     DLQ_MARKER_TTL_MS + 1, 2 * HOUR_MS + 10 * MINUTE_MS, 30 * HOUR_MS],
+)  # fmt: skip
 def test_a_rejection_replayed_after_a_long_outage_is_not_sent_twice(
-    store: Client, redis_url: str
+    store: Client, redis_url: str, replayed_after_ms: int
 ) -> None:
+    """Found by the simulation: a replay after the rejection's marker expired (a store
+    outage of hours, an offset reset) sent it again. Now a letter whose marker may have
+    expired is looked for in its DLQ partition first: on both sides of the marker's edge."""
     at = T0 + 29 * MINUTE_MS
     bad = Record(1, 0, b'{"event_id": ', at, True, (), False, "invalid_json")
-    outage = plan(chunk(at, bad, fault="outage", replay_at=at + 2 * HOUR_MS + 10 * MINUTE_MS))
+    outage = plan(chunk(at, bad, fault="outage", replay_at=at + replayed_after_ms))
     assert views(run(outage, store, redis_url)) == []
+
+
+@pytest.mark.parametrize("read_after_ms", [DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS, 3 * HOUR_MS])
+def test_a_rejection_first_read_hours_after_its_append_is_sent_once(
+    store: Client, redis_url: str, read_after_ms: int
+) -> None:
+    """The other side: a record first read long after the broker appended it (a backlog)
+    has no marker and is not in the DLQ; it is looked for there, and sent."""
+    at = T0 + 29 * MINUTE_MS
+    bad = Record(1, 0, b'{"event_id": ', at, True, (), False, "invalid_json")
+    assert views(run(plan(chunk(at + read_after_ms, bad)), store, redis_url)) == []
 
 
 def test_a_duplicate_at_the_retention_edge_keeps_its_decision_on_replay(

@@ -25,6 +25,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
@@ -92,6 +93,7 @@ class Letter:
     reason: str
     payload: bytes | None
     headers: dict[str, str]
+    published_ms: int  # the record's timestamp: the virtual clock when it was published
 
 
 class _RecordingProducer:
@@ -121,7 +123,8 @@ class _RecordingProducer:
         source = (int(named["voicemon-source-partition"]), int(named["voicemon-source-offset"]),
                   None if batch_index is None else int(batch_index))  # fmt: skip
         records = self._dlq.records[partition]
-        records.append(Letter(source, named["voicemon-reason"], value, named))
+        published_ms = round(self._dlq.clock() * 1000)
+        records.append(Letter(source, named["voicemon-reason"], value, named, published_ms))
         sent.set_result(Published(topic, partition, len(records) - 1))
         return sent
 
@@ -130,18 +133,30 @@ class DlqRecorder(DeadLetters):
     """The real ``DeadLetters`` (its envelopes, refusals and per-letter deliveries) over a
     recording producer and reader instead of Kafka: each DLQ partition is a list."""
 
-    def __init__(self, partitions: int = PARTITIONS, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, clock: Callable[[], float], partitions: int = PARTITIONS, max_bytes: int | None = None
+    ) -> None:
         self._topic = "simulated.dlq"
         self._partitions = partitions
         self._in_flight = {}
+        self._reading = threading.Lock()
+        self._kept = {}
         self._publisher = _RecordingProducer(self, max_bytes)  # type: ignore[assignment]
+        self.clock = clock
         self.records: list[list[Letter]] = [[] for _ in range(partitions)]
 
     def end_offset(self, partition: int) -> int:
         return len(self.records[partition])
 
-    def published_since(self, partition: int, offset: int) -> set[tuple[int, int, int | None]]:
-        return {letter.source for letter in self.records[partition][offset:]}
+    def offset_at(self, partition: int, ms: int) -> int:
+        records = self.records[partition]
+        return next((n for n, letter in enumerate(records) if letter.published_ms >= ms),
+                    len(records))  # fmt: skip
+
+    def _sources_between(
+        self, partition: int, offset: int, end: int
+    ) -> set[tuple[int, int, int | None]]:
+        return {letter.source for letter in self.records[partition][offset:end]}
 
     def letters(self) -> list[Letter]:
         return [letter for partition in self.records for letter in partition]
@@ -222,7 +237,7 @@ class Driver:
         self.store = store
         self.redis_url = redis_url
         self.clock = VirtualClock(schedule.start_ms)
-        self.dlq = DlqRecorder(max_bytes=schedule.dlq_max_bytes)
+        self.dlq = DlqRecorder(self.clock, max_bytes=schedule.dlq_max_bytes)
         self.published: list[tuple[str, dict[str, Any]]] = []
         self.outcome = Outcome()
         self.workers: list[Worker] = []

@@ -1,8 +1,10 @@
-"""The DLQ's rules without a broker: the topic rules at their edges, the envelope's form, and
-which refusals are permanent (CONTRACT §2, §3.3)."""
+"""The DLQ's rules without a broker: the topic rules at their edges, the envelope's form,
+which refusals are permanent (CONTRACT §2, §3.3), and when a letter's marker may have
+expired."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -10,6 +12,7 @@ from confluent_kafka import KafkaError
 
 from consumers.decode import RejectedPayload
 from consumers.letters import ENVELOPE_BYTES, DeadLetter
+from consumers.publish_once import CLOCK_SKEW_MS, DLQ_MARKER_TTL_MS, marker_may_have_expired
 from voicemon.event import Rejection, RejectReason
 from voicemon.publisher import PublishFailed
 from voicemon.topics import DLQ_HEADROOM_BYTES, rule_problems
@@ -90,3 +93,19 @@ def test_a_claim_outlives_every_attempt_of_its_claimant_to_publish() -> None:
 
     assert MESSAGE_TIMEOUT_MS < DELIVERY_TIMEOUT_S * 1000
     assert DELIVERY_TIMEOUT_S * 1000 < DLQ_ABANDONED_MS < WAIT_FOR_OTHERS_S * 1000
+
+
+@pytest.mark.parametrize(
+    ("age_ms", "checked"),
+    [(DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS - 1, False), (DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS, True),
+     (DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS + 1, True), (DLQ_MARKER_TTL_MS + 10 * 60_000, True)],
+)  # fmt: skip
+def test_a_letter_is_looked_for_in_the_dlq_once_its_marker_may_have_expired(
+    age_ms: int, checked: bool
+) -> None:
+    """A worker claims a rejection after its record was appended, by a clock at most
+    CLOCK_SKEW_MS behind the broker's, so its marker lives until appended - skew + TTL."""
+    appended = 1_796_000_000_000
+    old = dataclasses.replace(letter(b"{"), appended_ms=appended)
+    assert marker_may_have_expired(old, appended + age_ms) is checked
+    assert not marker_may_have_expired(letter(b"{"), appended + age_ms)  # no log-append time

@@ -113,12 +113,16 @@ class DeadLetters:
     def published_after(self, partition: int, ms: int) -> set[Source]:
         """The sources of DLQ ``partition``'s records with timestamps from ``ms`` on, and
         maybe of earlier ones (each is a letter that was published all the same). The
-        records read are kept: a later call reads only what was appended since, unless it
-        asks for records before the first one kept, or more than ``KEPT_SOURCES`` are kept."""
+        records read are kept: a later call reads only records it was not given before
+        (appended since, or before the first one kept), unless more than ``KEPT_SOURCES``
+        are kept: then it starts over."""
         start = self.offset_at(partition, ms)
         kept = self._kept.get(partition)
-        if kept is None or start < kept.start or len(kept.sources) > KEPT_SOURCES:
+        if kept is None or len(kept.sources) > KEPT_SOURCES:
             kept = self._kept[partition] = _Kept(start, start, set())
+        elif start < kept.start:
+            kept.sources |= self._sources_between(partition, start, kept.start)
+            kept.start = start
         end = self.end_offset(partition)
         if end > kept.end:
             kept.sources |= self._sources_between(partition, kept.end, end)

@@ -16,13 +16,11 @@ the caller retries.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from consumers.letters import DeadLetter, Source
 from voicemon import telemetry
@@ -38,7 +36,6 @@ from voicemon.publisher import (
 log = logging.getLogger("voicemon.dlq")
 
 DELIVERY_TIMEOUT_S = 30.0  # a letter unanswered this long is an outage: the batch is retried
-KEPT_SOURCES = 500_000  # published_after starts over past this many (about 60 MB)
 
 
 def _source(headers: Any) -> Source:
@@ -50,15 +47,6 @@ def _source(headers: Any) -> Source:
         int(values["voicemon-source-offset"]),
         None if batch_index is None else int(batch_index),
     )
-
-
-@dataclass(slots=True)
-class _Kept:
-    """DLQ records read by ``published_after``: offsets ``start`` up to ``end``."""
-
-    start: int
-    end: int
-    sources: set[Source]
 
 
 class DeadLetters:
@@ -80,8 +68,6 @@ class DeadLetters:
         )  # fmt: skip
         self._partitions = 0
         self._in_flight: dict[Source, Future[Published]] = {}  # sends not answered yet
-        self._reading = threading.Lock()  # the reader is called from worker threads
-        self._kept: dict[int, _Kept] = {}  # published_after's records, per DLQ partition
 
     def partition_of(self, letter: DeadLetter) -> int:
         if not self._partitions:
@@ -95,62 +81,28 @@ class DeadLetters:
         )
         return int(high)
 
-    def offset_at(self, partition: int, ms: int) -> int:
-        """The first offset of DLQ ``partition`` whose timestamp is ``ms`` or later (its end
-        if there is none)."""
-        with self._reading:
-            [found] = self._reader.offsets_for_times(
-                [TopicPartition(self._topic, partition, ms)], timeout=10
-            )
-        if found.error is not None:
-            raise KafkaException(found.error)
-        return int(found.offset) if found.offset >= 0 else self.end_offset(partition)
-
     def published_since(self, partition: int, offset: int) -> set[Source]:
         """The sources of the records in DLQ ``partition`` from ``offset`` to its end now."""
-        return self._sources_between(partition, offset, self.end_offset(partition))
-
-    def published_after(self, partition: int, ms: int) -> set[Source]:
-        """The sources of DLQ ``partition``'s records with timestamps from ``ms`` on, and
-        maybe of earlier ones (each is a letter that was published all the same). The
-        records read are kept: a later call reads only records it was not given before
-        (appended since, or before the first one kept), unless more than ``KEPT_SOURCES``
-        are kept: then it starts over."""
-        start = self.offset_at(partition, ms)
-        kept = self._kept.get(partition)
-        if kept is None or len(kept.sources) > KEPT_SOURCES:
-            kept = self._kept[partition] = _Kept(start, start, set())
-        elif start < kept.start:
-            kept.sources |= self._sources_between(partition, start, kept.start)
-            kept.start = start
         end = self.end_offset(partition)
-        if end > kept.end:
-            kept.sources |= self._sources_between(partition, kept.end, end)
-            kept.end = end
-        return kept.sources
-
-    def _sources_between(self, partition: int, offset: int, end: int) -> set[Source]:
-        """The sources of the records in DLQ ``partition`` from ``offset`` up to ``end``."""
         found: set[Source] = set()
         if offset >= end:
             return found
-        with self._reading:
-            self._reader.assign([TopicPartition(self._topic, partition, offset)])
-            try:
-                while True:
-                    records = self._reader.consume(500, timeout=5)
-                    if not records:
-                        raise DeliveryError(f"DLQ partition {partition} unreadable below {end}")
-                    for record in records:
-                        error = record.error()
-                        if error is not None and error.code() == KafkaError._PARTITION_EOF:
+        self._reader.assign([TopicPartition(self._topic, partition, offset)])
+        try:
+            while True:
+                records = self._reader.consume(500, timeout=5)
+                if not records:
+                    raise DeliveryError(f"DLQ partition {partition} unreadable below {end}")
+                for record in records:
+                    error = record.error()
+                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                        return found
+                    if error is None:
+                        found.add(_source(record.headers()))
+                        if (record.offset() or 0) + 1 >= end:
                             return found
-                        if error is None:
-                            found.add(_source(record.headers()))
-                            if (record.offset() or 0) + 1 >= end:
-                                return found
-            finally:
-                self._reader.unassign()
+        finally:
+            self._reader.unassign()
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
         """Publish the letters and return once each is acknowledged (in full or as an

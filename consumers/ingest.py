@@ -229,7 +229,9 @@ class Ingest:
             return
         found, now_ms = _by_position(counted.messages), counted.now_ms
         letters = [letter_of(row, _message_of(row, found), UNSTORABLE) for row in refused]
-        await self._dead_letters.publish_once(letters, self._replicated(counted.primaries))
+        await self._dead_letters.publish_once(
+            letters, self._replicated(counted.primaries), step="store"
+        )
         for row in refused:
             decrements = rolling.negated(rolling.increments([row.event], now_ms))
             await self._counters.settle(row.event.event_id, str(row.position), decrements, now_ms)

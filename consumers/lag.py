@@ -10,12 +10,22 @@ worker of a group reports the same numbers, so dashboards and rules take ``max b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 Config = Mapping[str, str | int | float | bool]
+RETRY_S = 0.2  # between two asks of the committed offsets after a transient refusal
+# Refusals a broker gives while a coordinator or a leader moves or loads: asked again. (Per
+# partition errors carry no "retriable" flag of their own, hence the codes.)
+TRANSIENT = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+})  # fmt: skip
 
 
 class LagUnavailable(Exception):
@@ -60,7 +70,8 @@ class BrokerLag:
     Not the admin client's ``list_consumer_group_offsets``: in librdkafka (2.16 here) an
     answer of NOT_COORDINATOR to it, which the broker gives while the group's coordinator
     moves or loads (a broker restart), dereferences the admin client's missing consumer
-    group and kills the process with SIGSEGV. A consumer's own offset fetch retries it."""
+    group and kills the process with SIGSEGV. A consumer's offset fetch returns it as an error,
+    which ``_measure`` asks again."""
 
     def __init__(self, config: Config, group: str, topic: str, timeout_s: float = 10):
         self.config = config
@@ -76,21 +87,36 @@ class BrokerLag:
             raise LagUnavailable(f"consumer lag of group {self.group}: {error!r}") from None
 
     def _measure(self) -> list[PartitionOffsets]:
+        """One measurement within ``timeout_s`` in all (a partition whose leader does not
+        answer ends it, not each partition in turn); a transient refusal of the committed
+        offsets (NOT_COORDINATOR while a coordinator loads) is asked again until then."""
+        deadline = time.monotonic() + self.timeout_s
+
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no answer within {self.timeout_s:g} s")
+            return remaining
+
         if self._reader is None:
             self._reader = Consumer({**self.config, "group.id": self.group,
                                      "enable.auto.commit": False})  # fmt: skip
         reader = self._reader
-        metadata = reader.list_topics(self.topic, timeout=self.timeout_s).topics[self.topic]
+        metadata = reader.list_topics(self.topic, timeout=left()).topics[self.topic]
         if metadata.error is not None:
             raise KafkaException(metadata.error)
         partitions = [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
-        committed = reader.committed(partitions, timeout=self.timeout_s)
-        refused = next((tp.error for tp in committed if tp.error is not None), None)
-        if refused is not None:
-            raise KafkaException(refused)
+        while True:
+            committed = reader.committed(partitions, timeout=left())
+            refused = next((tp.error for tp in committed if tp.error is not None), None)
+            if refused is None:
+                break
+            if refused.code() not in TRANSIENT:
+                raise KafkaException(refused)
+            time.sleep(min(RETRY_S, left()))
         starts, ends = {}, {}
         for tp in partitions:
             starts[tp.partition], ends[tp.partition] = reader.get_watermark_offsets(
-                tp, timeout=self.timeout_s
+                tp, timeout=left()
             )
         return offsets_by_partition(starts, ends, {tp.partition: tp.offset for tp in committed})

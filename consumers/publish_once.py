@@ -9,9 +9,15 @@ decide claims atomically; ``DeadLetters`` does the Kafka I/O. A claim that is th
 partition) is verified by reading the DLQ partition from the offset the claim recorded: found
 there, it is marked sent; not found, the claim is taken over (compare-and-set) and the
 rejection published. A rejection another worker is publishing is waited for, never sent twice.
-A rejection claimed afresh whose marker may have expired (its record was appended longer ago
-than the marker lives: a replay after hours) is looked for in its DLQ partition among the
-records published since that append, and sent only if it is not there.
+Markers live ``DLQ_MARKER_TTL_MS``; a replay later than that (an outage of hours, a group's
+offsets reset) finds none. So each step that publishes letters (``step``: the count step's
+rejections, the store step's ``unstorable``) also keeps, per input partition, the offset and
+log-append time of the last letter it settled (``keys.dlq_settled``), raised once all of a
+call's letters are settled. A step settles a partition's letters in offset order (a worker
+counts and stores its chunks one after the other; a new owner starts at the committed
+offset, behind anything not settled), so a letter claimed afresh at or below that offset,
+appended no later, was settled before: it is marked sent, not sent again. (A letter appended
+later at a lower offset comes from a recreated topic, and is sent.)
 
 Known limit: the publish and its "sent" mark are not one transaction; a crash between them
 publishes that rejection again once its claim is abandoned — unless the successor finds it
@@ -23,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.dead_letters import DeadLetters
@@ -41,10 +47,17 @@ WAIT_FOR_OTHERS_S = 60.0  # claims are abandoned after DLQ_ABANDONED_MS; this bo
 # come back at once, so the last attempt still ends within this.)
 DLQ_ABANDONED_MS = 40_000
 DLQ_MARKER_TTL_MS = 2 * 3_600_000  # a replay after a crash or rebalance comes well within
-# A replay later than that (an outage of hours, a group's offsets reset) finds no marker; a
-# letter whose marker may have expired is looked for in its DLQ partition among the records
-# published since its source was appended, and sent only if it is not there.
-CLOCK_SKEW_MS = 5 * 60_000  # the workers' clocks and the broker's differ by less than this
+
+# KEYS: a step's settled mark; ARGV: per input partition, the partition, the offset and the
+# log-append time of the last letter settled there. Raises each partition's mark, never lowers it.
+_SETTLED = """
+for i = 1, #ARGV, 3 do
+  local held = redis.call('HGET', KEYS[1], ARGV[i])
+  if not held or tonumber(string.match(held, '^(%d+):')) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. ':' .. ARGV[i + 2])
+  end
+end
+"""
 
 # A marker holds "claimant|claimed_at_ms|dlq_partition|dlq_offset" until Kafka acknowledged
 # the record, then "sent". Called by OncePublisher._verdicts.
@@ -118,18 +131,21 @@ class OncePublisher:
         self._claim = redis.register_script(_CLAIM_DEAD_LETTERS)
         self._take_over = redis.register_script(_TAKE_OVER)
         self._sent = redis.register_script(_SENT)
+        self._settled = redis.register_script(_SETTLED)
 
     async def publish_once(
         self,
         letters: Sequence[DeadLetter],
         replicated: Callable[[], Awaitable[object]] | None = None,
+        step: str = "count",
     ) -> None:
         """Return once every letter is in the DLQ, published by this worker or another. A
         letter another worker is publishing is waited for until it is published or its claim
         is abandoned (``DLQ_ABANDONED_MS`` by this worker's clock, read on every round).
         ``replicated`` (``Replication.confirm``) returns once the claims are on the replicas,
         and raises if they are not: a letter is published only under a claim that survives a
-        failover, so a retry after one verifies it in the DLQ instead of sending it again."""
+        failover, so a retry after one verifies it in the DLQ instead of sending it again.
+        ``step`` names the step whose letters these are (its settled marks)."""
         pending = {_marker(letter): letter for letter in letters}
         deadline = time.monotonic() + WAIT_FOR_OTHERS_S
         while pending:
@@ -145,10 +161,9 @@ class OncePublisher:
                 self._published, [(pending[k], claim) for k, claim in earlier.items()]
             )
             done = [k for k in earlier if pending[k].source in published]
-            old = [letter for letter in to_send.values() if marker_may_have_expired(letter, now_ms)]
-            if old:  # claimed afresh, but perhaps published before its marker expired
-                published_long_ago = await asyncio.to_thread(self._published_long_ago, old)
-                forgotten = [k for k in to_send if to_send[k].source in published_long_ago]
+            if to_send:  # claimed afresh: settled before, if its marker expired since?
+                marks = await self._settled_marks(step, to_send.values())
+                forgotten = [k for k, letter in to_send.items() if settled_before(letter, marks)]
                 done += forgotten
                 for key in forgotten:
                     del to_send[key]
@@ -164,6 +179,7 @@ class OncePublisher:
             pending = held
             if pending:
                 await asyncio.sleep(FOLLOW_POLL_S)
+        await self._raise_settled_marks(step, letters)
 
     def _claims(self, letters: Mapping[str, DeadLetter], now_ms: int) -> dict[str, Claim]:
         """This worker's claim of each letter, with the DLQ partition's end offset now."""
@@ -187,18 +203,32 @@ class OncePublisher:
             found |= self._dead_letters.published_since(partition, offset)
         return found
 
-    def _published_long_ago(self, letters: Sequence[DeadLetter]) -> set[Source]:
-        """Sources found in the DLQ partitions of these letters among the records published
-        since the oldest of them was appended to the input topic (less ``CLOCK_SKEW_MS``)."""
-        since: dict[int, int] = {}
+    async def _settled_marks(
+        self, step: str, letters: Iterable[DeadLetter]
+    ) -> dict[int, tuple[int, int]]:
+        """The step's settled mark, (offset, log-append time), of each letter's partition."""
+        partitions = sorted({letter.partition for letter in letters if letter.appended_ms})
+        if not partitions:
+            return {}
+        found = await self._redis.hmget(keys.dlq_settled(step), [str(p) for p in partitions])
+        marks = {}
+        for partition, held in zip(partitions, found, strict=True):
+            if held is not None:
+                offset, appended = (held.decode() if isinstance(held, bytes) else held).split(":")
+                marks[partition] = (int(offset), int(appended))
+        return marks
+
+    async def _raise_settled_marks(self, step: str, letters: Sequence[DeadLetter]) -> None:
+        """Raise the step's mark of each partition to its last letter here (all settled)."""
+        last: dict[int, tuple[int, int]] = {}
         for letter in letters:
-            assert letter.appended_ms is not None
-            partition = self._dead_letters.partition_of(letter)
-            since[partition] = min(since.get(partition, letter.appended_ms), letter.appended_ms)
-        found: set[Source] = set()
-        for partition, appended_ms in since.items():
-            found |= self._dead_letters.published_after(partition, appended_ms - CLOCK_SKEW_MS)
-        return found
+            if letter.appended_ms is not None:
+                held = last.get(letter.partition)
+                if held is None or letter.offset > held[0]:
+                    last[letter.partition] = (letter.offset, letter.appended_ms)
+        if last:
+            args = [n for p, (offset, ms) in last.items() for n in (p, offset, ms)]
+            await self._settled(keys=[keys.dlq_settled(step)], args=args)
 
     async def rejected_before(self, sources: Sequence[Source]) -> set[Source]:
         """Which of these sources (partition, offset, batch index) a worker has decided to
@@ -234,13 +264,13 @@ class OncePublisher:
             await self._sent(keys=list(dlq_keys), args=[expire_at_ms])
 
 
-def marker_may_have_expired(letter: DeadLetter, now_ms: int) -> bool:
-    """Whether a DLQ marker of this letter could have expired by ``now_ms`` (pure). A worker
-    claims a rejection after the broker appended its record, by a clock at most
-    ``CLOCK_SKEW_MS`` behind the broker's, and its marker lives ``DLQ_MARKER_TTL_MS`` from
-    then on at least; a letter without a log-append time is never checked."""
-    appended = letter.appended_ms
-    return appended is not None and now_ms - appended >= DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS
+def settled_before(letter: DeadLetter, marks: Mapping[int, tuple[int, int]]) -> bool:
+    """Whether a step settled this letter before (pure): its partition's settled mark lies at
+    or after its offset, and was appended no earlier than it (see the module docstring)."""
+    mark = marks.get(letter.partition)
+    if mark is None or letter.appended_ms is None:
+        return False
+    return letter.offset <= mark[0] and letter.appended_ms <= mark[1]
 
 
 def _marker(letter: DeadLetter) -> str:

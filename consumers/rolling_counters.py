@@ -57,7 +57,9 @@ from voicemon.redis_client import AsyncRedis
 from voicemon.rolling import BucketIncrement
 
 # An applied offset outlives the markers of the events it covers (set at most a minute
-# before it), so a replay that finds its own markers finds the applied offsets too.
+# before it), so a replay that finds its own markers finds the applied offsets too. A time to
+# live by Redis's clock, not an instant of a worker's: every worker writes a scope's hash, and
+# one whose clock is behind would otherwise end everyone's offsets early.
 APPLIED_TTL_MS = keys.SEEN_GENERATIONS * keys.SEEN_GENERATION_MS + 2 * 60_000
 
 # Seen-markers (voicemon.keys). Scripts that read or write them take, for one shard group,
@@ -174,8 +176,7 @@ end
 # Called by RollingCounters.add, per counter scope's hash tag. KEYS: the scope's applied
 # offsets, [the counters' epoch and sentinel, for {p}], then its buckets. ARGV: the packed
 # partitions (partition, first offset, last offset, packed bucket increments of its events),
-# when the applied offsets expire (epoch ms, by the worker's clock, as every expiry here), the
-# number of KEYS before the buckets. If a partition's
+# the applied offsets' time to live, the number of KEYS before the buckets. If a partition's
 # applied offset lies inside [first, last], writes nothing and returns those partitions with
 # their applied offsets (the caller retries with the events after them); otherwise adds the
 # increments of each partition whose applied offset lies before it and moves that offset.
@@ -205,7 +206,7 @@ for i, part in ipairs(partitions) do
     redis.call('HSET', KEYS[1], part[1], part[3])
   end
 end
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {}
 """
 )
@@ -223,12 +224,12 @@ return 0
 """
 
 # Called by RollingCounters.settle, per counter scope's hash tag. KEYS: the take-back's
-# marker, then buckets. ARGV: its expiry (epoch ms), the packed bucket increments. Applies them
+# marker, then buckets. ARGV: its time to live, the packed bucket increments. Applies them
 # once: only if the marker was not set yet.
 _TAKE_BACK = (
     _APPLY_BUCKETS
     + """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PXAT', ARGV[1]) then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
 apply_buckets(cmsgpack.unpack(ARGV[2]))
 return 1
 """
@@ -424,7 +425,7 @@ class RollingCounters:
         pending = scope_increments(owned, now_ms, after)
         while pending:
             tags = list(pending)
-            calls = [self._add_call(tag, pending[tag], now_ms) for tag in tags]
+            calls = [self._add_call(tag, pending[tag]) for tag in tags]
             retry: set[str] = set()
             for tag, inside in zip(tags, await self._run(calls), strict=True):
                 for partition, offset in zip(inside[::2], inside[1::2], strict=True):
@@ -436,10 +437,7 @@ class RollingCounters:
             pending = {tag: again[tag] for tag in retry if tag in again}
 
     def _add_call(
-        self,
-        tag: str,
-        partitions: list[tuple[int, int, int, dict[str, BucketIncrement]]],
-        now_ms: int,
+        self, tag: str, partitions: list[tuple[int, int, int, dict[str, BucketIncrement]]]
     ) -> Call:
         head = [keys.applied(tag)]
         if tag == keys.hash_tag(keys.COUNTERS_SENTINEL):
@@ -450,7 +448,7 @@ class RollingCounters:
             start = len(head) + len(bucket_keys) + 1
             bucket_keys += list(buckets)
             packed.append((partition, first, last, packed_buckets(buckets, first_key=start)))
-        args = [msgspec.msgpack.encode(packed), now_ms + APPLIED_TTL_MS, len(head)]
+        args = [msgspec.msgpack.encode(packed), APPLIED_TTL_MS, len(head)]
         return self._add, head + bucket_keys, args
 
     async def settle(
@@ -468,7 +466,7 @@ class RollingCounters:
         for tag, buckets in by_tag(decrements).items():
             packed = msgspec.msgpack.encode(packed_buckets(buckets, first_key=2))
             calls.append((self._take_back, [keys.taken_back(tag, position), *buckets],
-                          [now_ms + APPLIED_TTL_MS, packed]))  # fmt: skip
+                          [APPLIED_TTL_MS, packed]))  # fmt: skip
         await self._run(calls)
         args: list[bytes | str] = [found.field, position, keys.SETTLED + position]
         return bool(await self._holds(keys=hashes, args=args))

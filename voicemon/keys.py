@@ -151,6 +151,12 @@ def dead_lettered(partition: int, offset: int, batch_index: int | None) -> str:
     return f"{PREFIX}:{{dlq}}:{partition}:{offset}:{-1 if batch_index is None else batch_index}"
 
 
+def dlq_settled(step: str) -> str:
+    """Per input partition, "offset:log-append ms" of the last letter a step (``count`` or
+    ``store``) settled there (``consumers.publish_once``); one small hash per step, no TTL."""
+    return f"{PREFIX}:{{dlq}}:settled:{step}"
+
+
 def store_lease(partition: int) -> str:
     """Which worker stores the rows of an input partition now (``consumers.store_leases``)."""
     return f"{PREFIX}:{{leases}}:{partition}"

@@ -134,3 +134,24 @@ def test_two_workers_counting_one_chunk_at_once_count_it_once(pipeline: Pipeline
     new = asyncio.run(both())
     assert sum(new) == 400  # each event claimed by one of them
     assert_counted_once(pipeline, published, at)
+
+
+def test_a_worker_whose_clock_is_behind_leaves_the_applied_offsets_of_the_others(
+    pipeline: Pipeline, clean_store: Client
+) -> None:
+    """Found by a break-it review: worker A counts partition 0's chunk, worker B, whose clock
+    is 2 h 10 min behind Redis's, counts the other partitions into the same scopes. Were the
+    applied offsets to expire at an instant of the writer's clock, B's add would end them,
+    A's with them, and A's chunk replayed would count again; they live by Redis's clock."""
+    at = now_ms()
+    published = events(60, at - 1000, prefix="skew")
+    pipeline.publish(published[i : i + 6] for i in range(0, 60, 6))
+    messages = pipeline.consume()
+    first = [m for m in messages if m.partition == 0]
+    others = [m for m in messages if m.partition != 0]
+    assert first and others
+    pipeline.ingest(clean_store, first, at)  # worker A
+    pipeline.ingest(clean_store, others, at - 2 * 3_600_000 - 10 * 60_000)  # worker B, behind
+    assert b"0" in pipeline.redis.hgetall(keys.applied("{p}"))
+    pipeline.ingest(clean_store, first, at + 1000)  # A's chunk replayed (a crash before commit)
+    assert_counted_once(pipeline, published, at)

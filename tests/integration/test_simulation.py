@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from consumers.publish_once import CLOCK_SKEW_MS, DLQ_MARKER_TTL_MS
+from consumers.publish_once import DLQ_MARKER_TTL_MS
 from tests.reference import HOUR_MS, MINUTE_MS
 from tests.simulation import driver, schedule
 from tests.simulation.cases import T0, chunk, event, plan, record, tame
@@ -292,9 +292,9 @@ def test_a_replay_after_the_virtual_clock_passed_a_reap_counts_once(
     store: Client, redis_url: str, replay_at: int, fault: str, topology: str
 ) -> None:
     """Seed 1 split, shrunk: an event counted at t+18.5 min and replayed after the reap of
-    t+20 min was counted twice in real time. The scope's applied offsets expired by a
-    relative TTL, which the driver's reaper (virtual time runs days ahead of Redis's) ended
-    at once; they now expire at an instant of the worker's clock, as the other keys do."""
+    t+20 min was counted twice in real time. A finding in the harness: the scope's applied
+    offsets expire by a time to live on Redis's clock, which the driver's reaper (virtual
+    time runs days ahead of it) ended at once; it leaves them to Redis now."""
     read = T0 + 18 * MINUTE_MS + 30_180
     body = event("e25", read - 10_980, "artifact_received", organization_id="org-b")
     replayed = plan(chunk(read, record(2, 0, body, at=read - 5 * MINUTE_MS, log_append=False),
@@ -304,30 +304,36 @@ def test_a_replay_after_the_virtual_clock_passed_a_reap_counts_once(
 
 @pytest.mark.parametrize(
     "replayed_after_ms",
-    [DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS - 1, DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS,
-     DLQ_MARKER_TTL_MS + 1, 2 * HOUR_MS + 10 * MINUTE_MS, 30 * HOUR_MS],
+    [DLQ_MARKER_TTL_MS - 1, DLQ_MARKER_TTL_MS, DLQ_MARKER_TTL_MS + 1,
+     2 * HOUR_MS + 10 * MINUTE_MS, 30 * HOUR_MS],
 )  # fmt: skip
 def test_a_rejection_replayed_after_a_long_outage_is_not_sent_twice(
     store: Client, redis_url: str, replayed_after_ms: int
 ) -> None:
     """Found by the simulation: a replay after the rejection's marker expired (a store
-    outage of hours, an offset reset) sent it again. Now a letter whose marker may have
-    expired is looked for in its DLQ partition first: on both sides of the marker's edge."""
+    outage of hours, an offset reset) sent it again. Now the count step's settled mark of the
+    partition says it was settled: on both sides of the marker's edge."""
     at = T0 + 29 * MINUTE_MS
     bad = Record(1, 0, b'{"event_id": ', at, True, (), False, "invalid_json")
     outage = plan(chunk(at, bad, fault="outage", replay_at=at + replayed_after_ms))
     assert views(run(outage, store, redis_url)) == []
 
 
-@pytest.mark.parametrize("read_after_ms", [DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS, 3 * HOUR_MS])
-def test_a_rejection_first_read_hours_after_its_append_is_sent_once(
+@pytest.mark.parametrize("read_after_ms", [DLQ_MARKER_TTL_MS, 3 * HOUR_MS])
+def test_rejections_first_read_hours_after_their_append_are_each_sent_once(
     store: Client, redis_url: str, read_after_ms: int
 ) -> None:
-    """The other side: a record first read long after the broker appended it (a backlog)
-    has no marker and is not in the DLQ; it is looked for there, and sent."""
+    """The other side: records first read long after the broker appended them (a backlog)
+    have no marker; the first is settled, and the settled mark it leaves must not swallow
+    the next one (a higher offset), nor a later chunk's at a lower offset appended later
+    (a recreated topic)."""
     at = T0 + 29 * MINUTE_MS
-    bad = Record(1, 0, b'{"event_id": ', at, True, (), False, "invalid_json")
-    assert views(run(plan(chunk(at + read_after_ms, bad)), store, redis_url)) == []
+    read = at + read_after_ms
+    first = Record(1, 5, b'{"event_id": ', at, True, (), False, "invalid_json")
+    second = Record(1, 6, b"[1, 2", at + 1, True, (), False, "invalid_json")
+    anew = Record(1, 2, b'{"oops', read + MINUTE_MS, True, (), False, "invalid_json")
+    backlog = plan(chunk(read, first), chunk(read + 1, second), chunk(read + 2 * MINUTE_MS, anew))
+    assert views(run(backlog, store, redis_url)) == []
 
 
 def test_a_duplicate_at_the_retention_edge_keeps_its_decision_on_replay(

@@ -12,7 +12,9 @@ keys are set with PEXPIREAT from the virtual clock (virtual time runs ahead of t
 so those instants are in Redis's future), and after every advance of the clock a reaper
 deletes the keys whose PEXPIRETIME is at or before virtual now (SCAN + PEXPIRETIME).
 Keys set with a relative TTL (the closer's lease, a DLQ claim) end at once under that rule;
-they only fence concurrent actors, and the simulation runs one step at a time. The store's
+they only fence concurrent actors, and the simulation runs one step at a time. Store leases,
+the counter scopes' applied offsets and take-back markers are left to Redis
+(``REDIS_CLOCK_KEYS``). The store's
 48 h TTL runs on the real clock, so the driver applies it itself: once the last row of an
 hourly part is 48 h old by virtual time, the hour's rows are deleted (as
 ``ttl_only_drop_parts`` drops the whole part). Snapshot retention (7 and 90 days) lies
@@ -25,7 +27,6 @@ import asyncio
 import heapq
 import itertools
 import math
-import threading
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
@@ -71,6 +72,11 @@ FOLLOW_DEADLINE_S = 2.0
 # Store leases fence concurrent writers in real time (renewed by a task, lapsing after
 # LEASE_MS): the reaper leaves them to Redis; a crashed worker's are deleted when it dies.
 LEASES = keys.store_lease(0)[:-1].encode()
+# Keys with a time to live by Redis's own clock that outlive what a run can observe: a
+# scope's applied offsets (102 min after its last add: a replay later than that finds no
+# seen-marker either, and its event is out of the real-time window) and take-back markers.
+# The reaper would end them at once (virtual time runs days ahead); it leaves them to Redis.
+REDIS_CLOCK_KEYS = (LEASES, keys.applied("")[:-1].encode(), keys.taken_back("", "")[:-2].encode())
 HANDOVER_WAIT_S = 1.0  # real seconds a new owner's replay may take before the old store ends
 
 
@@ -93,7 +99,6 @@ class Letter:
     reason: str
     payload: bytes | None
     headers: dict[str, str]
-    published_ms: int  # the record's timestamp: the virtual clock when it was published
 
 
 class _RecordingProducer:
@@ -123,8 +128,7 @@ class _RecordingProducer:
         source = (int(named["voicemon-source-partition"]), int(named["voicemon-source-offset"]),
                   None if batch_index is None else int(batch_index))  # fmt: skip
         records = self._dlq.records[partition]
-        published_ms = round(self._dlq.clock() * 1000)
-        records.append(Letter(source, named["voicemon-reason"], value, named, published_ms))
+        records.append(Letter(source, named["voicemon-reason"], value, named))
         sent.set_result(Published(topic, partition, len(records) - 1))
         return sent
 
@@ -133,30 +137,18 @@ class DlqRecorder(DeadLetters):
     """The real ``DeadLetters`` (its envelopes, refusals and per-letter deliveries) over a
     recording producer and reader instead of Kafka: each DLQ partition is a list."""
 
-    def __init__(
-        self, clock: Callable[[], float], partitions: int = PARTITIONS, max_bytes: int | None = None
-    ) -> None:
+    def __init__(self, partitions: int = PARTITIONS, max_bytes: int | None = None) -> None:
         self._topic = "simulated.dlq"
         self._partitions = partitions
         self._in_flight = {}
-        self._reading = threading.Lock()
-        self._kept = {}
         self._publisher = _RecordingProducer(self, max_bytes)  # type: ignore[assignment]
-        self.clock = clock
         self.records: list[list[Letter]] = [[] for _ in range(partitions)]
 
     def end_offset(self, partition: int) -> int:
         return len(self.records[partition])
 
-    def offset_at(self, partition: int, ms: int) -> int:
-        records = self.records[partition]
-        return next((n for n, letter in enumerate(records) if letter.published_ms >= ms),
-                    len(records))  # fmt: skip
-
-    def _sources_between(
-        self, partition: int, offset: int, end: int
-    ) -> set[tuple[int, int, int | None]]:
-        return {letter.source for letter in self.records[partition][offset:end]}
+    def published_since(self, partition: int, offset: int) -> set[tuple[int, int, int | None]]:
+        return {letter.source for letter in self.records[partition][offset:]}
 
     def letters(self) -> list[Letter]:
         return [letter for partition in self.records for letter in partition]
@@ -237,7 +229,7 @@ class Driver:
         self.store = store
         self.redis_url = redis_url
         self.clock = VirtualClock(schedule.start_ms)
-        self.dlq = DlqRecorder(self.clock, max_bytes=schedule.dlq_max_bytes)
+        self.dlq = DlqRecorder(max_bytes=schedule.dlq_max_bytes)
         self.published: list[tuple[str, dict[str, Any]]] = []
         self.outcome = Outcome()
         self.workers: list[Worker] = []
@@ -489,7 +481,7 @@ class Driver:
             due = [
                 n
                 for n, t in zip(batch, times, strict=True)
-                if 0 <= int(t) <= self.clock.ms and not n.startswith(LEASES)
+                if 0 <= int(t) <= self.clock.ms and not n.startswith(REDIS_CLOCK_KEYS)
             ]
             if due:
                 await self.redis.delete(*due)

@@ -1,6 +1,5 @@
 """The DLQ's rules without a broker: the topic rules at their edges, the envelope's form,
-which refusals are permanent (CONTRACT §2, §3.3), and when a letter's marker may have
-expired."""
+which refusals are permanent (CONTRACT §2, §3.3), and when a step settled a letter before."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from confluent_kafka import KafkaError
 
 from consumers.decode import RejectedPayload
 from consumers.letters import ENVELOPE_BYTES, DeadLetter
-from consumers.publish_once import CLOCK_SKEW_MS, DLQ_MARKER_TTL_MS, marker_may_have_expired
+from consumers.publish_once import settled_before
 from voicemon.event import Rejection, RejectReason
 from voicemon.publisher import PublishFailed
 from voicemon.topics import DLQ_HEADROOM_BYTES, rule_problems
@@ -96,16 +95,15 @@ def test_a_claim_outlives_every_attempt_of_its_claimant_to_publish() -> None:
 
 
 @pytest.mark.parametrize(
-    ("age_ms", "checked"),
-    [(DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS - 1, False), (DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS, True),
-     (DLQ_MARKER_TTL_MS - CLOCK_SKEW_MS + 1, True), (DLQ_MARKER_TTL_MS + 10 * 60_000, True)],
+    ("offset", "appended_ms", "before"),
+    [(40, 1_000, True), (41, 1_000, True), (42, 1_000, False),  # at, below, above the mark
+     (41, 999, True), (41, 1_001, False),  # appended later at a lower offset: a new topic
+     (41, None, False)],  # no log-append time: never judged by the mark
 )  # fmt: skip
-def test_a_letter_is_looked_for_in_the_dlq_once_its_marker_may_have_expired(
-    age_ms: int, checked: bool
+def test_a_letter_at_or_below_its_steps_settled_mark_was_settled_before(
+    offset: int, appended_ms: int | None, before: bool
 ) -> None:
-    """A worker claims a rejection after its record was appended, by a clock at most
-    CLOCK_SKEW_MS behind the broker's, so its marker lives until appended - skew + TTL."""
-    appended = 1_796_000_000_000
-    old = dataclasses.replace(letter(b"{"), appended_ms=appended)
-    assert marker_may_have_expired(old, appended + age_ms) is checked
-    assert not marker_may_have_expired(letter(b"{"), appended + age_ms)  # no log-append time
+    marks = {3: (41, 1_000)}  # partition 3: the last letter settled at offset 41, appended 1000
+    found = dataclasses.replace(letter(b"{"), offset=offset, appended_ms=appended_ms)
+    assert settled_before(found, marks) is before
+    assert not settled_before(dataclasses.replace(found, partition=4), marks)  # no mark there

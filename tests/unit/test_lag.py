@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
+from confluent_kafka import KafkaError
 from prometheus_client import CollectorRegistry
 
 from consumers.lag import PartitionOffsets, offsets_by_partition
@@ -87,3 +91,61 @@ def test_a_broker_that_does_not_answer_in_time_makes_the_lag_unavailable() -> No
     lag._measure = silent  # type: ignore[method-assign]
     with pytest.raises(LagUnavailable, match="TimeoutError"):
         lag.measure()
+
+
+class _Reader:
+    """A consumer of the group standing in for the broker: its committed offsets refused
+    with ``errors`` in turn, then answered."""
+
+    def __init__(self, errors: list[int]) -> None:
+        self.errors = errors
+        self.asked = 0
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        partition = SimpleNamespace()
+        return SimpleNamespace(
+            topics={topic: SimpleNamespace(error=None, partitions={0: partition})}
+        )
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        self.asked += 1
+        code = self.errors.pop(0) if self.errors else None
+        error = None if code is None else KafkaError(code)
+        return [SimpleNamespace(partition=0, offset=7, error=error)]
+
+    def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+        return 2, 10
+
+
+@pytest.mark.parametrize(
+    ("errors", "lag"),
+    [([], 3), ([KafkaError.NOT_COORDINATOR], 3),
+     ([KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_COORDINATOR], 3),
+     ([KafkaError.GROUP_AUTHORIZATION_FAILED], None)],
+)  # fmt: skip
+def test_a_transient_refusal_of_the_committed_offsets_is_asked_again(
+    errors: list[int], lag: int | None
+) -> None:
+    """NOT_COORDINATOR and its kin (a coordinator loading after a broker restart) are asked
+    again within the timeout; a refusal for good makes the measurement unavailable."""
+    from consumers import lag as module
+
+    broker_lag = module.BrokerLag({}, "group", "topic", timeout_s=5)
+    reader = _Reader(list(errors))
+    broker_lag._reader = reader  # type: ignore[assignment]
+    if lag is None:
+        with pytest.raises(module.LagUnavailable, match="GROUP_AUTHORIZATION_FAILED"):
+            broker_lag.measure()
+        assert reader.asked == 1
+    else:
+        assert [o.lag for o in broker_lag.measure()] == [lag]
+        assert reader.asked == len(errors) + 1
+
+
+def test_a_refusal_that_lasts_past_the_timeout_makes_the_lag_unavailable() -> None:
+    from consumers import lag as module
+
+    broker_lag = module.BrokerLag({}, "group", "topic", timeout_s=0.5)
+    broker_lag._reader = _Reader([KafkaError.NOT_COORDINATOR] * 100)  # type: ignore[assignment]
+    with pytest.raises(module.LagUnavailable, match=r"no answer within 0\.5 s"):
+        broker_lag.measure()

@@ -64,6 +64,10 @@ def _wait_listening(endpoint: Endpoint, name: str, log: Path, timeout_s: float =
     raise StackError(f"{name} did not answer on {endpoint.host}:{endpoint.port}; see {log}")
 
 
+# The brokers this process started, by pid: ``_stop`` waits for them through their Popen.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class LocalStack:
     def __init__(self, settings: Settings, home: Path) -> None:
         self.settings = settings
@@ -170,6 +174,7 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        _STARTED[process.pid] = process
         (data / "kafka.pid").write_text(str(process.pid))
         _wait_listening(endpoint, "Kafka", log)
         return "kafka"
@@ -234,30 +239,40 @@ def _cluster_id() -> str:
 def _stop(pid_file: Path, timeout_s: float = 30) -> bool:
     if not pid_file.exists():
         return False
-    pid = int(pid_file.read_text().strip() or 0)
+    text = pid_file.read_text().strip()
     pid_file.unlink()
+    pid = int(text) if text.isdigit() else 0
+    if pid <= 1:  # an empty or broken pid file: nothing to stop (0 would be our own group)
+        return False
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
+    if not _wait_ended(pid, timeout_s):
+        os.kill(pid, signal.SIGKILL)
+        _wait_ended(pid, 2)
+    return True
+
+
+def _wait_ended(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _ended(pid):
-            return True
+    while not _ended(pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
-    _ended(pid)
     return True
 
 
 def _ended(pid: int) -> bool:
-    """Whether the process has ended, reaping it if it is this process's child (the broker
-    ``up`` started here): an unreaped child stays a zombie, which signal 0 still finds."""
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return True
-    except ChildProcessError:  # not our child (started by another process): ask the kernel
-        pass
+    """Whether the process has ended. A broker ``up`` started in this process is asked
+    through its ``Popen`` (which reaps it: an unreaped child stays a zombie, which signal 0
+    still finds); any other process through the kernel."""
+    started = _STARTED.get(pid)
+    if started is not None:
+        if started.poll() is None:
+            return False
+        del _STARTED[pid]
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -107,8 +107,31 @@ class SentinelGroup:
             return bool(info["role"] == "slave" and info.get("master_link_status") == "up")
         return False
 
-    def wait_settled(self, old: Node) -> None:
-        _until(lambda: self.settled(old), "the old primary to serve as a replica")
+    def wait_settled(self, old: Node, timeout_s: float = 180) -> None:
+        """Until ``settled``: Sentinels on a loaded machine may first sit out a TILT period
+        (30 s without acting) before they reconfigure the returning primary, hence the
+        generous wait; on a timeout, what each side said."""
+        try:
+            _until(lambda: self.settled(old), "the old primary to serve as a replica", timeout_s)
+        except AssertionError as error:
+            raise AssertionError(f"{error}: {self._views(old)}") from None
+
+    def _views(self, old: Node) -> dict[str, object]:
+        """What every Sentinel says of the primary, and ``old``'s replication state."""
+        views: dict[str, object] = {}
+        for node in self.sentinels:
+            try:
+                with node.client() as client:
+                    found = client.execute_command("SENTINEL", "master", MASTER)
+                    views[f"sentinel {node.port}"] = found
+            except RedisError as error:
+                views[f"sentinel {node.port}"] = repr(error)
+        try:
+            with old.client() as client:
+                views[f"old {old.port}"] = client.info("replication")
+        except RedisError as error:
+            views[f"old {old.port}"] = repr(error)
+        return views
 
     def node_on(self, port: int) -> Node:
         return self.primary if self.primary.port == port else self.replica

@@ -168,6 +168,7 @@ def test_a_cluster_node_killed_and_restarted_mid_stream_ends_exact(
         assert_exact(pipeline, events, malformed)
 
 
+@pytest.mark.timeout(600)
 def test_sigkill_of_the_sentinel_primary_mid_stream_ends_exact(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:

@@ -65,14 +65,14 @@ def letter_of(row: RawRow, message: Message, rejection: Rejection) -> DeadLetter
     if payload.lstrip().startswith(b"["):
         batch_index = row.position.batch_index
         payload = _elements(payload)[batch_index]
-    rejected = RejectedPayload(rejection, payload, batch_index)
-    return DeadLetter(rejected, message.key, message.partition, message.offset,
-                      appended_ms(message))  # fmt: skip
+    return letter_from(RejectedPayload(rejection, payload, batch_index), message)
 
 
-def appended_ms(message: Message) -> int | None:
-    """The record's log-append time, or None if its timestamp is not the broker's."""
-    return message.timestamp_ms if message.log_append else None
+def letter_from(rejected: RejectedPayload, message: Message) -> DeadLetter:
+    """The DLQ record of a rejection in ``message``: its key, its position and its
+    log-append time (None if its timestamp is not the broker's)."""
+    appended = message.timestamp_ms if message.log_append else None
+    return DeadLetter(rejected, message.key, message.partition, message.offset, appended)
 
 
 @functools.lru_cache(maxsize=16)

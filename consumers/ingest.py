@@ -38,9 +38,9 @@ from consumers.batch import (
     BatchOutcome,
     Classified,
     Message,
-    appended_ms,
     beyond_markers,
     classify,
+    letter_from,
     letter_of,
     written_windows,
 )
@@ -355,8 +355,7 @@ class Ingest:
                     else:
                         (unsure if by_clock else rows).append(row)
                 else:
-                    letters.append(DeadLetter(item, message.key, message.partition,
-                                              message.offset, appended_ms(message)))  # fmt: skip
+                    letters.append(letter_from(item, message))
         return rows, letters, late, unsure, edge
 
     async def _not_rejected_before(

@@ -207,7 +207,8 @@ class OncePublisher:
         self, step: str, letters: Iterable[DeadLetter]
     ) -> dict[int, tuple[int, int]]:
         """The step's settled mark, (offset, log-append time), of each letter's partition."""
-        partitions = sorted({letter.partition for letter in letters if letter.appended_ms})
+        partitions = sorted({letter.partition for letter in letters
+                             if letter.appended_ms is not None})  # fmt: skip
         if not partitions:
             return {}
         found = await self._redis.hmget(keys.dlq_settled(step), [str(p) for p in partitions])

@@ -22,8 +22,12 @@ lint:
 	lint-imports
 	vulture
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, each with a Kafka broker and a
+# redis-server of its own (tests/conftest.py); whole modules go to a worker, slowest first.
+TEST_WORKERS ?= 6
+
 test: install lint
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 bench: install
 	python -m tests.perf.ingest

@@ -3,13 +3,14 @@ once per session (idempotently); each test gets its own topics, group, Redis DB 
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Pipeline
+from tests.integration.harness import STACK_HOME, Pipeline
 from voicemon.devtools.localstack import LocalStack
 from voicemon.settings import Settings
 from voicemon.store import Client, connect
@@ -26,10 +27,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Settings:
+def stack() -> Iterator[Settings]:
+    """The local stack, started if it is not running. A pytest-xdist worker's own stack is
+    stopped when the worker ends; the checkout's (var/) is left for the next run."""
     settings = Settings()
-    LocalStack(settings, ROOT / "var").up()
-    return settings
+    local = LocalStack(settings, STACK_HOME)
+    own = STACK_HOME != ROOT / "var"
+    if own and not any(local.status().values()):
+        shutil.rmtree(STACK_HOME, ignore_errors=True)  # a fresh broker: no topics of old runs
+    local.up()
+    yield settings
+    if own:
+        local.down()
 
 
 @pytest.fixture(scope="session")

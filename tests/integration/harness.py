@@ -45,6 +45,9 @@ from voicemon.settings import Settings
 from voicemon.store import Client
 
 REDIS_TEST_DB = 9
+# The local stack's directory: var/ of the checkout, or a pytest-xdist worker's own one
+# (tests/conftest.py sets TEST_STACK_HOME there).
+STACK_HOME = Path(os.environ.get("TEST_STACK_HOME") or Path(__file__).resolve().parents[2] / "var")
 
 
 _COORDINATOR_MOVING = {

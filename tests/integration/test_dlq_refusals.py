@@ -38,8 +38,7 @@ from consumers.dead_letters import DeadLetters
 from consumers.decode import RejectedPayload
 from consumers.letters import ENVELOPE_BYTES, DeadLetter
 from consumers.publish_once import OncePublisher
-from tests.integration.conftest import ROOT
-from tests.integration.harness import Pipeline
+from tests.integration.harness import STACK_HOME, Pipeline
 from voicemon import keys
 from voicemon.event import Rejection, RejectReason
 from voicemon.publisher import KafkaPublisher, Published, PublishFailed, delivered, outcomes
@@ -246,7 +245,7 @@ def test_worker_refuses_to_start_on_dlq_smaller_than_input(
 
 
 def broker_pid() -> int:
-    pid = int((ROOT / "var" / "kafka" / "kafka.pid").read_text().strip())
+    pid = int((STACK_HOME / "kafka" / "kafka.pid").read_text().strip())
     command = Path(f"/proc/{pid}/cmdline").read_bytes()
     assert b"kafka.Kafka" in command, "var/kafka/kafka.pid is not this test stack's broker"
     return pid

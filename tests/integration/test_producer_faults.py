@@ -139,7 +139,7 @@ def test_publish_returns_at_once_whatever_the_broker_does(
 def test_the_event_loop_keeps_its_pace_while_the_broker_is_down(broker: OwnBroker) -> None:
     topic = new_topic(broker.bootstrap)
 
-    async def measure() -> tuple[list[float], int]:
+    async def measure(down: bool) -> tuple[list[float], int]:
         producer = AsyncEventProducer(broker.bootstrap, topic, buffer_events=5_000,
                                       close_timeout_s=1.0)  # fmt: skip
         events = built_events(producer, 20_000)
@@ -154,7 +154,7 @@ def test_the_event_loop_keeps_its_pace_while_the_broker_is_down(broker: OwnBroke
                 lags.append(time.perf_counter() - started - 0.001)
 
         ticking = asyncio.create_task(ticker())
-        with broker.fault("down"):
+        with broker.fault("down") if down else contextlib.nullcontext():
             pending = [producer.publish(event) for event in events[100:200]]
             for start in range(200, len(events), 20):  # a busy service: 20 events a turn
                 for event in events[start : start + 20]:
@@ -164,14 +164,19 @@ def test_the_event_loop_keeps_its_pace_while_the_broker_is_down(broker: OwnBroke
             await ticking
             dropped = producer.stats().dropped
             await producer.aclose()
-        assert all(isinstance(f.exception(), DeliveryError) for f in pending)
+        if down:
+            assert all(isinstance(f.exception(), DeliveryError) for f in pending)
         return lags, dropped
 
-    lags, dropped = asyncio.run(measure())
-    print(f"loop lag p99 {p99(lags) * 1e3:.2f} ms, max {max(lags) * 1e3:.2f} ms over "
-          f"{len(lags)} ticks; {dropped} dropped")  # fmt: skip
+    # The ceiling is measured in the same run, the same work with the broker up: on a machine
+    # busy with other work (parallel tests) the loop lags whatever the broker does. A call
+    # that waited on the broker would add 100s of ms.
+    up, _ = asyncio.run(measure(down=False))
+    lags, dropped = asyncio.run(measure(down=True))
+    print(f"loop lag p99 {p99(lags) * 1e3:.2f} ms (broker up: {p99(up) * 1e3:.2f} ms), max "
+          f"{max(lags) * 1e3:.2f} ms over {len(lags)} ticks; {dropped} dropped")  # fmt: skip
     assert len(lags) >= 50 and dropped == 14_900
-    assert p99(lags) <= LOOP_LAG_P99_S
+    assert p99(lags) <= max(p99(up), LOOP_LAG_P99_S) + LOOP_LAG_P99_S
 
 
 # -- the caller's exception, close and exit ---------------------------------------------

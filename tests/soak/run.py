@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from tests import reference
-from tests.integration.harness import Pipeline
+from tests.integration.harness import STACK_HOME, Pipeline
 from tests.integration.redis_topology import Cluster, SentinelGroup, redis_cluster, sentinel_group
 from voicemon import keys
 from voicemon.devtools.loadgen import LoadMix
@@ -136,7 +136,7 @@ class Soak:
             self.cluster = self.topology.enter_context(redis_cluster(workdir / "cluster"))
             self.pipeline.use_redis(VOICEMON_REDIS_URL=self.cluster.url,
                                     VOICEMON_REDIS_CLUSTER="true")  # fmt: skip
-        self.stack = LocalStack(settings, ROOT / "var")
+        self.stack = LocalStack(settings, STACK_HOME)
         self.fault_seconds = fault_seconds
         self.rng = random.Random(seed)
         self.control = workdir / "store-fault"
@@ -403,7 +403,7 @@ def main() -> None:
                         "directory, removed at the end)")  # fmt: skip
     args = parser.parse_args()
     settings = Settings()
-    LocalStack(settings, ROOT / "var").up()
+    LocalStack(settings, STACK_HOME).up()
     with contextlib.ExitStack() as kept:
         workdir = args.workdir or Path(kept.enter_context(
             tempfile.TemporaryDirectory(prefix="voicemon-soak-")))  # fmt: skip

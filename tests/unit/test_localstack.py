@@ -84,3 +84,11 @@ def test_a_pid_file_naming_no_process_of_its_own_stops_nothing(tmp_path: Path, t
     pid_file.write_text(text)
     assert _stop(pid_file, timeout_s=1) is False
     assert not pid_file.exists()
+
+
+def test_a_cluster_id_never_reads_as_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x08" + bytes(15))])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
+    assert localstack.cluster_id() == "CAAAAAAAAAAAAAAAAAAAAA"  # "-AAA…" was drawn first

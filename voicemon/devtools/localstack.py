@@ -8,6 +8,7 @@ topics of CONTRACT §2 exist; ``down`` stops what ``up`` started.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -144,9 +145,12 @@ class LocalStack:
                 partitions=self.settings.topic_partitions,
             )
         )
+        # The JVM options of Kafka's own kafka-run-class.sh, read from the same variables
+        # (the tests take a JVM that starts fast and idles cheaply: tests/conftest.py).
         java = [
             "java",
-            "-Xmx768m",
+            *shlex.split(os.environ.get("KAFKA_HEAP_OPTS", "-Xmx768m")),
+            *shlex.split(os.environ.get("KAFKA_JVM_PERFORMANCE_OPTS", "")),
             "-cp",
             classpath,
             f"-Dkafka.logs.dir={self.logs}",
@@ -159,7 +163,7 @@ class LocalStack:
                     "kafka.tools.StorageTool",
                     "format",
                     "-t",
-                    _cluster_id(),
+                    cluster_id(),
                     "-c",
                     str(config),
                 ],
@@ -229,11 +233,16 @@ def _wait_led(admin: AdminClient, partitions: dict[str, int], deadline: float) -
         time.sleep(0.2)
 
 
-def _cluster_id() -> str:
+def cluster_id() -> str:
+    """A random cluster id as Kafka's own Uuid.randomUuid makes it: never starting with "-",
+    which StorageTool's `-t` would read as an option (1 format in 64 failed before)."""
     import base64
     import uuid
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 def _stop(pid_file: Path, timeout_s: float = 30) -> bool:

@@ -28,9 +28,9 @@ from voicemon.devtools.localstack import (
     KAFKA_DIR,
     Endpoint,
     StackError,
-    _cluster_id,
     _stop,
     _wait_listening,
+    cluster_id,
 )
 
 MECHANISM = "SCRAM-SHA-512"
@@ -184,7 +184,7 @@ class SecureBroker:
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]  # fmt: skip
         scram = [f"--add-scram={MECHANISM}=[name={user},password={password}]"
                  for user, password in self.users.items()]  # fmt: skip
-        format_storage = [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+        format_storage = [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id(),
                           "-c", str(config), *scram]  # fmt: skip
         subprocess.run(format_storage, check=True, stdout=subprocess.DEVNULL)
         with self.log.open("ab") as out:

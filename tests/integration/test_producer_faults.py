@@ -44,6 +44,23 @@ def p99(samples: list[float]) -> float:
     return ordered[min(int(0.99 * len(ordered)), len(ordered) - 1)]
 
 
+@contextmanager
+def ahead_of_other_load() -> Iterator[bool]:
+    """Run the calling thread, and the threads it starts (the producer's), at real-time
+    priority, so that the other work on the machine (the parallel test workers on 2 cores) is
+    not part of what is measured; yields whether that was allowed (root here and in CI).
+    The kernel's real-time throttling leaves other processes 5 % of each second."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+    except PermissionError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 @dataclass
 class OwnBroker:
     """A broker of the tests' own, to stop, freeze and start again."""
@@ -104,24 +121,26 @@ def test_publish_returns_at_once_whatever_the_broker_does(
     caplog.set_level(logging.WARNING, logger="voicemon_producer")
     refusing = {"max.message.bytes": "2048"} if fault == "refusing" else {}
     topic = new_topic(broker.bootstrap, **refusing)
-    producer = EventProducer(broker.bootstrap, topic, buffer_events=5_000, close_timeout_s=1.0)
-    events = built_events(producer, 20_200)  # built first: building is not publishing
-    if fault == "refusing":  # every message over the topic's limit, even a single event, and
-        # after lz4 too: a note that compresses (say "x" * 2100) lets a small batch through
-        events = [event | {"note": secrets.token_hex(1050)} for event in events]
-    warm = [producer.publish(event) for event in events[:200]]
-    for future in warm:  # the stream runs before the fault (refused on the refusing topic)
-        future.exception(timeout=30)
-    with broker.fault(fault):
-        latencies = []
-        for event in events[200:]:
-            started = time.perf_counter()
-            producer.publish(event)
-            latencies.append(time.perf_counter() - started)
-        during = producer.stats()
-        closing = time.monotonic()
-        final = producer.close()
-        closed_in = time.monotonic() - closing
+    with ahead_of_other_load():
+        producer = EventProducer(broker.bootstrap, topic, buffer_events=5_000,
+                                 close_timeout_s=1.0)  # fmt: skip
+        events = built_events(producer, 20_200)  # built first: building is not publishing
+        if fault == "refusing":  # every message over the topic's limit, even a single event,
+            # and after lz4 too: a note that compresses (say "x" * 2100) lets a batch through
+            events = [event | {"note": secrets.token_hex(1050)} for event in events]
+        warm = [producer.publish(event) for event in events[:200]]
+        for future in warm:  # the stream runs before the fault (refused on the refusing topic)
+            future.exception(timeout=30)
+        with broker.fault(fault):
+            latencies = []
+            for event in events[200:]:
+                started = time.perf_counter()
+                producer.publish(event)
+                latencies.append(time.perf_counter() - started)
+            during = producer.stats()
+            closing = time.monotonic()
+            final = producer.close()
+            closed_in = time.monotonic() - closing
     print(f"{fault}: publish p99 {p99(latencies) * 1e6:.0f} us, max {max(latencies) * 1e3:.2f} "
           f"ms over {len(latencies)}; close {closed_in:.2f} s; {final}")  # fmt: skip
     assert p99(latencies) <= PUBLISH_P99_S
@@ -168,15 +187,18 @@ def test_the_event_loop_keeps_its_pace_while_the_broker_is_down(broker: OwnBroke
             assert all(isinstance(f.exception(), DeliveryError) for f in pending)
         return lags, dropped
 
-    # The ceiling is measured in the same run, the same work with the broker up: on a machine
-    # busy with other work (parallel tests) the loop lags whatever the broker does. A call
-    # that waited on the broker would add 100s of ms.
-    up, _ = asyncio.run(measure(down=False))
-    lags, dropped = asyncio.run(measure(down=True))
-    print(f"loop lag p99 {p99(lags) * 1e3:.2f} ms (broker up: {p99(up) * 1e3:.2f} ms), max "
-          f"{max(lags) * 1e3:.2f} ms over {len(lags)} ticks; {dropped} dropped")  # fmt: skip
-    assert len(lags) >= 50 and dropped == 14_900
-    assert p99(lags) <= max(p99(up), LOOP_LAG_P99_S) + LOOP_LAG_P99_S
+    with ahead_of_other_load() as alone:
+        lags, dropped = asyncio.run(measure(down=True))
+        print(f"loop lag p99 {p99(lags) * 1e3:.2f} ms, max {max(lags) * 1e3:.2f} ms over "
+              f"{len(lags)} ticks; {dropped} dropped; real-time priority: {alone}")  # fmt: skip
+        assert len(lags) >= 50 and dropped == 14_900
+        if alone:
+            assert p99(lags) <= LOOP_LAG_P99_S
+            return
+        # Without the privilege the ceiling is measured in the same run, the same work with
+        # the broker up: a call that waited on the broker would add 100s of ms.
+        up, _ = asyncio.run(measure(down=False))
+        assert p99(lags) <= max(p99(up), LOOP_LAG_P99_S) + LOOP_LAG_P99_S
 
 
 # -- the caller's exception, close and exit ---------------------------------------------

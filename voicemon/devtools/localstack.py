@@ -145,12 +145,9 @@ class LocalStack:
                 partitions=self.settings.topic_partitions,
             )
         )
-        # The JVM options of Kafka's own kafka-run-class.sh, read from the same variables
-        # (the tests take a JVM that starts fast and idles cheaply: tests/conftest.py).
         java = [
             "java",
-            *shlex.split(os.environ.get("KAFKA_HEAP_OPTS", "-Xmx768m")),
-            *shlex.split(os.environ.get("KAFKA_JVM_PERFORMANCE_OPTS", "")),
+            *java_options("-Xmx768m"),
             "-cp",
             classpath,
             f"-Dkafka.logs.dir={self.logs}",
@@ -231,6 +228,15 @@ def _wait_led(admin: AdminClient, partitions: dict[str, int], deadline: float) -
         if time.monotonic() > deadline:
             raise StackError(f"topics not ready on the broker: {sorted(partitions)}")
         time.sleep(0.2)
+
+
+def java_options(heap: str) -> list[str]:
+    """The broker JVM's options from the variables Kafka's own kafka-run-class.sh reads (the
+    tests take a JVM that starts fast and idles cheaply: tests/conftest.py)."""
+    return [
+        *shlex.split(os.environ.get("KAFKA_HEAP_OPTS", heap)),
+        *shlex.split(os.environ.get("KAFKA_JVM_PERFORMANCE_OPTS", "")),
+    ]
 
 
 def cluster_id() -> str:

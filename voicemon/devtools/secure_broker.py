@@ -31,6 +31,7 @@ from voicemon.devtools.localstack import (
     _stop,
     _wait_listening,
     cluster_id,
+    java_options,
 )
 
 MECHANISM = "SCRAM-SHA-512"
@@ -179,7 +180,7 @@ class SecureBroker:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
         config.write_text(self._properties())
-        java = ["java", "-Xmx512m", "-cp", f"{KAFKA_DIR / 'lib'}/*",
+        java = ["java", *java_options("-Xmx512m"), "-cp", f"{KAFKA_DIR / 'lib'}/*",
                 f"-Dkafka.logs.dir={self.home}",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]  # fmt: skip
         scram = [f"--add-scram={MECHANISM}=[name={user},password={password}]"

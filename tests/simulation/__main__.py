@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=int, default=52)
     parser.add_argument("--topology", choices=["all", "split"], default=None)
     parser.add_argument("--shrink", action="store_true")
+    parser.add_argument("--view", help="shrink for a discrepancy of this view (raw, hourly, ...)")
     parser.add_argument("--progress", action="store_true", help="a line per virtual hour")
     parser.add_argument("--show", type=int, default=20, help="discrepancies to print")
     args = parser.parse_args(argv)
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         for found in outcome.discrepancies[: args.show]:
             print(str(found)[:400], file=sys.stderr)
         if args.shrink and outcome.discrepancies:
-            target = min(outcome.discrepancies, key=lambda d: len(d.event_ids) or 10**9)
+            found = [d for d in outcome.discrepancies if args.view in (None, d.view)]
+            target = min(found or outcome.discrepancies, key=lambda d: len(d.event_ids) or 10**9)
 
             def run(candidate: schedule.Schedule) -> driver.Outcome:
                 return driver.run_sync(candidate, store, url)

@@ -375,6 +375,9 @@ def generate(
         i += len(group)
         chunks.append(Chunk(group[-1].read_ms, tuple(_records(rng, group, offsets))))
     chunks = _faults(rng, chunks)
+    # The closer ticks until two ticks after the last read: an outage's chunks and replays
+    # are read up to 3 h after ``end``, and a late event read then redoes its hour then.
+    end = max([end, *(c.at_ms for c in chunks), *(c.replay_at_ms for c in chunks)])
     ticks = tuple(range(start - start % TICK_MS + TICK_MS, end + 2 * TICK_MS, TICK_MS))
     return Schedule(
         seed,

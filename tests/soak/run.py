@@ -45,7 +45,6 @@ from voicemon.rolling import MINUTE_MS, first_minute
 from voicemon.settings import Settings
 from voicemon.windows import HOUR_MS
 
-ROOT = Path(__file__).resolve().parents[2]
 COUNTERS = {"VOICEMON_WORKER_ROLE": "counters", "VOICEMON_BATCH_MAX_MESSAGES": "200"}
 FAULTS = ("kill", "redis_restart", "counters_flush", "store_fail", "store_hang",
           "store_hang_past_rebalance", "kafka_restart", "rebalance")  # fmt: skip

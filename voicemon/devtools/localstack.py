@@ -132,7 +132,7 @@ class LocalStack:
         endpoint = kafka_endpoint(self.settings)
         if _listening(endpoint):
             return None
-        classpath = self._broker_classpath()
+        self._fetch_jars()
         data = self.home / "kafka"
         data.mkdir(parents=True, exist_ok=True)
         config = data / "server.properties"
@@ -145,14 +145,7 @@ class LocalStack:
                 partitions=self.settings.topic_partitions,
             )
         )
-        java = [
-            "java",
-            *java_options("-Xmx768m"),
-            "-cp",
-            classpath,
-            f"-Dkafka.logs.dir={self.logs}",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-        ]
+        java = broker_java("-Xmx768m", self.logs)
         if not (data / "data" / "meta.properties").exists():
             subprocess.run(
                 [
@@ -180,15 +173,13 @@ class LocalStack:
         _wait_listening(endpoint, "Kafka", log)
         return "kafka"
 
-    def _broker_classpath(self) -> str:
-        lib = KAFKA_DIR / "lib"
-        if not any(lib.glob("kafka_2.13-*.jar")):
+    def _fetch_jars(self) -> None:
+        if not any((KAFKA_DIR / "lib").glob("kafka_2.13-*.jar")):
             if shutil.which("mvn") is None:
                 raise StackError("Maven is needed once to fetch the Kafka jars: install maven")
             subprocess.run(
                 ["mvn", "-q", "-B", "-f", str(KAFKA_DIR / "pom.xml"), "package"], check=True
             )
-        return f"{lib}/*"
 
     def ensure_topics(self, timeout_s: float = 60) -> None:
         """Create the topics of CONTRACT §2 that do not exist yet (``voicemon topics
@@ -230,12 +221,18 @@ def _wait_led(admin: AdminClient, partitions: dict[str, int], deadline: float) -
         time.sleep(0.2)
 
 
-def java_options(heap: str) -> list[str]:
-    """The broker JVM's options from the variables Kafka's own kafka-run-class.sh reads (the
-    tests take a JVM that starts fast and idles cheaply: tests/conftest.py)."""
+def broker_java(heap: str, logs: Path) -> list[str]:
+    """The JVM command of a broker from the jars in deploy/local/kafka, with the options of
+    the variables Kafka's own kafka-run-class.sh reads (the tests take a JVM that starts fast
+    and idles cheaply: tests/conftest.py); a Kafka main class and its arguments follow."""
     return [
+        "java",
         *shlex.split(os.environ.get("KAFKA_HEAP_OPTS", heap)),
         *shlex.split(os.environ.get("KAFKA_JVM_PERFORMANCE_OPTS", "")),
+        "-cp",
+        f"{KAFKA_DIR / 'lib'}/*",
+        f"-Dkafka.logs.dir={logs}",
+        "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
     ]
 
 

@@ -30,8 +30,8 @@ from voicemon.devtools.localstack import (
     StackError,
     _stop,
     _wait_listening,
+    broker_java,
     cluster_id,
-    java_options,
 )
 
 MECHANISM = "SCRAM-SHA-512"
@@ -180,9 +180,7 @@ class SecureBroker:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
         config.write_text(self._properties())
-        java = ["java", *java_options("-Xmx512m"), "-cp", f"{KAFKA_DIR / 'lib'}/*",
-                f"-Dkafka.logs.dir={self.home}",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn"]  # fmt: skip
+        java = broker_java("-Xmx512m", self.home)
         scram = [f"--add-scram={MECHANISM}=[name={user},password={password}]"
                  for user, password in self.users.items()]  # fmt: skip
         format_storage = [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id(),

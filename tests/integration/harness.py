@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
 from consumers.store_progress import StoreProgress
+from tests.ports import free_port
 from voicemon.devtools.localstack import LocalStack
 from voicemon.publisher import KafkaPublisher, delivered
 from voicemon.redis_client import Replication, open_sync
@@ -57,12 +57,6 @@ _COORDINATOR_MOVING = {
     KafkaError._TIMED_OUT,
     KafkaError._TRANSPORT,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Pipeline:

@@ -17,7 +17,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tests.integration.harness import free_port
+from tests.ports import free_port
 
 MASTER = "voicemon"
 APPENDFSYNC = ("always", "everysec", "no")

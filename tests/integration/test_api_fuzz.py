@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from aggregators.query.api import create_app
 from aggregators.query.auth import mint
 from aggregators.query.serve import server
-from tests.integration.harness import free_port
+from tests.ports import free_port
 from voicemon.settings import Settings
 from voicemon.store import Client
 

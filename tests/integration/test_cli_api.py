@@ -25,7 +25,7 @@ import pytest
 from redis import Redis
 
 from aggregators.query.auth import mint
-from tests.integration.harness import free_port
+from tests.ports import free_port
 from voicemon import keys
 from voicemon.settings import Settings
 from voicemon.windows import HOUR_MS, MINUTE_MS

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from runtime.cli.preflight import KafkaUnreachable, require_kafka, require_redis
-from tests.integration.harness import free_port
+from tests.ports import free_port
 from voicemon.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.lag import BrokerLag
-from tests.integration.harness import Pipeline, free_port
+from tests.integration.harness import Pipeline
+from tests.ports import free_port
 from voicemon.devtools.localstack import LocalStack
 from voicemon.settings import Settings
 

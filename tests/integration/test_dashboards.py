@@ -29,7 +29,8 @@ from aggregators.closing.window_state import WindowState
 from aggregators.query.auth import mint
 from consumers.raw_writer import RawWriter
 from consumers.rows import Position, RawRow
-from tests.integration.harness import Pipeline, free_port
+from tests.integration.harness import Pipeline
+from tests.ports import free_port
 from voicemon.devtools.loadgen import LoadMix
 from voicemon.event import EventType, PipelineEvent
 from voicemon.settings import DEFAULT_STAGES, Settings

@@ -22,7 +22,7 @@ import pytest
 from redis import Redis
 
 from aggregators.query.realtime import read_realtime
-from tests.integration.harness import free_port
+from tests.ports import free_port
 from voicemon.devtools.localstack import LocalStack, kafka_endpoint
 from voicemon.devtools.secure_broker import SecureBroker, make_tls_files
 from voicemon.kafka_client import confluent_security

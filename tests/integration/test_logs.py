@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.integration.harness import Pipeline, free_port
+from tests.integration.harness import Pipeline
 from tests.integration.test_ingest import event
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # A key with a non-ASCII character; a Redis password rides in the URL but is never checked

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.integration.harness import free_port
 from tests.integration.test_producer import built_events, new_topic, read_events, results
+from tests.ports import free_port
 from voicemon.devtools.localstack import LocalStack
 from voicemon.producer import BufferFull, DeliveryError, EventProducer
 from voicemon.producer_async import AsyncEventProducer

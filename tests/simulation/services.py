@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -12,11 +11,7 @@ from contextlib import contextmanager
 
 from redis import Redis
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 @contextmanager
@@ -26,7 +21,7 @@ def redis_server() -> Iterator[str]:
     if binary is None:
         raise RuntimeError("redis-server is not installed (deploy/local/install.sh installs it)")
     with tempfile.TemporaryDirectory(prefix="vm-sim-redis-") as workdir:
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             [
                 binary,

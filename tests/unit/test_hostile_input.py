@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -20,17 +21,25 @@ NOW = 1_795_000_000_000
 EXAMPLES = int(os.environ.get("VOICEMON_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=list(HealthCheck))
 
-TRICKY_TEXT = st.sampled_from([
+TRICKY_TEXT = [
     "\u202e" + "lanigiro", "a\u200bb", "\x00", "\uff45\uff56\uff45\uff4e\uff54", "🎙️" * 40,
     "\ufeffid", "e\u0301", "x" * 129, "", " ", "{p}", "{o:org}", "vm:seen:x",
     "' OR 1=1 --", "\\", "\n",
-])  # fmt: skip
-NUMBERS = st.sampled_from([
+]  # fmt: skip
+NUMBERS = [
     "NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1e-400", "123456789012345678901234567890",
     "-0", "0.0", "86400000", "86400000.0001", "-1", "10000", "10000.0000001", "1.5e12", "true",
-])  # fmt: skip
+]  # fmt: skip
 FIELDS = ("event_id", "event_type", "occurred_at", "artifact_id", "organization_id", "stage",
           "duration_ms", "ai_cost_usd", "error_code", "schema_version")  # fmt: skip
+# A field's value: a number as text, a tricky string, a plausible value, a structure.
+VALUE_KINDS = (
+    NUMBERS,
+    [json.dumps(text) for text in TRICKY_TEXT],
+    [json.dumps(value) for value in
+     ("artifact_received", "stage_completed", "transcription", NOW, NOW - 1, None)],
+    ["[]", "{}", '{"a": [1, {"b": null}]}', "[" * 300],
+)  # fmt: skip
 
 
 def verdicts(raw: bytes) -> list[AcceptedEvent | RejectedPayload]:
@@ -47,24 +56,16 @@ def verdicts(raw: bytes) -> list[AcceptedEvent | RejectedPayload]:
     return items
 
 
-@st.composite
-def event_text(draw: st.DrawFn) -> bytes:
-    """A JSON object spliced from valid, tricky and hostile field values, as raw text."""
-    parts = []
-    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=12)):
-        kind = draw(st.integers(0, 3))
-        if kind == 0:
-            value = draw(NUMBERS)
-        elif kind == 1:
-            value = json.dumps(draw(TRICKY_TEXT))
-        elif kind == 2:
-            value = json.dumps(draw(st.sampled_from(
-                ["artifact_received", "stage_completed", "transcription", NOW, NOW - 1, None]
-            )))  # fmt: skip
-        else:
-            value = draw(st.sampled_from(["[]", "{}", '{"a": [1, {"b": null}]}', "[" * 300]))
-        parts.append(f'"{name}": {value}')
-    return ("{" + ", ".join(parts) + "}").encode()
+def spliced(draw: random.Random) -> bytes:
+    """One to six JSON objects spliced from valid, tricky and hostile field values, as raw
+    text: the first alone, or all of them as a batch. The draws go through Hypothesis (a
+    failing case is replayed and shrunk), in a quarter of the time of a strategy per field."""
+    texts = []
+    for _ in range(draw.randint(1, 6)):
+        parts = [f'"{draw.choice(FIELDS)}": {draw.choice(draw.choice(VALUE_KINDS))}'
+                 for _ in range(draw.randint(0, 12))]  # fmt: skip
+        texts.append(("{" + ", ".join(parts) + "}").encode())
+    return b"[" + b",".join(texts) + b"]" if draw.random() < 0.5 else texts[0]
 
 
 @FUZZ
@@ -74,9 +75,8 @@ def test_arbitrary_bytes(raw: bytes) -> None:
 
 
 @FUZZ
-@given(st.lists(event_text(), min_size=1, max_size=6), st.booleans())
-def test_spliced_events_and_batches(texts: list[bytes], as_batch: bool) -> None:
-    raw = b"[" + b",".join(texts) + b"]" if as_batch else texts[0]
+@given(st.randoms(use_true_random=False).map(spliced))
+def test_spliced_events_and_batches(raw: bytes) -> None:
     verdicts(raw)
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-import clickhouse_connect
-
 Client = Any  # clickhouse_connect ships no type information for its client classes
 
 
@@ -20,8 +18,12 @@ class StoreError(Exception):
 
 
 def connect(dsn: str) -> Client:
-    """Open a client for ``dsn``; the message of a failure never contains the DSN's secret."""
+    """Open a client for ``dsn``; the message of a failure never contains the DSN's secret.
+    The driver is imported here, by the first client: a command that opens no store starts
+    without it."""
     try:
+        import clickhouse_connect
+
         return clickhouse_connect.get_client(dsn=dsn)
     except ImportError:
         raise StoreError(

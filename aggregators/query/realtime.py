@@ -11,13 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicemon import keys
-from voicemon.redis_client import AsyncRedis
-from voicemon.redis_client import SyncRedis as Redis
 from voicemon.rolling import first_minute, view
 from voicemon.windows import MINUTE_MS
+
+if TYPE_CHECKING:  # the client is the caller's: the CLI imports it only when it reads Redis
+    from voicemon.redis_client import AsyncRedis
+    from voicemon.redis_client import SyncRedis as Redis
 
 # KEYS: a scope's buckets. Returns field, total, field, total, ... (a total as the text that
 # reads back as the very double). ZUNION runs in a script for the cluster client's sake: it

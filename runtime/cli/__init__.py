@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from importlib.metadata import version
 from typing import Annotated
 
 import typer
@@ -29,6 +28,8 @@ app.add_typer(metrics.app, name="metrics")
 
 def _print_version(asked: bool) -> None:
     if asked:
+        from importlib.metadata import version  # slow to import; only --version needs it
+
         print(f"voicemon {version('voicemon')}")
         raise typer.Exit()
 

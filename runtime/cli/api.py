@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from aggregators.query.auth import TokenError, mint_for, shared_keys
 from runtime.cli.common import duration_s, fail, open_store, settings
-from voicemon import redis_client
 from voicemon.logs import configure_logging
 
 log = logging.getLogger("voicemon.api")
@@ -22,8 +20,11 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
 ) -> None:
     """Serve the query API (use a ClickHouse server DSN to run it beside workers)."""
-    from aggregators.query.api import create_app  # FastAPI is heavy: imported by this command only
+    # FastAPI, the JWT library and the Redis client are heavy: imported by this command only
+    from aggregators.query.api import create_app
+    from aggregators.query.auth import shared_keys
     from aggregators.query.serve import server
+    from voicemon import redis_client
 
     config = settings()
     if not shared_keys(config) and config.jwt_jwks_url is None:
@@ -52,6 +53,8 @@ def token_create(
 ) -> None:
     """Mint a signed token (HS256 with the signing key of VOICEMON_JWT_KEYS, or
     VOICEMON_JWT_SECRET) and print it; no longer than VOICEMON_JWT_MAX_TTL_*_SECONDS."""
+    from aggregators.query.auth import TokenError, mint_for, shared_keys
+
     config = settings()
     if not shared_keys(config):
         fail("VOICEMON_JWT_SECRET or VOICEMON_JWT_KEYS must be set to mint tokens")

@@ -24,14 +24,9 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.sentinel import MasterNotFoundError
 from rich.console import Console
 from rich.markup import escape
 from typer import Abort, TyperException
@@ -39,8 +34,8 @@ from typer.core import TyperGroup
 
 from aggregators.directory.organizations import DirectoryError
 from aggregators.query.queries import QueryError
-from runtime.cli.preflight import KafkaAccessError, KafkaUnreachable
 from runtime.cli.remote import ApiError, ApiUnreachable, shown_url
+from voicemon.kafka_access import KafkaAccessError, KafkaUnreachable
 from voicemon.logs import LIBRDKAFKA_LOGGER, configure_logging, escaped_forms, secrets_of
 from voicemon.settings import Settings
 from voicemon.store import StoreError
@@ -62,6 +57,29 @@ STORE_AUTH_NAMES = frozenset({"AUTHENTICATION_FAILED", "REQUIRED_PASSWORD", "ACC
 STORE_SCHEMA_NAMES = frozenset({"UNKNOWN_DATABASE", "UNKNOWN_TABLE"})
 
 _stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class _NeverRaised(Exception):
+    """Stands in for the errors of a client library this run never imported."""
+
+
+class ClientErrors:
+    """The exception classes of the Redis and ClickHouse clients, as far as this run imported
+    them: an error cannot come from a library that was never imported, and importing one
+    only to say so would add its import to every command that fails without it."""
+
+    def __init__(self) -> None:
+        def loaded(module: str, name: str) -> type[BaseException]:
+            found = getattr(sys.modules.get(module), name, None)
+            return found if isinstance(found, type) else _NeverRaised
+
+        self.store = loaded("clickhouse_connect.driver.exceptions", "ClickHouseError")
+        self.redis = loaded("redis.exceptions", "RedisError")
+        self.redis_auth = loaded("redis.exceptions", "AuthenticationError")
+        self.redis_connection = loaded("redis.exceptions", "ConnectionError")
+        self.redis_timeout = loaded("redis.exceptions", "TimeoutError")
+        self.redis_cluster = loaded("redis.exceptions", "RedisClusterException")
+        self.no_primary = loaded("redis.sentinel", "MasterNotFoundError")
 
 
 # --- the rules (pure) ---------------------------------------------------------------------
@@ -283,6 +301,7 @@ def _configured(extra_secrets: Sequence[str] = ()) -> Addresses:
 
 def sentence(error: BaseException, where: Addresses) -> str:
     """The one sentence for ``error``."""
+    client = ClientErrors()
     match error:
         case ValidationError() if error.title == Settings.__name__:
             text = settings_sentence(error)
@@ -298,18 +317,19 @@ def sentence(error: BaseException, where: Addresses) -> str:
             text = kafka_sentence(where.kafka, reason, kafka.code() if kafka is not None else None)
         case TopicsError():
             text = f"{error}; check the broker and this client's ACLs"
-        case MasterNotFoundError():
+        case client.no_primary():
             text = sentinel_sentence(where.redis, str(error))
-        case RedisClusterException() if "cannot be connected" in str(error):  # no node reached
+        case client.redis_cluster() if "cannot be connected" in str(error):  # no node reached
             text = redis_sentence(where.redis, str(error), "connect", where.redis_setting)
-        case RedisError():
-            kind = "auth" if isinstance(error, AuthenticationError) else (
-                "connect" if isinstance(error, RedisConnectionError | RedisTimeoutError) else ""
+        case client.redis():
+            kind = "auth" if isinstance(error, client.redis_auth) else (
+                "connect" if isinstance(error, client.redis_connection | client.redis_timeout)
+                else ""
             )  # fmt: skip
             if kind != "auth" and re.search(r"NOAUTH|WRONGPASS|invalid password", str(error)):
                 kind = "auth"
             text = redis_sentence(where.redis, str(error), kind, where.redis_setting)
-        case StoreError() | ClickHouseError():
+        case StoreError() | client.store():
             text = store_sentence(*store_name(where.store_dsn), str(error))
         case ApiUnreachable():
             text = api_unreachable_sentence(error.url, error.reason)

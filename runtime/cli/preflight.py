@@ -10,12 +10,16 @@ handshake as soon as the broker says so, a silent broker within ``KAFKA_TIMEOUT_
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from voicemon import kafka_access, topics
 from voicemon.kafka_access import KafkaAccessError, KafkaUnreachable
 from voicemon.kafka_access import probe as require_kafka
 from voicemon.kafka_client import confluent_security
-from voicemon.redis_client import SyncRedis, open_sync
 from voicemon.settings import Settings
+
+if TYPE_CHECKING:
+    from voicemon.redis_client import SyncRedis
 
 __all__ = ["KafkaAccessError", "KafkaUnreachable", "check_kafka", "check_topics",
            "redis_client", "require_kafka", "require_redis"]  # fmt: skip
@@ -45,7 +49,10 @@ def check_topics(config: Settings) -> None:
 
 
 def redis_client(config: Settings) -> SyncRedis:
-    """A client of the configured Redis whose connect and calls are bounded in time."""
+    """A client of the configured Redis whose connect and calls are bounded in time. The
+    Redis client is imported here, by the commands that use Redis."""
+    from voicemon.redis_client import open_sync
+
     return open_sync(config, timeout_s=REDIS_TIMEOUT_S, connect_timeout_s=REDIS_CONNECT_TIMEOUT_S)
 
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import orjson
 
 CONNECT_TIMEOUT_S = 3.0
@@ -65,6 +64,8 @@ def error_detail(body: bytes) -> str:
 
 def transport_reason(error: Exception) -> str:
     """Why a request got no answer, in a few words (pure)."""
+    import httpx  # the HTTP client is imported by the commands that go --api only
+
     text = re.sub(r"^\[Errno -?\d+\]\s*", "", " ".join(str(error).split()))
     if isinstance(error, httpx.TimeoutException):
         return "timed out"
@@ -81,6 +82,8 @@ class Api:
 
     def get(self, path: str, params: Mapping[str, str | int | None]) -> Any:
         """The JSON body of a 200 answer to ``GET path?params`` (None values left out)."""
+        import httpx
+
         query = {name: value for name, value in params.items() if value is not None}
         try:
             response = httpx.get(

@@ -5,21 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.markup import escape
 from rich.progress import Progress
 
-from aggregators.closing import retention
-from aggregators.closing.closer import WindowCloser, build_closer
-from aggregators.closing.recompute import recompute
-from aggregators.closing.window_state import WindowState
 from aggregators.query import queries
 from runtime.cli.common import AsJson, console, fail, open_resources, open_store, settings
 from runtime.cli.preflight import check_kafka, require_redis
 from voicemon import store, store_migrations
+
+if TYPE_CHECKING:
+    from aggregators.closing.closer import WindowCloser
+    from aggregators.closing.window_state import WindowState
 
 retention_app = typer.Typer(no_args_is_help=True, help="Snapshot and raw-event retention.")
 
@@ -86,6 +86,8 @@ def raw_count(as_json: AsJson = False) -> None:
 @retention_app.command("run")
 def retention_run(as_json: AsJson = False) -> None:
     """Delete hourly snapshots > 7 d, daily > 90 d and raw events > 48 h old, now."""
+    from aggregators.closing import retention
+
     deleted = retention.run(open_store(), int(time.time() * 1000), settings().clickhouse_cluster)
     if as_json:
         print(orjson.dumps(deleted).decode())
@@ -97,6 +99,10 @@ def retention_run(as_json: AsJson = False) -> None:
 def _closer(
     clock: Callable[[], float] = time.time,
 ) -> tuple[WindowCloser, WindowState, store.Client]:
+    # The closer's modules (and the Redis client) are imported by the commands that close
+    from aggregators.closing.closer import build_closer
+    from aggregators.closing.window_state import WindowState
+
     check_kafka(settings())
     require_redis(settings())
     opened = open_resources()
@@ -118,6 +124,8 @@ def replay(
     to: Annotated[str, typer.Option(help="RFC 3339 time or epoch ms.")],
 ) -> None:
     """Recompute and re-emit the closed windows of a range from retained raw events."""
+    from aggregators.closing.recompute import recompute
+
     start_ms, end_ms = _time(from_, "from"), _time(to, "to")
     if start_ms > end_ms:
         fail("--from must not be after --to")

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from voicemon import redis_client, store, store_migrations
+from voicemon import store, store_migrations
 from voicemon.kafka_client import confluent_logging, confluent_security
 from voicemon.publisher import KafkaPublisher
 from voicemon.settings import Settings
+
+if TYPE_CHECKING:
+    from voicemon.redis_client import AsyncRedis
 
 
 @dataclass(frozen=True, slots=True)
 class Resources:
     """Redis, the store (None for a worker that does not store) and a Kafka publisher."""
 
-    redis: redis_client.AsyncRedis
+    redis: AsyncRedis
     store: store.Client | None
     publisher: KafkaPublisher
 
@@ -33,6 +37,8 @@ def open_store(settings: Settings) -> store.Client:
 
 def open_resources(settings: Settings, *, with_store: bool = True) -> Resources:
     """Every client a process of voicemon needs (blocking: opens and migrates the store)."""
+    from voicemon import redis_client  # imported by what opens Redis: a store-only command not
+
     return Resources(
         redis=redis_client.open_async(settings),
         store=open_store(settings) if with_store else None,

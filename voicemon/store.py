@@ -21,9 +21,9 @@ def connect(dsn: str) -> Client:
     """Open a client for ``dsn``; the message of a failure never contains the DSN's secret.
     The driver is imported here, by the first client: a command that opens no store starts
     without it."""
-    try:
-        import clickhouse_connect
+    import clickhouse_connect
 
+    try:
         return clickhouse_connect.get_client(dsn=dsn)
     except ImportError:
         raise StoreError(

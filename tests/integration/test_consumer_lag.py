@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -175,10 +176,13 @@ def _lines(stream: IO[str] | None) -> list[str]:
 
 
 def _wait_for_line(lines: list[str], wanted: str, child: subprocess.Popen[str], what: str) -> None:
-    """Wait for a new line ``wanted`` after the ones seen so far; fail if the child ends."""
+    """Wait for a new line ``wanted`` after the ones seen so far; fail if the child ends. A
+    restarted broker's group coordinator can take a while to load on a loaded machine: the
+    child says "unavailable" meanwhile, and the wait allows two minutes."""
     seen = len(lines)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not any(line.strip() == wanted for line in lines[seen:]):
         assert child.poll() is None, f"the measuring process ended ({child.returncode}): {what}"
-        assert time.monotonic() < deadline, f"{what} not seen within 60 s"
+        said = Counter(line.strip() for line in lines[seen:])
+        assert time.monotonic() < deadline, f"{what} not seen within 120 s; it said {said}"
         time.sleep(0.05)

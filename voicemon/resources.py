@@ -37,7 +37,7 @@ def open_store(settings: Settings) -> store.Client:
 
 def open_resources(settings: Settings, *, with_store: bool = True) -> Resources:
     """Every client a process of voicemon needs (blocking: opens and migrates the store)."""
-    from voicemon import redis_client  # imported by what opens Redis: a store-only command not
+    from voicemon import redis_client  # here, so that a command using only the store does not
 
     return Resources(
         redis=redis_client.open_async(settings),

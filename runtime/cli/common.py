@@ -6,18 +6,16 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
 
 from runtime.cli.errors import native_stderr, say
+from voicemon import resources
 from voicemon.settings import Settings
 from voicemon.store import Client, StoreError
-
-if TYPE_CHECKING:
-    from voicemon.resources import Resources
 
 console = Console()
 T = TypeVar("T")
@@ -49,15 +47,11 @@ def settings() -> Settings:
 
 def open_store() -> Client:
     """The configured store, as it is (no migration)."""
-    from voicemon import resources  # the clients are imported by the commands that use them
-
     return _with_engine_words(lambda: resources.connect_store(settings()))
 
 
-def open_resources() -> Resources:
+def open_resources() -> resources.Resources:
     """Redis, the store (migrated) and a Kafka publisher, as the worker opens them."""
-    from voicemon import resources
-
     return _with_engine_words(lambda: resources.open_resources(settings()))
 
 

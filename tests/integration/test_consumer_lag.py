@@ -183,6 +183,7 @@ def _wait_for_line(lines: list[str], wanted: str, child: subprocess.Popen[str], 
     deadline = time.monotonic() + 120
     while not any(line.strip() == wanted for line in lines[seen:]):
         assert child.poll() is None, f"the measuring process ended ({child.returncode}): {what}"
-        said = Counter(line.strip() for line in lines[seen:])
-        assert time.monotonic() < deadline, f"{what} not seen within 120 s; it said {said}"
+        assert time.monotonic() < deadline, (
+            f"{what} not seen within 120 s; it said {Counter(x.strip() for x in lines[seen:])}"
+        )
         time.sleep(0.05)

@@ -18,7 +18,7 @@ from typing import IO, Any
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.lag import BrokerLag
+from consumers.lag import BrokerLag, LagUnavailable, PartitionOffsets
 from tests.integration.harness import Pipeline
 from tests.ports import free_port
 from voicemon.devtools.localstack import LocalStack
@@ -63,6 +63,19 @@ def lag_of(metrics: dict[str, dict[tuple[tuple[str, str], ...], float]]) -> dict
     }
 
 
+def measured(pipeline: Pipeline, timeout_s: float = 60) -> list[PartitionOffsets]:
+    """The worker group's offsets, once the broker answers: a group's coordinator still
+    loading (NOT_COORDINATOR, after the broker restarted for an earlier test) is
+    ``LagUnavailable``, which the worker's exporter also just tries again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return broker_lag(pipeline).measure()
+        except LagUnavailable:
+            assert time.monotonic() < deadline, f"no lag measured within {timeout_s}s"
+            time.sleep(0.5)
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -72,7 +85,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> None:
 
 def test_lag_is_what_the_group_has_not_committed_and_returns_to_zero(pipeline: Pipeline) -> None:
     pipeline.publish([event(n) for n in range(40)])
-    offsets = broker_lag(pipeline).measure()
+    offsets = measured(pipeline)
     assert len(offsets) == pipeline.settings.topic_partitions
     assert sum(o.lag for o in offsets) == 40  # nothing consumed yet: every message
     assert all(o.committed is None for o in offsets)
@@ -82,7 +95,7 @@ def test_lag_is_what_the_group_has_not_committed_and_returns_to_zero(pipeline: P
 
     pipeline.start_worker()
     pipeline.wait_consumed(60)
-    offsets = broker_lag(pipeline).measure()
+    offsets = measured(pipeline)
     assert [o.lag for o in offsets] == [0] * len(offsets)
     assert all(o.committed == o.end for o in offsets if o.end > 0)
 

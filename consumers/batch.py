@@ -11,7 +11,7 @@ import msgspec
 
 from consumers.decode import RejectedPayload, batch_elements
 from consumers.letters import DeadLetter
-from consumers.rows import RawRow
+from consumers.rows import Position, RawRow
 from voicemon import keys
 from voicemon.event import FUTURE_TOLERANCE_MS, Rejection, RejectReason
 from voicemon.windows import hour_start
@@ -41,7 +41,7 @@ class BatchOutcome:
 class Classified:
     new: list[RawRow]
     replayed: list[RawRow]
-    duplicates: int
+    duplicates: list[Position]  # copies of events another position counted
 
 
 UNSTORABLE = Rejection(
@@ -95,7 +95,7 @@ def classify(rows: Sequence[RawRow], owners: Sequence[str | None]) -> Classified
     No owner: new (the first occurrence in the batch only). Owner is this very position:
     counted before a crash, a replay. This position settled (refused by the store): a replay
     of a decision made, nothing. Any other owner: a duplicate."""
-    classified = Classified([], [], 0)
+    classified = Classified([], [], [])
     claimed: set[str] = set()
     for row, owner in zip(rows, owners, strict=True):
         if owner is None and row.event.event_id not in claimed:
@@ -106,7 +106,7 @@ def classify(rows: Sequence[RawRow], owners: Sequence[str | None]) -> Classified
         elif owner == keys.SETTLED + str(row.position):
             continue  # refused as unstorable when it was counted: settled, nothing to do
         else:
-            classified.duplicates += 1
+            classified.duplicates.append(row.position)
     return classified
 
 

@@ -141,7 +141,7 @@ class Ingest:
         rejected = len(letters) + len(unsure) - len(accepted)
         if self._counts:
             await self._dead_letters.publish_once(letters, self._replicated(primaries))
-            classified = await self._count_once(rows, now_ms)
+            classified = await self._count_once(rows, now_ms, _spans(messages))
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)
         if self._replication is not None:
@@ -168,7 +168,7 @@ class Ingest:
             await self._take_back(refused, counted)
         if self._replication is not None:  # raises if not replicated: the batch is retried
             await self._replication.confirm(counted.primaries)
-        return BatchOutcome(len(classified.new), len(recovered), classified.duplicates,
+        return BatchOutcome(len(classified.new), len(recovered), len(classified.duplicates),
                             counted.rejected, len(refused))  # fmt: skip
 
     async def _store(
@@ -291,19 +291,27 @@ class Ingest:
         self, late: Sequence[RawRow], messages: Sequence[Message], now_ms: int
     ) -> tuple[list[RawRow], list[DeadLetter]]:
         """Events too late by the worker's clock but not by their record's time (CONTRACT
-        §3.2): rejected as ``too_late``, unless the event was counted before (a replay keeps
-        the first decision, a copy of a retained event changes nothing: its marker or its row
-        says so)."""
+        §3.2): rejected as ``too_late``, unless a decision made while they were in time is
+        replayed: their own position counted them (their marker or row), or a counting worker
+        decided their position (``RollingCounters.decided_through``) and a copy was counted
+        (a duplicate then). A store-only worker, which decides nothing, follows any copy."""
         if not late:
             return [], []
         marked = await self._counters.owners([row.event.event_id for row in late], now_ms)
         stored = await self._stored_owners(late)
+        through: dict[int, int] | None = None
+        if self._counts:
+            partitions = sorted({row.position.partition for row in late})
+            through = await self._counters.decided_through(partitions)
         kept: list[RawRow] = []
         letters: list[DeadLetter] = []
         found = _by_position(messages)
         for row, marker in zip(late, marked, strict=True):
-            if marker or stored.get(row.event.event_id):
-                kept.append(row)  # counted before, here or at another position: not new
+            owner = marker or stored.get(row.event.event_id)
+            position = row.position
+            replayed = through is None or position.offset <= through.get(position.partition, -1)
+            if owner == str(position) or (owner and replayed):
+                kept.append(row)
             else:
                 letters.append(letter_of(row, _message_of(row, found), TOO_LATE_BY_CLOCK))
         return kept, letters
@@ -371,11 +379,14 @@ class Ingest:
         rejected = await self._dead_letters.rejected_before(sources)
         return [row for row, source in zip(unsure, sources, strict=True) if source not in rejected]
 
-    async def _count_once(self, rows: list[RawRow], now_ms: int) -> Classified:
+    async def _count_once(
+        self, rows: list[RawRow], now_ms: int, spans: Mapping[int, tuple[int, int]]
+    ) -> Classified:
         """Count the batch's new events once: claim all of its first occurrences (one script
         call per shard group, pipelined); a group is refused if any of its events was counted
         already, says by whom, and the batch is sorted again with what it said. Then add the
-        increments of every event the batch's positions own (``RollingCounters``)."""
+        increments of every event the batch's positions own (``RollingCounters``), and say
+        that the batch's ``spans`` are decided."""
         owners = await self._owners_of_old(rows, now_ms)
         claimed: set[str] = set()  # event ids this call marked, in rounds before the last
         while True:
@@ -397,9 +408,9 @@ class Ingest:
             owners = [None if row.event.event_id in claimed and owner == str(row.position)
                       else owner for row, owner in zip(rows, owners, strict=True)]  # fmt: skip
             classified = classify(rows, owners)
-        await self._counters.add(classified.new + classified.replayed, now_ms)
+        before = await self._counters.add(classified.new + classified.replayed, now_ms, spans)
         _observe(row.event for row in classified.new)
-        telemetry.EVENTS_DUPLICATE.inc(classified.duplicates)
+        telemetry.EVENTS_DUPLICATE.inc(_first_decided(classified.duplicates, before))
         return classified
 
     async def _owners_of_old(self, rows: Sequence[RawRow], now_ms: int) -> list[str | None]:
@@ -417,6 +428,21 @@ def _source(row: RawRow, message: Message) -> tuple[int, int, int | None]:
     """A row's DLQ source: partition, offset, and batch index if its message is a batch."""
     batch = (message.value or b"").lstrip().startswith(b"[")
     return row.position.partition, row.position.offset, row.position.batch_index if batch else None
+
+
+def _spans(messages: Sequence[Message]) -> dict[int, tuple[int, int]]:
+    """The first and last offset of the messages per input partition."""
+    spans: dict[int, tuple[int, int]] = {}
+    for message in messages:
+        first, last = spans.get(message.partition, (message.offset, message.offset))
+        spans[message.partition] = (min(first, message.offset), max(last, message.offset))
+    return spans
+
+
+def _first_decided(positions: Sequence[Position], before: Mapping[int, int]) -> int:
+    """How many of ``positions`` no counting worker had decided ``before`` (the decided
+    offsets per partition that this chunk moved): a replay counts no duplicate again."""
+    return sum(1 for p in positions if p.offset > before.get(p.partition, -1))
 
 
 def _by_position(messages: Sequence[Message]) -> dict[tuple[int, int], Message]:

@@ -53,6 +53,7 @@ from redis.exceptions import NoScriptError
 
 from consumers.rows import RawRow
 from voicemon import keys, rolling
+from voicemon.event import RAW_RETENTION_MS
 from voicemon.redis_client import AsyncRedis
 from voicemon.rolling import BucketIncrement
 
@@ -61,6 +62,11 @@ from voicemon.rolling import BucketIncrement
 # live by Redis's clock, not an instant of a worker's: every worker writes a scope's hash, and
 # one whose clock is behind would otherwise end everyone's offsets early.
 APPLIED_TTL_MS = keys.SEEN_GENERATIONS * keys.SEEN_GENERATION_MS + 2 * 60_000
+
+# A replay of a position decided while its event was in time keeps that decision after the
+# event turned too late by the worker's clock (CONTRACT §3.2): the decided offsets live as
+# long as a raw row, and a replay after a longer outage is decided anew.
+DECIDED_TTL_MS = RAW_RETENTION_MS + 2 * 60 * 60_000
 
 # Seen-markers (voicemon.keys). Scripts that read or write them take, for one shard group,
 # three arguments (``_packed``): the generations that exist, the current one first, with their
@@ -174,12 +180,14 @@ end
 """
 
 # Called by RollingCounters.add, per counter scope's hash tag. KEYS: the scope's applied
-# offsets, [the counters' epoch and sentinel, for {p}], then its buckets. ARGV: the packed
-# partitions (partition, first offset, last offset, packed bucket increments of its events),
-# the applied offsets' time to live, the number of KEYS before the buckets. If a partition's
-# applied offset lies inside [first, last], writes nothing and returns those partitions with
-# their applied offsets (the caller retries with the events after them); otherwise adds the
-# increments of each partition whose applied offset lies before it and moves that offset.
+# offsets, [the counters' epoch and sentinel and the decided offsets, for {p}], then its
+# buckets. ARGV: the packed partitions (partition, first offset, last offset, packed bucket
+# increments of its events), the applied offsets' time to live, the number of KEYS before the
+# buckets, the decided offsets' time to live. If a partition's applied offset lies inside
+# [first, last], writes nothing and returns 0 and those partitions with their applied offsets
+# (the caller retries with the events after them); otherwise adds the increments of each
+# partition whose applied offset lies before it, moves that offset (and for {p} the decided
+# one) and returns 1 and, for {p}, each partition with its decided offset before the call.
 _ADD = (
     _APPLY_BUCKETS
     + """
@@ -193,21 +201,29 @@ for i, part in ipairs(partitions) do
     inside[#inside + 1] = applied[i]
   end
 end
-if #inside > 0 then return inside end
-if ARGV[3] == '3' and redis.call('EXISTS', KEYS[2]) == 0 then
+if #inside > 0 then return {0, unpack(inside)} end
+if ARGV[3] == '4' and redis.call('EXISTS', KEYS[2]) == 0 then
   -- The first counting ever also creates the counters' epoch and sentinel, so that a flush
   -- of the counter keys is told from a first start however soon it comes (RollingCounters.lost).
   redis.call('SET', KEYS[2], '1')
   redis.call('SET', KEYS[3], '1')
 end
+local decided = {1}
 for i, part in ipairs(partitions) do
   if applied[i] < part[2] then
     apply_buckets(part[4])
     redis.call('HSET', KEYS[1], part[1], part[3])
   end
+  if ARGV[3] == '4' then
+    local before = tonumber(redis.call('HGET', KEYS[4], part[1]) or '-1')
+    if before < part[3] then redis.call('HSET', KEYS[4], part[1], part[3]) end
+    decided[#decided + 1] = part[1]
+    decided[#decided + 1] = before
+  end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {}
+if ARGV[3] == '4' then redis.call('PEXPIRE', KEYS[4], ARGV[4]) end
+return decided
 """
 )
 
@@ -282,29 +298,45 @@ def by_tag(buckets: Mapping[str, BucketIncrement]) -> dict[str, dict[str, Bucket
 
 
 def scope_increments(
-    rows: Sequence[RawRow], now_ms: int, after: Mapping[tuple[str, int], int]
+    rows: Sequence[RawRow],
+    now_ms: int,
+    after: Mapping[tuple[str, int], int],
+    spans: Mapping[int, tuple[int, int]] | None = None,
 ) -> dict[str, list[tuple[int, int, int, dict[str, BucketIncrement]]]]:
     """Per counter scope's hash tag, per input partition: the first and last offsets of the
     rows, and their bucket increments; for a (tag, partition) in ``after`` only the rows
-    after that offset count (pure)."""
+    after that offset count. The platform's range also covers the chunk's ``spans`` (first
+    and last offset per partition), rows or not, so that its applied offsets say through
+    which position every message was decided (``RollingCounters.decided_through``) (pure)."""
     per_partition: dict[int, list[RawRow]] = defaultdict(list)
     for row in rows:
         per_partition[row.position.partition].append(row)
+    spans = spans or {}
+    platform = keys.scope_tag(None)
     found: dict[str, list[tuple[int, int, int, dict[str, BucketIncrement]]]] = defaultdict(list)
-    for partition, owned in sorted(per_partition.items()):
-        split = by_tag(rolling.increments((row.event for row in owned), now_ms))
-        first = min(row.position.offset for row in owned)
-        last = max(row.position.offset for row in owned)
+    for partition in sorted(per_partition.keys() | spans.keys()):
+        owned = per_partition.get(partition, [])
+        split = by_tag(rolling.increments((row.event for row in owned), now_ms)) if owned else {}
+        offsets = [row.position.offset for row in owned]
+        span = spans.get(partition)
+        if span is not None:
+            split.setdefault(platform, {})
         for tag, buckets in split.items():
+            first, last = (min(offsets), max(offsets)) if offsets else span or (0, 0)
+            if span is not None and tag == platform:
+                first, last = min(first, span[0]), max(last, span[1])
             floor = after.get((tag, partition))
             if floor is None:
                 found[tag].append((partition, first, last, buckets))
                 continue
             kept = [row for row in owned if row.position.offset > floor]
-            later = by_tag(rolling.increments((row.event for row in kept), now_ms)).get(tag)
-            if later:
-                offsets = [row.position.offset for row in kept]
-                found[tag].append((partition, min(offsets), max(offsets), later))
+            later = by_tag(rolling.increments((row.event for row in kept), now_ms)).get(tag, {})
+            if span is not None and tag == platform:
+                if last > floor:
+                    found[tag].append((partition, floor + 1, last, later))
+            elif later:
+                offsets_after = [row.position.offset for row in kept]
+                found[tag].append((partition, min(offsets_after), max(offsets_after), later))
     return dict(found)
 
 
@@ -418,38 +450,59 @@ class RollingCounters:
                     owners[i] = taken[j].decode() or None
         return owners if refused else None
 
-    async def add(self, owned: Sequence[RawRow], now_ms: int) -> None:
+    async def add(
+        self,
+        owned: Sequence[RawRow],
+        now_ms: int,
+        spans: Mapping[int, tuple[int, int]] | None = None,
+    ) -> dict[int, int]:
         """Add the increments of the ``owned`` rows (the events counted at their own
-        position) to every counter scope that has not added them yet (its applied offsets)."""
+        position) to every counter scope that has not added them yet (its applied offsets);
+        the platform's applied and decided offsets move over the chunk's ``spans`` too.
+        Returns the decided offsets per partition as they were before (-1: none)."""
         after: dict[tuple[str, int], int] = {}
-        pending = scope_increments(owned, now_ms, after)
+        before: dict[int, int] = {}
+        pending = scope_increments(owned, now_ms, after, spans)
         while pending:
             tags = list(pending)
             calls = [self._add_call(tag, pending[tag]) for tag in tags]
             retry: set[str] = set()
-            for tag, inside in zip(tags, await self._run(calls), strict=True):
-                for partition, offset in zip(inside[::2], inside[1::2], strict=True):
+            for tag, reply in zip(tags, await self._run(calls), strict=True):
+                pairs = zip(reply[1::2], reply[2::2], strict=True)
+                if reply[0] == 1:
+                    before.update((int(partition), int(offset)) for partition, offset in pairs)
+                    continue
+                for partition, offset in pairs:
                     after[tag, int(partition)] = int(offset)
                     retry.add(tag)
             if not retry:
-                return
-            again = scope_increments(owned, now_ms, after)
+                return before
+            again = scope_increments(owned, now_ms, after, spans)
             pending = {tag: again[tag] for tag in retry if tag in again}
+        return before
 
     def _add_call(
         self, tag: str, partitions: list[tuple[int, int, int, dict[str, BucketIncrement]]]
     ) -> Call:
         head = [keys.applied(tag)]
         if tag == keys.hash_tag(keys.COUNTERS_SENTINEL):
-            head += [keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL]
+            head += [keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL, keys.decided(tag)]
         bucket_keys: list[str] = []
         packed = []
         for partition, first, last, buckets in partitions:
             start = len(head) + len(bucket_keys) + 1
             bucket_keys += list(buckets)
             packed.append((partition, first, last, packed_buckets(buckets, first_key=start)))
-        args = [msgspec.msgpack.encode(packed), APPLIED_TTL_MS, len(head)]
+        args = [msgspec.msgpack.encode(packed), APPLIED_TTL_MS, len(head), DECIDED_TTL_MS]
         return self._add, head + bucket_keys, args
+
+    async def decided_through(self, partitions: Sequence[int]) -> dict[int, int]:
+        """Per input partition, the offset through which a counting worker decided every
+        message (``keys.decided``), where one is known."""
+        if not partitions:
+            return {}
+        values = await self._redis.hmget(keys.decided(keys.scope_tag(None)), list(partitions))
+        return {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None}
 
     async def settle(
         self, event_id: str, position: str, decrements: Mapping[str, BucketIncrement], now_ms: int

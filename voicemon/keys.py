@@ -49,6 +49,13 @@ def applied(tag: str) -> str:
     return f"{PREFIX}:applied:{tag}"
 
 
+def decided(tag: str) -> str:
+    """Per input partition, the offset through which a counting worker decided every message
+    (accepted, duplicate or rejected): moved with the platform's applied offsets
+    (``consumers.rolling_counters``), but never gating an increment, so it may outlive them."""
+    return f"{PREFIX}:decided:{tag}"
+
+
 def replicated(tag: str) -> str:
     """Written just before ``WAIT`` on its connection (``voicemon.redis_client.Replication``)."""
     return f"{PREFIX}:replicated:{tag}"

@@ -348,6 +348,38 @@ def test_a_duplicate_at_the_retention_edge_keeps_its_decision_on_replay(
     assert views(run(plan(first, again), store, redis_url)) == []
 
 
+@pytest.mark.parametrize("read_after_ms", [0, 1, 500, 34 * MINUTE_MS])
+def test_an_identical_copy_first_read_past_the_retention_edge_is_too_late(
+    store: Client, redis_url: str, read_after_ms: int
+) -> None:
+    """The shrunk seed 5: a copy of an accepted event, appended in time but first read after
+    the event is 48 h old by the worker's clock, is rejected as ``too_late`` (CONTRACT §3.2),
+    not counted as a duplicate; its first copy's marker is still read when it arrives."""
+    occurred = T0 + 13 * MINUTE_MS
+    edge = occurred + 48 * HOUR_MS
+    body = event("late-copy", occurred, "stage_started", stage="transcription")
+    first = chunk(edge - HOUR_MS, record(0, 0, body, at=edge - HOUR_MS))
+    appended = edge - 27 * MINUTE_MS
+    again = chunk(edge + read_after_ms, record(1, 0, body, at=appended))
+    assert views(run(plan(first, again), store, redis_url)) == []
+
+
+@pytest.mark.parametrize("fault", ["crash_after_count", "crash_in_store", "handover"])
+@pytest.mark.parametrize("topology", ["all", "split"])
+def test_a_duplicate_replayed_after_a_crash_is_counted_once(
+    store: Client, redis_url: str, fault: str, topology: str
+) -> None:
+    """``voicemon_events_duplicate_total`` over every process, the dead ones' as last
+    scraped: a chunk of duplicates replayed by a successor counts none of them again."""
+    at = T0 + 17 * MINUTE_MS
+    body = event("twice", at - MINUTE_MS)
+    first = chunk(at, record(0, 0, body, at=at))
+    copies = chunk(at + MINUTE_MS, record(0, 1, body, at=at + MINUTE_MS),
+                   record(1, 0, body, at=at + MINUTE_MS), fault=fault,
+                   replay_at=at + 2 * MINUTE_MS)  # fmt: skip
+    assert views(run(plan(first, copies, topology=topology), store, redis_url)) == []
+
+
 def test_split_roles_store_an_old_identical_resend_once(store: Client, redis_url: str) -> None:
     at = T0 + 37 * MINUTE_MS
     old = event("old-again", at - 3 * HOUR_MS, "stage_started", stage="transcription")

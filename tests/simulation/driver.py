@@ -76,7 +76,12 @@ LEASES = keys.store_lease(0)[:-1].encode()
 # scope's applied offsets (102 min after its last add: a replay later than that finds no
 # seen-marker either, and its event is out of the real-time window) and take-back markers.
 # The reaper would end them at once (virtual time runs days ahead); it leaves them to Redis.
-REDIS_CLOCK_KEYS = (LEASES, keys.applied("")[:-1].encode(), keys.taken_back("", "")[:-2].encode())
+REDIS_CLOCK_KEYS = (
+    LEASES,
+    keys.applied("")[:-1].encode(),
+    keys.decided("")[:-1].encode(),
+    keys.taken_back("", "")[:-2].encode(),
+)
 HANDOVER_WAIT_S = 1.0  # real seconds a new owner's replay may take before the old store ends
 
 
@@ -412,7 +417,8 @@ class Driver:
         return replay
 
     async def _die(self, worker: Worker) -> None:
-        """The worker's process is gone: its memory (its share of the counters) with it, and
+        """The worker's process is gone: its memory with it (its Prometheus counters as last
+        scraped, ``_compare_duplicates``), and
         its store leases lapse (the replay comes after ``LEASE_MS``)."""
         worker.alive = False
         if worker.leases is not None:
@@ -696,7 +702,9 @@ class Driver:
         return ()
 
     def _compare_duplicates(self) -> None:
-        counted = sum(w.duplicates for w in self.workers if w.alive)
+        # Every process's counter as last scraped, the dead ones' included (what a sum of
+        # ``increase()`` over their series reads): a replay counts no duplicate again.
+        counted = sum(w.duplicates for w in self.workers)
         low, high = self.expected.duplicates_due, self.expected.duplicates
         if not low <= counted <= high:
             self._found(

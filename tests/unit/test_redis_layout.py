@@ -45,7 +45,7 @@ def test_the_shard_groups_spread_over_the_slots_of_three_primaries() -> None:
     [
         [keys.store_lease(p) for p in range(64)],
         [keys.dead_lettered(p, o, i) for p, o, i in ((0, 1, None), (3, 99, 4), (7, 10**12, 0))],
-        [keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL, keys.applied("{p}")],
+        [keys.COUNTERS_EPOCH, keys.COUNTERS_SENTINEL, keys.applied("{p}"), keys.decided("{p}")],
         [
             keys.rolling_counter("org}x", 1),
             keys.applied(keys.hash_tag(keys.rolling_counter("org}x", 1))),
@@ -82,6 +82,27 @@ def test_increments_after_an_applied_offset_keep_only_the_later_rows() -> None:
     assert (partition, first, last) == (0, 6, 7)
     assert sum(b.fields["received"] for b in buckets.values()) == 2
     assert "{o:org-a}" not in found  # everything applied there already
+
+
+def test_the_platforms_range_covers_the_chunk_rows_or_not() -> None:
+    rows = [row("a", 0, 5), row("b", 0, 7)]
+    spans = {0: (3, 9), 2: (4, 4)}  # partition 2: a duplicate or a rejection only
+    found = scope_increments(rows, NOW, {}, spans)
+    platform = {partition: (first, last) for partition, first, last, _ in found["{p}"]}
+    assert platform == {0: (3, 9), 2: (4, 4)}
+    assert [(p, f, last) for p, f, last, _ in found["{o:org-a}"]] == [(0, 5, 7)]
+    assert [buckets for p, _, _, buckets in found["{p}"] if p == 2] == [{}]
+
+
+def test_the_platforms_range_after_an_applied_offset_runs_to_the_chunks_end() -> None:
+    rows = [row("a", 0, 5), row("b", 0, 7)]
+    spans = {0: (3, 9)}
+    after = {("{p}", 0): 7, ("{o:org-a}", 0): 7}
+    found = scope_increments(rows, NOW, after, spans)
+    [(partition, first, last, buckets)] = found["{p}"]
+    assert (partition, first, last, buckets) == (0, 8, 9, {})  # decided, nothing to add
+    assert "{o:org-a}" not in found
+    assert scope_increments(rows, NOW, {("{p}", 0): 9}, spans).get("{p}") is None
 
 
 def test_by_tag_groups_buckets_of_one_scope() -> None:

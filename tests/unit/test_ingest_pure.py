@@ -40,7 +40,7 @@ def test_position_string() -> None:
 
 def test_classify_empty() -> None:
     result = classify([], [])
-    assert (result.new, result.replayed, result.duplicates) == ([], [], 0)
+    assert (result.new, result.replayed, result.duplicates) == ([], [], [])
 
 
 def test_classify_unowned_events_are_new() -> None:
@@ -48,7 +48,7 @@ def test_classify_unowned_events_are_new() -> None:
     result = classify(rows, [None, None, None])
     assert result.new == rows
     assert result.replayed == []
-    assert result.duplicates == 0
+    assert result.duplicates == []
 
 
 def test_classify_first_occurrence_in_batch_only() -> None:
@@ -56,7 +56,7 @@ def test_classify_first_occurrence_in_batch_only() -> None:
     result = classify(rows, [None, None, None, None])
     assert result.new == [rows[0], rows[2]]
     assert result.replayed == []
-    assert result.duplicates == 2
+    assert result.duplicates == [rows[1].position, rows[3].position]
 
 
 def test_classify_owned_by_this_position_is_replayed() -> None:
@@ -64,7 +64,7 @@ def test_classify_owned_by_this_position_is_replayed() -> None:
     result = classify(rows, ["2:100:0", "2:100:1"])
     assert result.new == []
     assert result.replayed == rows
-    assert result.duplicates == 0
+    assert result.duplicates == []
 
 
 def test_classify_owned_elsewhere_is_a_duplicate() -> None:
@@ -73,7 +73,7 @@ def test_classify_owned_elsewhere_is_a_duplicate() -> None:
     result = classify(rows, ["2:99:0", "2:101:1", "1:102:0"])
     assert result.new == []
     assert result.replayed == []
-    assert result.duplicates == 3
+    assert result.duplicates == [r.position for r in rows]
 
 
 def test_classify_mixed_batch() -> None:
@@ -87,7 +87,7 @@ def test_classify_mixed_batch() -> None:
     result = classify(rows, [None, "0:6:0", "0:1:0", None, "0:6:0"])
     assert result.new == [rows[0]]
     assert result.replayed == [rows[1]]
-    assert result.duplicates == 3
+    assert result.duplicates == [rows[2].position, rows[3].position, rows[4].position]
 
 
 def test_classify_lengths_must_agree() -> None:
@@ -109,7 +109,7 @@ def test_classify_property(spec: list[tuple[str, str]]) -> None:
         None if kind == "none" else f"0:{offset}:0" if kind == "self" else "9:9:9"
         for offset, (_, kind) in enumerate(spec)
     ]
-    expected_new, expected_replayed, expected_duplicates, seen = [], [], 0, []
+    expected_new, expected_replayed, expected_duplicates, seen = [], [], [], []
     for r, (event_id, kind) in zip(rows, spec, strict=True):
         if kind == "none" and event_id not in seen:
             seen.append(event_id)
@@ -117,12 +117,12 @@ def test_classify_property(spec: list[tuple[str, str]]) -> None:
         elif kind == "self":
             expected_replayed.append(r)
         else:
-            expected_duplicates += 1
+            expected_duplicates.append(r.position)
     result = classify(rows, owners)
     assert result.new == expected_new
     assert result.replayed == expected_replayed
     assert result.duplicates == expected_duplicates
-    assert len(result.new) + len(result.replayed) + result.duplicates == len(rows)
+    assert len(result.new) + len(result.replayed) + len(result.duplicates) == len(rows)
 
 
 # -- written_windows -------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from consumers.decode import AcceptedEvent, decode_message
 from consumers.letters import DeadLetter
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
-from consumers.rolling_counters import MARKED_NOW, RollingCounters
+from consumers.rolling_counters import MARKED_NOW, DecidedMark, RollingCounters, Span
 from consumers.rows import Position, RawRow
 from consumers.store_leases import StoreLeases
 from consumers.store_progress import StoreProgress
@@ -113,6 +113,9 @@ class Ingest:
         # A store-only worker's rows decided by the store alone, until their insert ends: the
         # next chunk, counted meanwhile, finds them here (event id -> position).
         self._deciding: dict[str, str] = {}
+        # Duplicates of a count whose counter call failed: it may have moved the decided marks
+        # past them before it failed, so this process's retry counts them whatever it finds.
+        self._uncounted: set[Position] = set()
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
         """Make one batch durable: count it, then store it."""
@@ -141,7 +144,7 @@ class Ingest:
         rejected = len(letters) + len(unsure) - len(accepted)
         if self._counts:
             await self._dead_letters.publish_once(letters, self._replicated(primaries))
-            classified = await self._count_once(rows, now_ms, _spans(messages))
+            classified = await self._count_once(rows, now_ms, messages)
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)
         if self._replication is not None:
@@ -291,29 +294,41 @@ class Ingest:
         self, late: Sequence[RawRow], messages: Sequence[Message], now_ms: int
     ) -> tuple[list[RawRow], list[DeadLetter]]:
         """Events too late by the worker's clock but not by their record's time (CONTRACT
-        §3.2): rejected as ``too_late``, unless a decision made while they were in time is
-        replayed: their own position counted them (their marker or row), or a counting worker
-        decided their position (``RollingCounters.decided_through``) and a copy was counted
-        (a duplicate then). A store-only worker, which decides nothing, follows any copy."""
+        §3.2): rejected as ``too_late`` on their first reading. A replay keeps the decision
+        made while they were in time: its own position counted the event (its marker or
+        row), or a counting worker decided the position (``RollingCounters.decided_through``)
+        and a copy was counted (a duplicate), or the position was not rejected then (accepted,
+        its marker and row gone since: it can add nothing now, its row would be past the
+        retention). A store-only worker, which decides nothing, follows any copy."""
         if not late:
             return [], []
         marked = await self._counters.owners([row.event.event_id for row in late], now_ms)
         stored = await self._stored_owners(late)
-        through: dict[int, int] | None = None
+        marks: dict[int, DecidedMark] | None = None
         if self._counts:
-            partitions = sorted({row.position.partition for row in late})
-            through = await self._counters.decided_through(partitions)
+            marks = await self._counters.decided_through(
+                sorted({row.position.partition for row in late})
+            )
         kept: list[RawRow] = []
         letters: list[DeadLetter] = []
+        gone: list[RawRow] = []  # decided, accepted unless rejected before
         found = _by_position(messages)
         for row, marker in zip(late, marked, strict=True):
             owner = marker or stored.get(row.event.event_id)
             position = row.position
-            replayed = through is None or position.offset <= through.get(position.partition, -1)
-            if owner == str(position) or (owner and replayed):
+            decided = marks is None or _decided(marks.get(position.partition), position, found)
+            if owner == str(position) or (owner and decided):
                 kept.append(row)
+            elif decided and marks is not None:
+                gone.append(row)
             else:
                 letters.append(letter_of(row, _message_of(row, found), TOO_LATE_BY_CLOCK))
+        if gone:
+            sources = [_source(row, _message_of(row, found)) for row in gone]
+            rejected = await self._dead_letters.rejected_before(sources)
+            letters += [letter_of(row, _message_of(row, found), TOO_LATE_BY_CLOCK)
+                        for row, source in zip(gone, sources, strict=True)
+                        if source in rejected]  # fmt: skip
         return kept, letters
 
     async def _stored_owners(self, rows: Sequence[RawRow]) -> dict[str, str]:
@@ -380,13 +395,14 @@ class Ingest:
         return [row for row, source in zip(unsure, sources, strict=True) if source not in rejected]
 
     async def _count_once(
-        self, rows: list[RawRow], now_ms: int, spans: Mapping[int, tuple[int, int]]
+        self, rows: list[RawRow], now_ms: int, messages: Sequence[Message]
     ) -> Classified:
         """Count the batch's new events once: claim all of its first occurrences (one script
         call per shard group, pipelined); a group is refused if any of its events was counted
         already, says by whom, and the batch is sorted again with what it said. Then add the
-        increments of every event the batch's positions own (``RollingCounters``), and say
-        that the batch's ``spans`` are decided."""
+        increments of every event the batch's positions own (``RollingCounters``), and mark
+        the batch's messages decided: a duplicate is counted once, by the first count that
+        decides its position."""
         owners = await self._owners_of_old(rows, now_ms)
         claimed: set[str] = set()  # event ids this call marked, in rounds before the last
         while True:
@@ -408,9 +424,23 @@ class Ingest:
             owners = [None if row.event.event_id in claimed and owner == str(row.position)
                       else owner for row, owner in zip(rows, owners, strict=True)]  # fmt: skip
             classified = classify(rows, owners)
-        before = await self._counters.add(classified.new + classified.replayed, now_ms, spans)
+        duplicates = classified.duplicates
+        try:
+            before = await self._counters.add(
+                classified.new + classified.replayed, now_ms, _spans(messages)
+            )
+        except BaseException:
+            self._uncounted.update(duplicates)
+            raise
         _observe(row.event for row in classified.new)
-        telemetry.EVENTS_DUPLICATE.inc(_first_decided(classified.duplicates, before))
+        if duplicates:
+            found = _by_position(messages)
+            undecided = [
+                p for p in duplicates
+                if p in self._uncounted or not _decided(before.get(p.partition), p, found)
+            ]  # fmt: skip
+            self._uncounted.difference_update(duplicates)
+            telemetry.EVENTS_DUPLICATE.inc(len(undecided))
         return classified
 
     async def _owners_of_old(self, rows: Sequence[RawRow], now_ms: int) -> list[str | None]:
@@ -430,19 +460,30 @@ def _source(row: RawRow, message: Message) -> tuple[int, int, int | None]:
     return row.position.partition, row.position.offset, row.position.batch_index if batch else None
 
 
-def _spans(messages: Sequence[Message]) -> dict[int, tuple[int, int]]:
-    """The first and last offset of the messages per input partition."""
-    spans: dict[int, tuple[int, int]] = {}
+def _spans(messages: Sequence[Message]) -> dict[int, Span]:
+    """The messages' offsets per input partition, and the newest log-append time (pure)."""
+    spans: dict[int, Span] = {}
     for message in messages:
-        first, last = spans.get(message.partition, (message.offset, message.offset))
-        spans[message.partition] = (min(first, message.offset), max(last, message.offset))
+        appended = message.timestamp_ms if message.log_append else None
+        span = spans.get(message.partition)
+        if span is None:
+            span = Span(message.offset, message.offset, -1 if appended is None else appended)
+        spans[message.partition] = Span(
+            min(span.first, message.offset),
+            max(span.last, message.offset),
+            -1 if appended is None or span.appended_ms < 0 else max(span.appended_ms, appended),
+        )
     return spans
 
 
-def _first_decided(positions: Sequence[Position], before: Mapping[int, int]) -> int:
-    """How many of ``positions`` no counting worker had decided ``before`` (the decided
-    offsets per partition that this chunk moved): a replay counts no duplicate again."""
-    return sum(1 for p in positions if p.offset > before.get(p.partition, -1))
+def _decided(
+    mark: DecidedMark | None, position: Position, found: Mapping[tuple[int, int], Message]
+) -> bool:
+    """Whether the decided ``mark`` of its partition covers the message at ``position``."""
+    if mark is None:
+        return False
+    message = found[position.partition, position.offset]
+    return mark.covers(position.offset, message.timestamp_ms if message.log_append else None)
 
 
 def _by_position(messages: Sequence[Message]) -> dict[tuple[int, int], Message]:

@@ -37,6 +37,14 @@ Seen-markers live 80 to 100 minutes after arrival (``voicemon.keys``); the appli
 outlive them (``APPLIED_TTL_MS``). Older duplicates are caught by the store
 (``consumers.ingest``). Limit: offsets that start again from 0 (the events topic recreated)
 within that time need voicemon's Redis keys flushed, as the DLQ markers already do.
+
+The platform's call also raises a decided mark per input partition (``keys.decided``: the
+offset and log-append time of the chunk's last message, kept ``DECIDED_TTL_MS``), rows or
+not, and returns the marks as they were: a duplicate is counted in
+``voicemon_events_duplicate_total`` by the count that first decides its position, and a
+message too late by the worker's clock keeps the decision made while it was in time
+(``consumers.ingest.Ingest._decided_before``). A lower offset appended later than the mark
+is of a recreated topic: not decided.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis.asyncio.cluster import RedisCluster
@@ -183,11 +191,13 @@ end
 # offsets, [the counters' epoch and sentinel and the decided offsets, for {p}], then its
 # buckets. ARGV: the packed partitions (partition, first offset, last offset, packed bucket
 # increments of its events), the applied offsets' time to live, the number of KEYS before the
-# buckets, the decided offsets' time to live. If a partition's applied offset lies inside
+# buckets, the decided offsets' time to live. A partition's fifth element is the log-append
+# time of its last message (-1: unknown); a decided mark is "offset:time". If a partition's
+# applied offset lies inside
 # [first, last], writes nothing and returns 0 and those partitions with their applied offsets
 # (the caller retries with the events after them); otherwise adds the increments of each
 # partition whose applied offset lies before it, moves that offset (and for {p} the decided
-# one) and returns 1 and, for {p}, each partition with its decided offset before the call.
+# mark) and returns 1 and, for {p}, each partition with its decided mark before the call.
 _ADD = (
     _APPLY_BUCKETS
     + """
@@ -215,8 +225,9 @@ for i, part in ipairs(partitions) do
     redis.call('HSET', KEYS[1], part[1], part[3])
   end
   if ARGV[3] == '4' then
-    local before = tonumber(redis.call('HGET', KEYS[4], part[1]) or '-1')
-    if before < part[3] then redis.call('HSET', KEYS[4], part[1], part[3]) end
+    local before = redis.call('HGET', KEYS[4], part[1]) or ''
+    local offset = tonumber(string.match(before, '^(%d+):')) or -1
+    if offset < part[3] then redis.call('HSET', KEYS[4], part[1], part[3] .. ':' .. part[5]) end
     decided[#decided + 1] = part[1]
     decided[#decided + 1] = before
   end
@@ -268,6 +279,38 @@ redis.call('SET', KEYS[1], '1')
 redis.call('DEL', KEYS[2])
 """
 
+
+class Span(NamedTuple):
+    """A chunk's messages in one input partition."""
+
+    first: int
+    last: int
+    appended_ms: int  # the newest log-append time among them; -1 if one has none
+
+
+class DecidedMark(NamedTuple):
+    """Through which message of an input partition the counting workers decided every one
+    (``keys.decided``): its offset and log-append time (-1: unknown)."""
+
+    offset: int
+    appended_ms: int
+
+    @classmethod
+    def parse(cls, value: bytes | str | None) -> DecidedMark | None:
+        if not value:
+            return None
+        offset, appended = (value.decode() if isinstance(value, bytes) else value).split(":")
+        return cls(int(offset), int(appended))
+
+    def covers(self, offset: int, appended_ms: int | None) -> bool:
+        """Whether the message at ``offset`` (log-append time ``appended_ms``, None if it has
+        none) was decided (pure). A lower offset appended later than the mark is of an events
+        topic recreated since, as for the DLQ's settled marks (``consumers.publish_once``)."""
+        if offset > self.offset:
+            return False
+        return appended_ms is None or self.appended_ms < 0 or appended_ms <= self.appended_ms
+
+
 Call = tuple[AsyncScript, list[str], list[Any]]
 # Script calls one chunk keeps in flight on a Redis Cluster at once: the cluster client opens a
 # connection per call in flight and refuses (MaxConnectionsError, no waiting) past its limit
@@ -301,7 +344,7 @@ def scope_increments(
     rows: Sequence[RawRow],
     now_ms: int,
     after: Mapping[tuple[str, int], int],
-    spans: Mapping[int, tuple[int, int]] | None = None,
+    spans: Mapping[int, Span] | None = None,
 ) -> dict[str, list[tuple[int, int, int, dict[str, BucketIncrement]]]]:
     """Per counter scope's hash tag, per input partition: the first and last offsets of the
     rows, and their bucket increments; for a (tag, partition) in ``after`` only the rows
@@ -322,9 +365,11 @@ def scope_increments(
         if span is not None:
             split.setdefault(platform, {})
         for tag, buckets in split.items():
-            first, last = (min(offsets), max(offsets)) if offsets else span or (0, 0)
             if span is not None and tag == platform:
-                first, last = min(first, span[0]), max(last, span[1])
+                first, last = min(offsets, default=span.first), max(offsets, default=span.last)
+                first, last = min(first, span.first), max(last, span.last)
+            else:
+                first, last = min(offsets), max(offsets)
             floor = after.get((tag, partition))
             if floor is None:
                 found[tag].append((partition, first, last, buckets))
@@ -451,26 +496,24 @@ class RollingCounters:
         return owners if refused else None
 
     async def add(
-        self,
-        owned: Sequence[RawRow],
-        now_ms: int,
-        spans: Mapping[int, tuple[int, int]] | None = None,
-    ) -> dict[int, int]:
+        self, owned: Sequence[RawRow], now_ms: int, spans: Mapping[int, Span] | None = None
+    ) -> dict[int, DecidedMark | None]:
         """Add the increments of the ``owned`` rows (the events counted at their own
         position) to every counter scope that has not added them yet (its applied offsets);
-        the platform's applied and decided offsets move over the chunk's ``spans`` too.
-        Returns the decided offsets per partition as they were before (-1: none)."""
+        the platform's applied offsets and decided marks move over the chunk's ``spans`` too.
+        Returns the decided marks per partition of ``spans`` as they were before."""
+        spans = spans or {}
         after: dict[tuple[str, int], int] = {}
-        before: dict[int, int] = {}
+        before: dict[int, DecidedMark | None] = {}
         pending = scope_increments(owned, now_ms, after, spans)
         while pending:
             tags = list(pending)
-            calls = [self._add_call(tag, pending[tag]) for tag in tags]
+            calls = [self._add_call(tag, pending[tag], spans) for tag in tags]
             retry: set[str] = set()
             for tag, reply in zip(tags, await self._run(calls), strict=True):
                 pairs = zip(reply[1::2], reply[2::2], strict=True)
                 if reply[0] == 1:
-                    before.update((int(partition), int(offset)) for partition, offset in pairs)
+                    before.update((int(p), DecidedMark.parse(mark)) for p, mark in pairs)
                     continue
                 for partition, offset in pairs:
                     after[tag, int(partition)] = int(offset)
@@ -482,7 +525,10 @@ class RollingCounters:
         return before
 
     def _add_call(
-        self, tag: str, partitions: list[tuple[int, int, int, dict[str, BucketIncrement]]]
+        self,
+        tag: str,
+        partitions: list[tuple[int, int, int, dict[str, BucketIncrement]]],
+        spans: Mapping[int, Span],
     ) -> Call:
         head = [keys.applied(tag)]
         if tag == keys.hash_tag(keys.COUNTERS_SENTINEL):
@@ -492,17 +538,22 @@ class RollingCounters:
         for partition, first, last, buckets in partitions:
             start = len(head) + len(bucket_keys) + 1
             bucket_keys += list(buckets)
-            packed.append((partition, first, last, packed_buckets(buckets, first_key=start)))
+            span = spans.get(partition)
+            appended = span.appended_ms if span is not None else -1
+            packed.append(
+                (partition, first, last, packed_buckets(buckets, first_key=start), appended)
+            )
         args = [msgspec.msgpack.encode(packed), APPLIED_TTL_MS, len(head), DECIDED_TTL_MS]
         return self._add, head + bucket_keys, args
 
-    async def decided_through(self, partitions: Sequence[int]) -> dict[int, int]:
-        """Per input partition, the offset through which a counting worker decided every
+    async def decided_through(self, partitions: Sequence[int]) -> dict[int, DecidedMark]:
+        """Per input partition, the mark through which a counting worker decided every
         message (``keys.decided``), where one is known."""
         if not partitions:
             return {}
         values = await self._redis.hmget(keys.decided(keys.scope_tag(None)), list(partitions))
-        return {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None}
+        marks = {p: DecidedMark.parse(v) for p, v in zip(partitions, values, strict=True)}
+        return {p: mark for p, mark in marks.items() if mark is not None}
 
     async def settle(
         self, event_id: str, position: str, decrements: Mapping[str, BucketIncrement], now_ms: int

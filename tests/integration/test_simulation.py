@@ -12,16 +12,21 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from consumers.ingest import Ingest
 from consumers.publish_once import DLQ_MARKER_TTL_MS
+from consumers.rolling_counters import APPLIED_TTL_MS, RollingCounters
 from tests.reference import HOUR_MS, MINUTE_MS
 from tests.simulation import driver, schedule
 from tests.simulation.cases import T0, chunk, event, plan, record, tame
 from tests.simulation.driver import Outcome
 from tests.simulation.schedule import CloserFault, Record, Schedule
 from tests.simulation.services import redis_server
+from voicemon import keys
 from voicemon.store import Client
 
 GENERATION_MS = 20 * MINUTE_MS
@@ -400,3 +405,130 @@ def test_a_late_event_stored_just_before_a_crash_reaches_its_hours_snapshot(
                    topology=topology, closer=True, ticks=ticks,
                    closer_from_ms=at - at % HOUR_MS - 5 * HOUR_MS)  # fmt: skip
     assert views(run(crashed, store, redis_url)) == []
+
+
+def views_of(schedule_: Schedule, store: Client, redis_url: str) -> list[str]:
+    return views(run(schedule_, store, redis_url))
+
+
+def retried_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest.count retried on a Redis error, as Overlap.push's until_done does."""
+    original = Ingest.count
+
+    async def count(self: Ingest, messages: Any) -> Any:
+        for _ in range(5):
+            try:
+                return await original(self, messages)
+            except RedisConnectionError:
+                continue
+        raise AssertionError("never counted")
+
+    monkeypatch.setattr(Ingest, "count", count)
+
+
+def applied_offsets_expire_after(monkeypatch: pytest.MonkeyPatch, since_ms: int) -> None:
+    """The scope's applied offsets end APPLIED_TTL_MS after their last add (Redis's clock);
+    the driver leaves them to Redis, whose clock a run never advances: end them here."""
+    reap = driver.Driver._reap
+
+    async def _reap(self: driver.Driver) -> None:
+        await reap(self)
+        if self.clock.ms > since_ms + APPLIED_TTL_MS:
+            names = [k async for k in self.redis.scan_iter(match=keys.applied("*"))]
+            if names:
+                await self.redis.delete(*names)
+
+    monkeypatch.setattr(driver.Driver, "_reap", _reap)
+
+
+# -- the decided marks, at their seams (a break-it review of 05a5889) -----------------------
+
+
+@pytest.mark.parametrize("topology", ["all", "split"])
+def test_a_duplicate_whose_add_reply_is_lost_is_still_counted(
+    store: Client, redis_url: str, monkeypatch: pytest.MonkeyPatch, topology: str
+) -> None:
+    """The {p} _ADD runs on the server, then the connection drops before its reply is read
+    (or another scope's call of the same pipeline fails): the chunk is retried, finds the
+    decided offset already past it, and counts none of its duplicates - ever."""
+    retried_count(monkeypatch)
+    run = RollingCounters._run
+    armed = {"calls": 0}
+
+    async def _run(self: RollingCounters, calls: Any) -> Any:
+        results = await run(self, calls)
+        if any(call[0] is self._add for call in calls):
+            armed["calls"] += 1
+            if armed["calls"] == 2:  # the second chunk's add: executed, reply lost
+                raise RedisConnectionError("Connection reset by peer (after EVALSHA ran)")
+        return results
+
+    monkeypatch.setattr(RollingCounters, "_run", _run)
+    at = T0 + 17 * MINUTE_MS
+    first = chunk(at, record(0, 0, event("dup", at - MINUTE_MS, ai_cost_usd=1.0), at=at))
+    copy = event("dup", at - MINUTE_MS, ai_cost_usd=9.0)  # another payload: must be counted
+    second = chunk(at + MINUTE_MS, record(0, 1, copy, at=at + MINUTE_MS))
+    assert views_of(plan(first, second, topology=topology), store, redis_url) == []
+
+
+def test_duplicates_on_a_topic_recreated_after_the_applied_offsets_ended_are_counted(
+    store: Client, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = T0 + 17 * MINUTE_MS
+    applied_offsets_expire_after(monkeypatch, at)
+    old = chunk(at, *[record(0, i, event(f"old-{i}", at - MINUTE_MS), at=at) for i in range(6)])
+    anew = at + 3 * HOUR_MS  # the topic deleted and created again: offsets from 0
+    first = chunk(anew, record(0, 0, event("x", anew - MINUTE_MS, ai_cost_usd=1.0), at=anew))
+    copy = event("x", anew - MINUTE_MS, ai_cost_usd=2.0)
+    second = chunk(anew + MINUTE_MS, record(0, 1, copy, at=anew + MINUTE_MS))
+    assert views_of(plan(old, first, second), store, redis_url) == []
+
+
+def test_a_late_copy_on_a_recreated_topic_is_too_late(
+    store: Client, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    occurred = T0 + 13 * MINUTE_MS
+    edge = occurred + 48 * HOUR_MS
+    before = edge - 5 * HOUR_MS
+    applied_offsets_expire_after(monkeypatch, before)
+    body = event("late-copy", occurred, "stage_started", stage="transcription")
+    old = chunk(before, *[record(1, i, event(f"old-{i}", before), at=before) for i in range(4)])
+    first = chunk(edge - HOUR_MS, record(0, 0, body, at=edge - HOUR_MS))
+    again = chunk(edge + 500, record(1, 0, body, at=edge - 27 * MINUTE_MS))  # new topic
+    assert views_of(plan(old, first, again), store, redis_url) == []
+
+
+@pytest.mark.parametrize(
+    ("topology", "fault", "after"),
+    [
+        ("split", "crash_after_count", 40 * MINUTE_MS),
+        ("split", "outage", 40 * MINUTE_MS),
+        ("all", "outage", 2 * HOUR_MS),
+        ("all", "crash_in_store", 2 * HOUR_MS),
+    ],
+)
+def test_a_duplicate_decided_in_time_keeps_its_decision_when_replayed_late(
+    store: Client, redis_url: str, topology: str, fault: str, after: int
+) -> None:
+    occurred = T0 + 13 * MINUTE_MS
+    edge = occurred + 48 * HOUR_MS
+    body = event("dup-edge", occurred, "stage_started", stage="transcription")
+    first = chunk(edge - 70 * MINUTE_MS, record(0, 0, body, at=edge - 70 * MINUTE_MS))
+    copy = chunk(edge - 5 * MINUTE_MS, record(1, 0, body, at=edge - 5 * MINUTE_MS),
+                 fault=fault, replay_at=edge + after)  # fmt: skip
+    assert views_of(plan(first, copy, topology=topology), store, redis_url) == []
+
+
+@pytest.mark.parametrize(
+    ("topology", "fault"),
+    [("split", "crash_after_count"), ("split", "outage"), ("all", "crash_in_store")],
+)
+def test_an_event_counted_in_time_keeps_its_decision_when_replayed_late(
+    store: Client, redis_url: str, topology: str, fault: str
+) -> None:
+    occurred = T0 + 13 * MINUTE_MS
+    edge = occurred + 48 * HOUR_MS
+    body = event("edge-once", occurred, "stage_started", stage="transcription")
+    read = chunk(edge - 5 * MINUTE_MS, record(1, 0, body, at=edge - 5 * MINUTE_MS),
+                 fault=fault, replay_at=edge + 2 * HOUR_MS)  # fmt: skip
+    assert views_of(plan(read, topology=topology), store, redis_url) == []

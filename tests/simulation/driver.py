@@ -405,9 +405,9 @@ class Driver:
     async def _crash_and_replay(
         self, worker: Worker, messages: list[Message]
     ) -> Callable[[], Awaitable[None]]:
+        replay_counter = self.storer is not None and worker is self.storer  # before it is replaced
         await self._die(worker)
         successor = self._successor(worker)
-        replay_counter = self.storer is not None and worker is self.storer
 
         async def replay() -> None:
             if replay_counter:  # the counters' group replays the uncommitted chunk as well

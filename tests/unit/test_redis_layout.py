@@ -10,7 +10,13 @@ import pytest
 from pydantic import ValidationError
 from redis.cluster import key_slot
 
-from consumers.rolling_counters import APPLIED_TTL_MS, by_tag, scope_increments
+from consumers.rolling_counters import (
+    APPLIED_TTL_MS,
+    DecidedMark,
+    Span,
+    by_tag,
+    scope_increments,
+)
 from consumers.rows import Position, RawRow
 from voicemon import keys, rolling
 from voicemon.event import EventType, PipelineEvent
@@ -86,7 +92,7 @@ def test_increments_after_an_applied_offset_keep_only_the_later_rows() -> None:
 
 def test_the_platforms_range_covers_the_chunk_rows_or_not() -> None:
     rows = [row("a", 0, 5), row("b", 0, 7)]
-    spans = {0: (3, 9), 2: (4, 4)}  # partition 2: a duplicate or a rejection only
+    spans = {0: Span(3, 9, -1), 2: Span(4, 4, -1)}  # partition 2: duplicates or rejections
     found = scope_increments(rows, NOW, {}, spans)
     platform = {partition: (first, last) for partition, first, last, _ in found["{p}"]}
     assert platform == {0: (3, 9), 2: (4, 4)}
@@ -96,13 +102,24 @@ def test_the_platforms_range_covers_the_chunk_rows_or_not() -> None:
 
 def test_the_platforms_range_after_an_applied_offset_runs_to_the_chunks_end() -> None:
     rows = [row("a", 0, 5), row("b", 0, 7)]
-    spans = {0: (3, 9)}
+    spans = {0: Span(3, 9, -1)}
     after = {("{p}", 0): 7, ("{o:org-a}", 0): 7}
     found = scope_increments(rows, NOW, after, spans)
     [(partition, first, last, buckets)] = found["{p}"]
     assert (partition, first, last, buckets) == (0, 8, 9, {})  # decided, nothing to add
     assert "{o:org-a}" not in found
     assert scope_increments(rows, NOW, {("{p}", 0): 9}, spans).get("{p}") is None
+
+
+def test_a_decided_mark_covers_its_offset_and_those_before_appended_no_later() -> None:
+    mark = DecidedMark.parse(b"41:5000")
+    assert mark == DecidedMark(41, 5000)
+    assert mark.covers(41, 5000) and mark.covers(0, 4000)
+    assert not mark.covers(42, 5000)  # past it
+    assert not mark.covers(3, 5001)  # a lower offset appended later: a recreated topic
+    assert mark.covers(3, None)  # create time: the offset alone tells
+    assert DecidedMark(41, -1).covers(3, 9999)  # marked from create-time records
+    assert DecidedMark.parse(b"") is None and DecidedMark.parse(None) is None
 
 
 def test_by_tag_groups_buckets_of_one_scope() -> None:

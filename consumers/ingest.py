@@ -462,17 +462,15 @@ def _source(row: RawRow, message: Message) -> tuple[int, int, int | None]:
 
 def _spans(messages: Sequence[Message]) -> dict[int, Span]:
     """The messages' offsets per input partition, and the newest log-append time (pure)."""
-    spans: dict[int, Span] = {}
+    by_partition: dict[int, list[Message]] = defaultdict(list)
     for message in messages:
-        appended = message.timestamp_ms if message.log_append else None
-        span = spans.get(message.partition)
-        if span is None:
-            span = Span(message.offset, message.offset, -1 if appended is None else appended)
-        spans[message.partition] = Span(
-            min(span.first, message.offset),
-            max(span.last, message.offset),
-            -1 if appended is None or span.appended_ms < 0 else max(span.appended_ms, appended),
-        )
+        by_partition[message.partition].append(message)
+    spans: dict[int, Span] = {}
+    for partition, found in by_partition.items():
+        offsets = [message.offset for message in found]
+        times = [m.timestamp_ms for m in found if m.log_append and m.timestamp_ms is not None]
+        appended = max(times) if len(times) == len(found) else -1
+        spans[partition] = Span(min(offsets), max(offsets), appended)
     return spans
 
 

@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.batch import classify, written_windows
+from consumers.batch import Message, classify, written_windows
+from consumers.ingest import _spans
 from consumers.ingest_agent import chunks
+from consumers.rolling_counters import Span
 from consumers.rows import Position, RawRow
 from voicemon.event import EventType, PipelineEvent
 
@@ -229,3 +231,14 @@ def test_chunks_property(sizes: list[int | None], max_bytes: int) -> None:
     # greedy: the first event of each run would not have fit in the run before it
     for before, total, after in zip(runs, totals, runs[1:], strict=False):
         assert total + len(after[0].message.value or b"") > max_bytes, (before, after)
+
+
+def test_a_chunks_spans_per_partition_with_the_newest_append_time() -> None:
+    messages = [
+        Message(0, 7, None, b"", 1_000, True),
+        Message(1, 3, None, b"", 500, False),  # create time: unknown
+        Message(0, 5, None, b"", 2_000, True),
+        Message(1, 4, None, b"", None, False),
+        Message(2, 9, None, b"", None, True),  # no timestamp at all
+    ]
+    assert _spans(messages) == {0: Span(5, 7, 2_000), 1: Span(3, 4, -1), 2: Span(9, 9, -1)}

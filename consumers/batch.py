@@ -47,8 +47,10 @@ class Classified:
 UNSTORABLE = Rejection(
     RejectReason.UNSTORABLE, "the store refused the event as it is; see the worker's log"
 )
-TOO_LATE_BY_CLOCK = Rejection(
-    RejectReason.TOO_LATE, "occurred_at: older than the 48 hour retention by the worker's clock"
+# Too late by a "now" that a later reading may not share (the worker's clock, a create time).
+TOO_LATE_NOW = Rejection(
+    RejectReason.TOO_LATE,
+    "occurred_at: older than the 48 hour retention by the worker's clock or the record's time",
 )
 
 # A copy of an event reaches a worker at most this long before its ``occurred_at`` by the

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.batch import (
-    TOO_LATE_BY_CLOCK,
+    TOO_LATE_NOW,
     UNSTORABLE,
     BatchOutcome,
     Classified,
@@ -68,6 +68,7 @@ FOLLOW_DEADLINE_S = 30.0  # a store-only worker waits this long for the counters
 # A store-only worker's clock may differ from its counting workers' by this much: it judges
 # time with this to spare, and leaves the events at the edges to them.
 ROLE_CLOCK_SLACK_MS = 10 * 60_000
+NO_LATE_RULE_MS = -(2**62)  # a "now" of the too-late rule that finds no event too late
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +294,8 @@ class Ingest:
     async def _decided_before(
         self, late: Sequence[RawRow], messages: Sequence[Message], now_ms: int
     ) -> tuple[list[RawRow], list[DeadLetter]]:
-        """Events too late by the worker's clock but not by their record's time (CONTRACT
-        §3.2): rejected as ``too_late`` on their first reading. A replay keeps the decision
+        """Events too late by the worker's clock, or by a create time, but not by a log-append
+        time (CONTRACT §3.2): rejected as ``too_late`` on their first reading. A replay keeps the decision
         made while they were in time: its own position counted the event (its marker or
         row), or a counting worker decided the position (``RollingCounters.decided_through``)
         and a copy was counted (a duplicate), or the position was not rejected then (accepted,
@@ -322,11 +323,11 @@ class Ingest:
             elif decided and marks is not None:
                 gone.append(row)
             else:
-                letters.append(letter_of(row, _message_of(row, found), TOO_LATE_BY_CLOCK))
+                letters.append(letter_of(row, _message_of(row, found), TOO_LATE_NOW))
         if gone:
             sources = [_source(row, _message_of(row, found)) for row in gone]
             rejected = await self._dead_letters.rejected_before(sources)
-            letters += [letter_of(row, _message_of(row, found), TOO_LATE_BY_CLOCK)
+            letters += [letter_of(row, _message_of(row, found), TOO_LATE_NOW)
                         for row, source in zip(gone, sources, strict=True)
                         if source in rejected]  # fmt: skip
         return kept, letters
@@ -339,8 +340,9 @@ class Ingest:
     def _decode(
         self, messages: Sequence[Message], now_ms: int
     ) -> tuple[list[RawRow], list[DeadLetter], list[RawRow], list[RawRow], set[Position]]:
-        """The accepted rows; the rejections; the rows accepted by their record's time that
-        the worker's clock finds too late (``_decided_before`` decides those); the rows
+        """The accepted rows; the rejections; the rows too late by a "now" other than a
+        log-append time, the worker's clock or a create time (``_decided_before`` decides
+        those, keeping a replay's first decision); the rows
         accepted by the worker's clock because their record had no time it could trust
         (``_not_rejected_before`` keeps a first rejection of those); and, for a store-only
         worker, which judges time with ``ROLE_CLOCK_SLACK_MS`` to spare (its clock is not
@@ -358,8 +360,14 @@ class Ingest:
             decided_at = decision_time_ms(record_ms, log_append, now_ms)
             late_at = late_rule_time_ms(record_ms, log_append, now_ms)
             by_clock = not log_append and decided_at != record_ms
+            # Only a log-append time decides "too late" alike on every reading; any other
+            # "now" of the late rule (a create time, the clock) is applied below, with the
+            # worker's clock, and ``_decided_before`` keeps a replay's first decision.
+            record_decides = log_append and late_at == record_ms
+            late_ms = late_at - slack if record_decides else NO_LATE_RULE_MS
+            oldest = oldest_ms if record_decides else max(oldest_ms, late_at - RAW_RETENTION_MS)
             decoded = decode_message(message.value, now_ms=decided_at + slack,
-                                     stages=self._stages, late_ms=late_at - slack)  # fmt: skip
+                                     stages=self._stages, late_ms=late_ms)  # fmt: skip
             for item in decoded:
                 if isinstance(item, AcceptedEvent):
                     at = item.event.occurred_at_ms
@@ -370,9 +378,9 @@ class Ingest:
                         and not late_at - RAW_RETENTION_MS <= at <= decided_at + FUTURE_TOLERANCE_MS
                     ):
                         edge.add(row.position)
-                    if at < oldest_ms - slack:
+                    if at < oldest - slack:
                         late.append(row)
-                    elif at < oldest_ms:
+                    elif at < oldest:
                         edge.add(row.position)
                         rows.append(row)
                     else:

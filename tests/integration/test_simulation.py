@@ -385,6 +385,22 @@ def test_a_duplicate_replayed_after_a_crash_is_counted_once(
     assert views(run(plan(first, copies, topology=topology), store, redis_url)) == []
 
 
+@pytest.mark.parametrize("topology", ["all", "split"])
+def test_a_copy_judged_by_the_clock_keeps_its_decision_when_replayed_past_the_edge(
+    store: Client, redis_url: str, topology: str
+) -> None:
+    """From the long mode (seed 3, 150,000 arrivals): two copies in one chunk, one of them in
+    a record created 5.8 min ahead of the worker's clock (not trusted: the clock decides),
+    read 2 min before the event turns 48 h old, replayed after a crash 3 min later."""
+    at = T0 + 23 * MINUTE_MS
+    body = event("edge-by-clock", at - 48 * HOUR_MS + 2 * MINUTE_MS)
+    ahead = at + 5 * MINUTE_MS + 47_000
+    both = chunk(at, record(1, 0, body, at=at + 30_000),
+                 record(2, 0, event("other", at), body, at=ahead, log_append=False, batch=True),
+                 fault="crash_after_count", replay_at=at + 3 * MINUTE_MS)  # fmt: skip
+    assert views(run(plan(both, topology=topology), store, redis_url)) == []
+
+
 def test_split_roles_store_an_old_identical_resend_once(store: Client, redis_url: str) -> None:
     at = T0 + 37 * MINUTE_MS
     old = event("old-again", at - 3 * HOUR_MS, "stage_started", stage="transcription")

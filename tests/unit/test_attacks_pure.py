@@ -6,7 +6,7 @@ import time
 
 import orjson
 
-from consumers.batch import TOO_LATE_BY_CLOCK, Message, letter_of
+from consumers.batch import TOO_LATE_NOW, Message, letter_of
 from consumers.decode import element_spans
 from consumers.rows import Position, RawRow
 from voicemon.event import EventType, PipelineEvent
@@ -39,7 +39,7 @@ def test_the_letters_of_a_whole_batch_cost_one_scan_of_it() -> None:
     started = time.perf_counter()
     for index in range(rows):
         event = PipelineEvent(f"e{index}", EventType.ARTIFACT_RECEIVED, 0, "a")
-        letter = letter_of(RawRow(event, Position(0, 7, index)), message, TOO_LATE_BY_CLOCK)
+        letter = letter_of(RawRow(event, Position(0, 7, index)), message, TOO_LATE_NOW)
         assert orjson.loads(letter.rejected.payload or b"")["event_id"] == f"e{index}"
     spent = time.perf_counter() - started
     # 1000 letters, extrapolated, must stay within a few scans (here: within 5 s at most).

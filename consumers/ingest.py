@@ -5,8 +5,8 @@ Order of effects, each idempotent under replay of the same Kafka messages:
 0. a worker that writes raw rows takes the store leases of the batch's partitions
    (``consumers.store_leases``): after a handover, the new owner waits for the old one's store;
 1. decode every message (pure, ``consumers.decode``) with the record's time as "now"; events
-   too late by the worker's clock, or accepted by it where a create time was not trusted,
-   keep the first decision made about their position (CONTRACT §3.2);
+   too late by the worker's clock or a create time, or accepted by the clock where a create
+   time was not trusted, keep the first decision made about their position (CONTRACT §3.2);
 2. each rejection is published to the DLQ exactly once (``consumers.publish_once``);
 3. Redis scripts mark the new event ids seen (with the position that counted them), one
    call per shard group, then add the counter increments of every event the batch's

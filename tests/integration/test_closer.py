@@ -165,11 +165,12 @@ def test_a_takeover_after_the_holder_dies_skips_nothing(
     clock = Clock(now_ms)
 
     async def scenario(state: State) -> tuple[list[str], list[str], list[str]]:
-        holder = closer(state, clean_store, clock, max_windows_per_tick=3, lease_ttl_ms=400)
-        heir = closer(state, clean_store, clock, lease_ttl_ms=400)
+        # The lease outlasts a tick of 3 windows on a loaded machine (400 ms did not, once).
+        holder = closer(state, clean_store, clock, max_windows_per_tick=3, lease_ttl_ms=1500)
+        heir = closer(state, clean_store, clock, lease_ttl_ms=1500)
         first = await holder.tick()  # queues every due window, emits 3, then "dies"
         assert not (await heir.tick()).leader
-        await asyncio.sleep(0.5)  # the lease expires
+        await asyncio.sleep(1.6)  # the lease expires
         rest: list[str] = []
         while report := (await heir.tick()).emitted:
             rest += report

@@ -115,7 +115,8 @@ class Ingest:
         # next chunk, counted meanwhile, finds them here (event id -> position).
         self._deciding: dict[str, str] = {}
         # Duplicates of a count whose counter call failed: it may have moved the decided marks
-        # past them before it failed, so this process's retry counts them whatever it finds.
+        # past them before it failed, so this process's retry counts them if the mark it finds
+        # is still this process's (``_decided_here``).
         self._uncounted: set[Position] = set()
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
@@ -295,12 +296,13 @@ class Ingest:
         self, late: Sequence[RawRow], messages: Sequence[Message], now_ms: int
     ) -> tuple[list[RawRow], list[DeadLetter]]:
         """Events too late by the worker's clock, or by a create time, but not by a log-append
-        time (CONTRACT §3.2): rejected as ``too_late`` on their first reading. A replay keeps the decision
-        made while they were in time: its own position counted the event (its marker or
-        row), or a counting worker decided the position (``RollingCounters.decided_through``)
-        and a copy was counted (a duplicate), or the position was not rejected then (accepted,
-        its marker and row gone since: it can add nothing now, its row would be past the
-        retention). A store-only worker, which decides nothing, follows any copy."""
+        time (CONTRACT §3.2): rejected as ``too_late`` on their first reading. A replay keeps
+        the decision made while they were in time: its own position counted the event (its
+        marker or row); or a counting worker decided the position
+        (``RollingCounters.decided_through``) and a copy was counted (a duplicate); or, for a
+        log-append record, the position was not rejected then (accepted, its marker and row
+        gone since: it can add nothing now, its row would be past the retention). A
+        store-only worker, which decides nothing, follows any copy."""
         if not late:
             return [], []
         marked = await self._counters.owners([row.event.event_id for row in late], now_ms)
@@ -320,8 +322,8 @@ class Ingest:
             decided = marks is None or _decided(marks.get(position.partition), position, found)
             if owner == str(position) or (owner and decided):
                 kept.append(row)
-            elif decided and marks is not None:
-                gone.append(row)
+            elif decided and marks is not None and _message_of(row, found).log_append:
+                gone.append(row)  # a create-time topic may have been recreated: a letter
             else:
                 letters.append(letter_of(row, _message_of(row, found), TOO_LATE_NOW))
         if gone:
@@ -380,7 +382,7 @@ class Ingest:
                         edge.add(row.position)
                     if at < oldest - slack:
                         late.append(row)
-                    elif at < oldest:
+                    elif at < oldest + slack:  # a store-only worker's clock may be either side
                         edge.add(row.position)
                         rows.append(row)
                     else:
@@ -443,13 +445,25 @@ class Ingest:
         _observe(row.event for row in classified.new)
         if duplicates:
             found = _by_position(messages)
-            undecided = [
-                p for p in duplicates
-                if p in self._uncounted or not _decided(before.get(p.partition), p, found)
-            ]  # fmt: skip
-            self._uncounted.difference_update(duplicates)
+            undecided = [p for p in duplicates if not self._decided_here(before, p, found)]
             telemetry.EVENTS_DUPLICATE.inc(len(undecided))
+        if self._uncounted:
+            self._uncounted.difference_update(row.position for row in rows)
         return classified
+
+    def _decided_here(
+        self,
+        before: Mapping[int, DecidedMark | None],
+        position: Position,
+        found: Mapping[tuple[int, int], Message],
+    ) -> bool:
+        """Whether a count before this one decided ``position`` (and counted it if it was a
+        duplicate): its mark covered it, unless this process set that mark in an attempt
+        whose counter call failed (that attempt counted nothing)."""
+        mark = before.get(position.partition)
+        if mark is None or not _decided(mark, position, found):
+            return False
+        return not (position in self._uncounted and mark.token == self._counters.token)
 
     async def _owners_of_old(self, rows: Sequence[RawRow], now_ms: int) -> list[str | None]:
         """What the store says counted the events so old that a marker of an earlier copy may

@@ -50,6 +50,7 @@ is of a recreated topic: not decided.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -191,8 +192,9 @@ end
 # offsets, [the counters' epoch and sentinel and the decided offsets, for {p}], then its
 # buckets. ARGV: the packed partitions (partition, first offset, last offset, packed bucket
 # increments of its events), the applied offsets' time to live, the number of KEYS before the
-# buckets, the decided offsets' time to live. A partition's fifth element is the log-append
-# time of its last message (-1: unknown); a decided mark is "offset:time". If a partition's
+# buckets, the decided offsets' time to live, the writer's token. A partition's fifth element
+# is the log-append time of its last message (-1: unknown); a decided mark is
+# "offset:time:token". If a partition's
 # applied offset lies inside
 # [first, last], writes nothing and returns 0 and those partitions with their applied offsets
 # (the caller retries with the events after them); otherwise adds the increments of each
@@ -226,8 +228,13 @@ for i, part in ipairs(partitions) do
   end
   if ARGV[3] == '4' then
     local before = redis.call('HGET', KEYS[4], part[1]) or ''
-    local offset = tonumber(string.match(before, '^(%d+):')) or -1
-    if offset < part[3] then redis.call('HSET', KEYS[4], part[1], part[3] .. ':' .. part[5]) end
+    local offset, appended = string.match(before, '^(%d+):(-?%d+)')
+    offset, appended = tonumber(offset) or -1, tonumber(appended) or -1
+    -- Raised over the chunk, or lowered to it if it was appended later (a recreated topic).
+    local anew = part[5] >= 0 and appended >= 0 and part[5] > appended and part[3] < offset
+    if offset < part[3] or anew then
+      redis.call('HSET', KEYS[4], part[1], part[3] .. ':' .. part[5] .. ':' .. ARGV[5])
+    end
     decided[#decided + 1] = part[1]
     decided[#decided + 1] = before
   end
@@ -294,13 +301,15 @@ class DecidedMark(NamedTuple):
 
     offset: int
     appended_ms: int
+    token: str = ""  # the process that set it (``RollingCounters.token``)
 
     @classmethod
     def parse(cls, value: bytes | str | None) -> DecidedMark | None:
         if not value:
             return None
-        offset, appended = (value.decode() if isinstance(value, bytes) else value).split(":")
-        return cls(int(offset), int(appended))
+        text = value.decode() if isinstance(value, bytes) else value
+        offset, appended, *token = text.split(":")
+        return cls(int(offset), int(appended), token[0] if token else "")
 
     def covers(self, offset: int, appended_ms: int | None) -> bool:
         """Whether the message at ``offset`` (log-append time ``appended_ms``, None if it has
@@ -420,6 +429,7 @@ class RollingCounters:
         self._replace = redis.register_script(_REPLACE)
         self._sentinel = redis.register_script(_SENTINEL)
         self._shards: dict[int, int] = {}  # generation -> shard count, once known
+        self.token = secrets.token_hex(6)  # names this process in the decided marks it sets
         self._in_flight = asyncio.Semaphore(CLUSTER_CALLS_IN_FLIGHT)
 
     async def shard_counts(self, now_ms: int, *, writing: bool) -> dict[int, int]:
@@ -543,7 +553,8 @@ class RollingCounters:
             packed.append(
                 (partition, first, last, packed_buckets(buckets, first_key=start), appended)
             )
-        args = [msgspec.msgpack.encode(packed), APPLIED_TTL_MS, len(head), DECIDED_TTL_MS]
+        args = [msgspec.msgpack.encode(packed), APPLIED_TTL_MS, len(head), DECIDED_TTL_MS,
+                self.token]  # fmt: skip
         return self._add, head + bucket_keys, args
 
     async def decided_through(self, partitions: Sequence[int]) -> dict[int, DecidedMark]:

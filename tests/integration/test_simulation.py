@@ -8,6 +8,7 @@ of the current code, named after the issue-16 item they reproduce.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -15,18 +16,22 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from consumers.ingest import Ingest
-from consumers.publish_once import DLQ_MARKER_TTL_MS
+from consumers.publish_once import DLQ_MARKER_TTL_MS, OncePublisher
+from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import APPLIED_TTL_MS, RollingCounters
+from consumers.store_leases import StoreLeases
+from consumers.store_progress import StoreProgress
 from tests.reference import HOUR_MS, MINUTE_MS
 from tests.simulation import driver, schedule
 from tests.simulation.cases import T0, chunk, event, plan, record, tame
-from tests.simulation.driver import Outcome
-from tests.simulation.schedule import CloserFault, Record, Schedule
+from tests.simulation.driver import DlqRecorder, Outcome, VirtualClock, messages_of
+from tests.simulation.schedule import STAGES, CloserFault, Record, Schedule
 from tests.simulation.services import redis_server
-from voicemon import keys
+from voicemon import keys, telemetry
 from voicemon.store import Client
 
 GENERATION_MS = 20 * MINUTE_MS
@@ -548,3 +553,186 @@ def test_an_event_counted_in_time_keeps_its_decision_when_replayed_late(
     read = chunk(edge - 5 * MINUTE_MS, record(1, 0, body, at=edge - 5 * MINUTE_MS),
                  fault=fault, replay_at=edge + 2 * HOUR_MS)  # fmt: skip
     assert views_of(plan(read, topology=topology), store, redis_url) == []
+
+
+# -- the decided marks, a second review (eab0bf3) -------------------------------------------
+
+
+CREATE_TIME_REJECTION_OPEN = (
+    "open (issue 16): a create-time rejection is not kept by a replay that judges the record "
+    "otherwise after its DLQ marker ended or its create time became trusted"
+)
+
+
+def _old_topic(at: int, log_append: bool) -> Any:
+    return chunk(at, *[record(0, i, event(f"old-{i}", at - MINUTE_MS), at=at,
+                                log_append=log_append) for i in range(6)])  # fmt: skip
+
+
+def test_a_late_event_on_a_recreated_create_time_topic_is_lettered(
+    store: Client, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First reading, 3 h after the topic was recreated: 48 h + 1 min old -> too_late."""
+    at = T0 + 17 * MINUTE_MS
+    applied_offsets_expire_after(monkeypatch, at)
+    anew = at + 3 * HOUR_MS
+    late = event("late", anew - 48 * HOUR_MS - MINUTE_MS)
+    first = chunk(anew, record(0, 0, late, at=anew, log_append=False))
+    assert views_of(plan(_old_topic(at, False), first), store, redis_url) == []
+
+
+def test_a_duplicate_replayed_on_a_recreated_topic_is_counted_once(
+    store: Client, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = T0 + 17 * MINUTE_MS
+    applied_offsets_expire_after(monkeypatch, at)
+    anew = at + 3 * HOUR_MS
+    body = event("x", anew - MINUTE_MS)
+    first = chunk(anew, record(0, 0, body, at=anew))
+    copy = chunk(anew + MINUTE_MS, record(0, 1, body, at=anew + MINUTE_MS),
+                 fault="crash_after_count", replay_at=anew + 2 * MINUTE_MS)  # fmt: skip
+    assert views_of(plan(_old_topic(at, True), first, copy), store, redis_url) == []
+
+
+def test_an_event_counted_in_time_on_a_recreated_topic_keeps_its_decision(
+    store: Client, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As test_an_event_counted_in_time_keeps_its_decision_when_replayed_late (split,
+    outage), on a topic recreated 3 h before."""
+    occurred = T0 + 13 * MINUTE_MS
+    edge = occurred + 48 * HOUR_MS
+    before = edge - 5 * HOUR_MS
+    applied_offsets_expire_after(monkeypatch, before)
+    old = chunk(before, *[record(1, i, event(f"old-{i}", before), at=before) for i in range(6)])
+    body = event("edge-once", occurred, "stage_started", stage="transcription")
+    read = chunk(edge - 5 * MINUTE_MS, record(1, 0, body, at=edge - 5 * MINUTE_MS),
+                 fault="outage", replay_at=edge + 2 * HOUR_MS)  # fmt: skip
+    assert views_of(plan(old, read, topology="split"), store, redis_url) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=CREATE_TIME_REJECTION_OPEN,
+)
+@pytest.mark.parametrize("created", [None, "clock-10min"])
+def test_a_future_rejection_replayed_after_the_dlq_marker_ended_stays_rejected(
+    store: Client, redis_url: str, created: str | None
+) -> None:
+    """A record without a usable time (or a create time not trusted): decided by the clock;
+    rejected future_timestamp, replayed 2 h 10 min later after an outage: accepted."""
+    at = T0 + 29 * MINUTE_MS
+    record_ms = None if created is None else at - 10 * MINUTE_MS
+    body = event("ahead", at + 30 * MINUTE_MS)
+    bad = record(1, 0, body, at=record_ms, log_append=False)
+    outage = plan(chunk(at, bad, fault="outage", replay_at=at + 2 * HOUR_MS + 10 * MINUTE_MS))
+    assert views_of(outage, store, redis_url) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=CREATE_TIME_REJECTION_OPEN,
+)
+def test_an_invalid_record_on_a_create_time_topic_replayed_late_is_sent_once(
+    store: Client, redis_url: str
+) -> None:
+    at = T0 + 29 * MINUTE_MS
+    bad = Record(1, 0, b'{"event_id": ', at, False, (), False, "invalid_json")
+    outage = plan(chunk(at, bad, fault="outage", replay_at=at + 2 * HOUR_MS + 10 * MINUTE_MS))
+    assert views_of(outage, store, redis_url) == []
+
+
+def test_uncounted_duplicate_counted_twice_across_a_handover(
+    store: Client, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A's add fails before it runs (Redis unreachable); the partition moves to B,
+    which counts the chunk (its duplicate once); A's retry, still running after the
+    revocation, counts the same duplicate again from ``_uncounted``."""
+    for table in ("pipeline_events", "snapshots", "stage_snapshots"):
+        store.command(f"TRUNCATE TABLE voicemon.{table}")
+    original = RollingCounters.add
+    failing = {"armed": False}
+
+    async def add(self: RollingCounters, *args: Any, **kwargs: Any) -> Any:
+        if failing["armed"]:
+            failing["armed"] = False
+            raise RedisConnectionError("Error 111 connecting (before the call)")
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RollingCounters, "add", add)
+
+    async def scenario() -> float:
+        redis = AsyncRedis.from_url(redis_url)
+        await redis.flushdb()
+        clock = VirtualClock(T0 + 17 * MINUTE_MS)
+        dlq = DlqRecorder()
+
+        def worker() -> Ingest:
+            return Ingest(RollingCounters(redis), StoreProgress(redis), STAGES,
+                          dead_letters=OncePublisher(redis, dlq, clock),  # type: ignore[arg-type]
+                          raw_writer=RawWriter(store), leases=StoreLeases(redis),
+                          clock=clock)  # fmt: skip
+
+        a, b = worker(), worker()
+        at = clock.ms
+        body = event("dup", at - MINUTE_MS)
+        await a.process(messages_of(chunk(at, record(0, 0, body, at=at))))
+        copy = messages_of(chunk(at + 1000, record(0, 1, body, at=at + 1000)))
+        before = telemetry.EVENTS_DUPLICATE._value.get()
+        failing["armed"] = True
+        with pytest.raises(RedisConnectionError):
+            await a.count(copy)
+        await b.process(copy)  # the new owner
+        await a.process(copy)  # the old owner's retry (until_done)
+        for w in (a, b):
+            if w._leases is not None and w._leases._renewer is not None:
+                w._leases._renewer.cancel()
+        await redis.aclose()
+        return telemetry.EVENTS_DUPLICATE._value.get() - before
+
+    assert asyncio.run(scenario()) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=CREATE_TIME_REJECTION_OPEN,
+)
+@pytest.mark.parametrize(
+    ("fault", "after"), [("crash_in_store", 1), ("crash_after_count", 3 * MINUTE_MS)]
+)
+def test_a_create_time_trusted_only_on_the_replay_keeps_the_future_rejection(
+    store: Client, redis_url: str, fault: str, after: int
+) -> None:
+    """Created 5 min + 1 ms ahead of the worker's clock: not trusted, the clock decides and
+    the event 5 min + 1 ms ahead is future_timestamp. The replay 1 ms (or 3 min) later
+    trusts the create time and accepts it: a letter AND a raw row/count for one copy."""
+    at = T0 + 23 * MINUTE_MS
+    body = event("ahead", at + 5 * MINUTE_MS + 1)
+    ahead = record(1, 0, body, at=at + 5 * MINUTE_MS + 1, log_append=False)
+    assert (
+        views_of(plan(chunk(at, ahead, fault=fault, replay_at=at + after)), store, redis_url) == []
+    )
+
+
+def test_role_store_behind_the_counters_clock_stores_alone_what_they_reject(
+    store: Client, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Role store's clock 5 min behind its counting workers' (ROLE_CLOCK_SLACK_MS allows
+    10): it runs ahead of them ("ahead"), and after its deadline decides alone an event
+    48 h + 1 min old by the counters' clock, 47 h 56 min by its own, which its ``edge``
+    (only [oldest - slack, oldest)) does not hold back. The counters reject it too_late."""
+    made = driver.Driver._worker
+
+    def _worker(self: driver.Driver, *, counts: bool, writes: bool) -> Any:
+        worker = made(self, counts=counts, writes=writes)
+        if not counts:
+            worker.ingest._clock = lambda: self.clock() - 300
+        return worker
+
+    monkeypatch.setattr(driver.Driver, "_worker", _worker)
+    # the emulated 48 h TTL would drop the wrong row within the hour: keep it to see it
+    monkeypatch.setattr(driver.Driver, "_retain", lambda self: None)
+    at = T0 + 19 * MINUTE_MS
+    old = event("old", at - 48 * HOUR_MS - MINUTE_MS)
+    ahead = chunk(at, record(0, 0, old, at=at - 10 * MINUTE_MS), fault="ahead", replay_at=at + 1)
+    found = views_of(plan(ahead, topology="split"), store, redis_url)
+    assert found == []

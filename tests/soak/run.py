@@ -406,6 +406,7 @@ def main() -> None:
     with contextlib.ExitStack() as kept:
         workdir = args.workdir or Path(kept.enter_context(
             tempfile.TemporaryDirectory(prefix="voicemon-soak-")))  # fmt: skip
+        workdir.mkdir(parents=True, exist_ok=True)  # a --workdir that does not exist yet
         report = run(settings, workdir, args.events, args.seed, args.fault_seconds,
                      args.kills, topology=args.redis)  # fmt: skip
     print(

@@ -194,9 +194,8 @@ end
 # increments of its events), the applied offsets' time to live, the number of KEYS before the
 # buckets, the decided offsets' time to live, the writer's token. A partition's fifth element
 # is the log-append time of its last message (-1: unknown); a decided mark is
-# "offset:time:token". If a partition's
-# applied offset lies inside
-# [first, last], writes nothing and returns 0 and those partitions with their applied offsets
+# "offset:time:token". If a partition's applied offset lies inside [first, last], writes
+# nothing and returns 0 and those partitions with their applied offsets
 # (the caller retries with the events after them); otherwise adds the increments of each
 # partition whose applied offset lies before it, moves that offset (and for {p} the decided
 # mark) and returns 1 and, for {p}, each partition with its decided mark before the call.
@@ -358,8 +357,8 @@ def scope_increments(
     """Per counter scope's hash tag, per input partition: the first and last offsets of the
     rows, and their bucket increments; for a (tag, partition) in ``after`` only the rows
     after that offset count. The platform's range also covers the chunk's ``spans`` (first
-    and last offset per partition), rows or not, so that its applied offsets say through
-    which position every message was decided (``RollingCounters.decided_through``) (pure)."""
+    and last offset per partition), rows or not: its call raises the decided marks
+    (``RollingCounters.decided_through``) (pure)."""
     per_partition: dict[int, list[RawRow]] = defaultdict(list)
     for row in rows:
         per_partition[row.position.partition].append(row)

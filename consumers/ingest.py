@@ -361,7 +361,6 @@ class Ingest:
             record_ms, log_append = message.timestamp_ms, message.log_append
             decided_at = decision_time_ms(record_ms, log_append, now_ms)
             late_at = late_rule_time_ms(record_ms, log_append, now_ms)
-            by_clock = not log_append and decided_at != record_ms
             # Only a log-append time decides "too late" alike on every reading; any other
             # "now" of the late rule (a create time, the clock) is applied below, with the
             # worker's clock, and ``_decided_before`` keeps a replay's first decision.
@@ -386,7 +385,9 @@ class Ingest:
                         edge.add(row.position)
                         rows.append(row)
                     else:
-                        (unsure if by_clock else rows).append(row)
+                        # Another reading may judge a create time otherwise: a first
+                        # rejection is kept (``_not_rejected_before``).
+                        (rows if log_append else unsure).append(row)
                 else:
                     letters.append(letter_from(item, message))
         return rows, letters, late, unsure, edge

@@ -692,10 +692,6 @@ def test_uncounted_duplicate_counted_twice_across_a_handover(
     assert asyncio.run(scenario()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=CREATE_TIME_REJECTION_OPEN,
-)
 @pytest.mark.parametrize(
     ("fault", "after"), [("crash_in_store", 1), ("crash_after_count", 3 * MINUTE_MS)]
 )

@@ -344,9 +344,9 @@ class Ingest:
     ) -> tuple[list[RawRow], list[DeadLetter], list[RawRow], list[RawRow], set[Position]]:
         """The accepted rows; the rejections; the rows too late by a "now" other than a
         log-append time, the worker's clock or a create time (``_decided_before`` decides
-        those, keeping a replay's first decision); the rows
-        accepted by the worker's clock because their record had no time it could trust
-        (``_not_rejected_before`` keeps a first rejection of those); and, for a store-only
+        those, keeping a replay's first decision); the other rows of records without a
+        log-append time, which another reading may judge otherwise (``_not_rejected_before``
+        keeps a first rejection of those); and, for a store-only
         worker, which judges time with ``ROLE_CLOCK_SLACK_MS`` to spare (its clock is not
         its counting workers'), the rows its own clock would have rejected: those it
         stores only if the counting workers counted them."""
@@ -395,9 +395,9 @@ class Ingest:
     async def _not_rejected_before(
         self, unsure: Sequence[RawRow], messages: Sequence[Message]
     ) -> list[RawRow]:
-        """Rows accepted by the worker's clock whose position was not rejected before, by an
-        earlier decision made while their record's create time was trusted (its DLQ marker
-        says so): a replay keeps the first decision (CONTRACT §3.2)."""
+        """Rows of records without a log-append time whose position was not rejected before,
+        by an earlier reading that judged the record's time otherwise (its DLQ marker says
+        so): a replay keeps the first decision (CONTRACT §3.2)."""
         if not unsure:
             return []
         found = _by_position(messages)

@@ -373,9 +373,9 @@ def scope_increments(
         if span is not None:
             split.setdefault(platform, {})
         for tag, buckets in split.items():
-            if span is not None and tag == platform:
-                first, last = min(offsets, default=span.first), max(offsets, default=span.last)
-                first, last = min(first, span.first), max(last, span.last)
+            widened = span is not None and tag == platform
+            if span is not None and widened:
+                first, last = min([*offsets, span.first]), max([*offsets, span.last])
             else:
                 first, last = min(offsets), max(offsets)
             floor = after.get((tag, partition))
@@ -384,7 +384,7 @@ def scope_increments(
                 continue
             kept = [row for row in owned if row.position.offset > floor]
             later = by_tag(rolling.increments((row.event for row in kept), now_ms)).get(tag, {})
-            if span is not None and tag == platform:
+            if widened:
                 if last > floor:
                     found[tag].append((partition, floor + 1, last, later))
             elif later:

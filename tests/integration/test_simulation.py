@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from consumers.ingest import Ingest
 from consumers.publish_once import DLQ_MARKER_TTL_MS, OncePublisher
 from consumers.raw_writer import RawWriter
-from consumers.rolling_counters import APPLIED_TTL_MS, RollingCounters
+from consumers.rolling_counters import APPLIED_TTL_MS, RollingCounters, Span
 from consumers.store_leases import StoreLeases
 from consumers.store_progress import StoreProgress
 from tests.reference import HOUR_MS, MINUTE_MS
@@ -559,8 +559,8 @@ def test_an_event_counted_in_time_keeps_its_decision_when_replayed_late(
 
 
 CREATE_TIME_REJECTION_OPEN = (
-    "open (issue 16): a create-time rejection is not kept by a replay that judges the record "
-    "otherwise after its DLQ marker ended or its create time became trusted"
+    "known limit, issue 16 open: on a topic that keeps create time (not ours; `topics ensure` "
+    "makes log-append topics), a rejection replayed after its 2 h DLQ marker ended is decided anew"
 )
 
 
@@ -732,3 +732,32 @@ def test_role_store_behind_the_counters_clock_stores_alone_what_they_reject(
     ahead = chunk(at, record(0, 0, old, at=at - 10 * MINUTE_MS), fault="ahead", replay_at=at + 1)
     found = views_of(plan(ahead, topology="split"), store, redis_url)
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("offset", "appended", "expected"),
+    [
+        (9, 5000, (9, 5000)),  # the marked chunk again: kept
+        (10, 4000, (10, 4000)),  # past it: raised (the time is not compared)
+        (8, 5000, (9, 5000)),  # below it, appended no later: a replay, kept
+        (8, 5001, (8, 5001)),  # below it, appended 1 ms later: a recreated topic, lowered
+        (9, 5001, (9, 5000)),  # at it, appended later: kept
+        (8, -1, (9, 5000)),  # below it, no log-append time: kept
+    ],
+)
+def test_a_decided_mark_is_raised_past_it_and_lowered_only_by_a_later_append(
+    redis_url: str, offset: int, appended: int, expected: tuple[int, int]
+) -> None:
+    async def scenario() -> tuple[Any, Any]:
+        redis = AsyncRedis.from_url(redis_url)
+        await redis.flushdb()
+        counters = RollingCounters(redis)
+        await counters.add([], T0, {0: Span(0, 9, 5000)})
+        before = await counters.add([], T0, {0: Span(offset, offset, appended)})
+        mark = (await counters.decided_through([0]))[0]
+        await redis.aclose()
+        return before[0], mark
+
+    before, mark = asyncio.run(scenario())
+    assert before is not None and (before.offset, before.appended_ms) == (9, 5000)
+    assert (mark.offset, mark.appended_ms) == expected

@@ -52,6 +52,7 @@ from consumers.rolling_counters import MARKED_NOW, DecidedMark, RollingCounters,
 from consumers.rows import Position, RawRow
 from consumers.store_leases import StoreLeases
 from consumers.store_progress import StoreProgress
+from consumers.stored_ids import StoredIds
 from voicemon import rolling, telemetry
 from voicemon.event import (
     FUTURE_TOLERANCE_MS,
@@ -97,6 +98,7 @@ class Ingest:
         *,
         dead_letters: OncePublisher,
         raw_writer: RawWriter | None,
+        stored_ids: StoredIds | None = None,
         counts: bool = True,
         leases: StoreLeases | None = None,
         replication: Replication | None = None,
@@ -107,6 +109,7 @@ class Ingest:
         self._stages = frozenset(stages)
         self._dead_letters = dead_letters
         self._raw_writer = raw_writer
+        self._stored_ids = stored_ids if raw_writer is not None else None
         self._counts = counts
         self._leases = leases if raw_writer is not None else None
         self._replication = replication
@@ -334,6 +337,15 @@ class Ingest:
                         if source in rejected]  # fmt: skip
         return kept, letters
 
+    async def _may_be_stored(self, rows: Sequence[RawRow], now_ms: int) -> list[bool]:
+        """Whether the store may hold each row's event id (``consumers.stored_ids``)."""
+        stored_ids = self._stored_ids
+        if stored_ids is None or not rows:
+            return [False] * len(rows)
+        if stored_ids.due(now_ms):
+            await asyncio.to_thread(stored_ids.refresh, now_ms)
+        return stored_ids.may_hold([row.event.event_id for row in rows])
+
     async def _stored_owners(self, rows: Sequence[RawRow]) -> dict[str, str]:
         if not rows or self._raw_writer is None:
             return {}
@@ -467,10 +479,13 @@ class Ingest:
         return not (position in self._uncounted and mark.token == self._counters.token)
 
     async def _owners_of_old(self, rows: Sequence[RawRow], now_ms: int) -> list[str | None]:
-        """What the store says counted the events so old that a marker of an earlier copy may
-        be gone (rare); None for the others, whose markers the count-once script reads."""
+        """What the store says counted the events an earlier copy of which may be stored
+        past its seen-marker: events so old that the marker may be gone, and events whose id
+        the stored ids may hold (a copy dated in any hour; rare); None for the others, whose
+        markers the count-once script reads."""
         owners: list[str | None] = [None] * len(rows)
-        old = [i for i, row in enumerate(rows) if beyond_markers(row, now_ms)]
+        held = await self._may_be_stored(rows, now_ms)
+        old = [i for i, row in enumerate(rows) if held[i] or beyond_markers(row, now_ms)]
         stored = await self._stored_owners([rows[i] for i in old])
         for i in old:
             owners[i] = stored.get(rows[i].event.event_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
@@ -102,14 +102,18 @@ def deduplication_token(rows: Sequence[RawRow]) -> str:
 
 
 class RawWriter:
-    def __init__(self, client: Client) -> None:
+    """``clock`` stamps ``ingested_at``, the minute the stored-ids feed files a row under
+    (``consumers.stored_ids``)."""
+
+    def __init__(self, client: Client, clock: Callable[[], float] = time.time) -> None:
         self._client = client
+        self._clock = clock
 
     def write(self, rows: Sequence[RawRow]) -> None:
         if not rows:
             return
         started = time.perf_counter()
-        columns = raw_columns(rows, int(time.time() * 1000))
+        columns = raw_columns(rows, int(self._clock() * 1000))
         self._client.insert_arrow(TABLE, columns, settings={
             "insert_deduplication_token": deduplication_token(rows)})  # fmt: skip
         telemetry.CLICKHOUSE_INSERT.observe(time.perf_counter() - started)

@@ -27,6 +27,7 @@ from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
 from consumers.store_progress import StoreProgress
+from consumers.stored_ids import StoredIds
 from runtime import timers
 from voicemon import health, logs, store, telemetry
 from voicemon.health import Outage
@@ -80,12 +81,14 @@ class WorkerParts:
         dlq = DeadLetters(resources.publisher, settings.kafka_bootstrap, settings.dlq_topic,
                           security=confluent_security(settings) | confluent_logging())  # fmt: skip
         raw_writer = None if resources.store is None else RawWriter(resources.store)
+        stored_ids = None if resources.store is None else StoredIds(resources.store)
         ingest = Ingest(
             RollingCounters(resources.redis),
             StoreProgress(resources.redis),
             settings.stages,
             dead_letters=OncePublisher(resources.redis, dlq),
             raw_writer=raw_writer,
+            stored_ids=stored_ids,
             counts=settings.counts,
             leases=StoreLeases(resources.redis),
             replication=Replication(

@@ -21,6 +21,7 @@ import re
 # on one shard, so that FINAL in the *_latest views (run per shard) keeps exactly the newest.
 SHARDING_KEYS = {
     "pipeline_events": "cityHash64(event_id)",
+    "stored_event_ids": "id_hash",
     "snapshots": "cityHash64(period_type, scope, organization_id, period_start)",
     "stage_snapshots": "cityHash64(period_type, scope, organization_id, period_start)",
     "organizations": "cityHash64(organization_id)",
@@ -28,7 +29,7 @@ SHARDING_KEYS = {
 }
 
 _CREATE = re.compile(
-    r"^(?P<head>CREATE (?P<kind>DATABASE|TABLE|VIEW) (?:IF NOT EXISTS )?)"
+    r"^(?P<head>CREATE (?P<kind>DATABASE|TABLE|VIEW|MATERIALIZED VIEW) (?:IF NOT EXISTS )?)"
     r"(?P<name>(?:(?P<database>\w+)\.)?(?P<table>\w+))"
 )
 _ALTER = re.compile(r"^ALTER TABLE (?P<database>\w+)\.(?P<table>\w+)\s+(?P<action>\w+\s+\w+)")

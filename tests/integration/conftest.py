@@ -51,7 +51,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Client:
 
 @pytest.fixture
 def clean_store(store: Client) -> Client:
-    for table in ("pipeline_events", "snapshots", "stage_snapshots", "organizations"):
+    for table in (
+        "pipeline_events",
+        "stored_event_ids",
+        "snapshots",
+        "stage_snapshots",
+        "organizations",
+    ):
         store.command(f"TRUNCATE TABLE voicemon.{table}")
     return store
 

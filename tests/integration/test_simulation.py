@@ -28,7 +28,7 @@ from consumers.store_progress import StoreProgress
 from tests.reference import HOUR_MS, MINUTE_MS
 from tests.simulation import driver, schedule
 from tests.simulation.cases import T0, chunk, event, plan, record, tame
-from tests.simulation.driver import DlqRecorder, Outcome, VirtualClock, messages_of
+from tests.simulation.driver import TABLES, DlqRecorder, Outcome, VirtualClock, messages_of
 from tests.simulation.schedule import STAGES, CloserFault, Record, Schedule
 from tests.simulation.services import redis_server
 from voicemon import keys, telemetry
@@ -194,6 +194,42 @@ def _conflicting_copy(shift: int) -> Schedule:
         closer=True,
         closer_from_ms=at - 5 * HOUR_MS - at % HOUR_MS,
     )
+
+
+@pytest.mark.parametrize("topology", ["all", "split"])
+@pytest.mark.parametrize("gap_min", [79, 80, 81, 99, 100, 101, 150])
+def test_a_conflicting_copy_dated_now_after_the_first_ones_marker_ended_adds_nothing(
+    store: Client, redis_url: str, topology: str, gap_min: int
+) -> None:
+    """The later copy is dated when it is read, so only a global look at the ids stored
+    can find the first one once its seen-marker (80 to 100 minutes) is gone: no second raw
+    row, no snapshot counts it (its hour is another one)."""
+    at = T0 + 7 * MINUTE_MS
+    then = at + gap_min * MINUTE_MS
+    first = event("conflict-now", at - 1000)
+    later = event("conflict-now", then - 1000, "artifact_failed", organization_id="org-a")
+    schedule_ = plan(
+        chunk(at, record(0, 0, first, at=at)),
+        chunk(then, record(1, 0, later, at=then)),
+        topology=topology,
+        closer=True,
+        closer_from_ms=at - at % HOUR_MS,
+    )
+    assert views(run(schedule_, store, redis_url)) == []
+
+
+@pytest.mark.parametrize("gap_h", [20, 47])
+def test_a_conflicting_copy_dated_now_a_day_later_adds_no_raw_row(
+    store: Client, redis_url: str, gap_h: int
+) -> None:
+    at = T0 + 7 * MINUTE_MS
+    then = at + gap_h * HOUR_MS
+    first = event("conflict-day", at - 1000)
+    later = event("conflict-day", then - 1000, "artifact_failed")
+    chunks = (chunk(at, record(0, 0, first, at=at)), chunk(then, record(1, 0, later, at=then)))
+    ticks = (at + HOUR_MS, then - HOUR_MS, then + 10 * MINUTE_MS)
+    found = run(plan(*chunks, ticks=ticks), store, redis_url).discrepancies
+    assert [str(f) for f in found if f.view == "raw"] == []
 
 
 @pytest.mark.parametrize("in_flight", [True, False], ids=["chunks-overlapping", "same-batch"])
@@ -647,7 +683,7 @@ def test_uncounted_duplicate_counted_twice_across_a_handover(
     """Worker A's add fails before it runs (Redis unreachable); the partition moves to B,
     which counts the chunk (its duplicate once); A's retry, still running after the
     revocation, counts the same duplicate again from ``_uncounted``."""
-    for table in ("pipeline_events", "snapshots", "stage_snapshots"):
+    for table in TABLES:
         store.command(f"TRUNCATE TABLE voicemon.{table}")
     original = RollingCounters.add
     failing = {"armed": False}

@@ -3,7 +3,9 @@
 No voicemon code here: decisions follow CONTRACT §3.1-§3.3 as ``tests.reference`` states
 them, metrics follow §4, the rolling window §5, the closing rules §6.1. Every copy is decided
 once, at its first delivery (the chunk's read time); the first accepted copy of an event id
-wins and every later accepted copy is a duplicate.
+wins and every later accepted copy is a duplicate. A later copy read when the contract no
+longer requires it to change nothing (the first copy out of the rolling window and more than
+an hour old) may show in real-time reads or not: those are bounds, not one figure.
 """
 
 from __future__ import annotations
@@ -39,19 +41,32 @@ class Expected:
     copies: int = 0
     by_minute: dict[int, list[Winner]] = field(default_factory=lambda: defaultdict(list))
     by_hour: dict[int, list[Winner]] = field(default_factory=lambda: defaultdict(list))
+    # later copies the real-time counters may count or not (``_duplicate_due`` is False)
+    lawful_by_minute: dict[int, list[Winner]] = field(default_factory=lambda: defaultdict(list))
 
     def realtime(self, organization: str | None, read_at_ms: int) -> dict[str, Any]:
         """The §5 totals of one scope (None: platform) at ``read_at_ms``."""
+        return reference.rolling_totals(
+            self._in_window(self.by_minute, organization, read_at_ms), STAGES
+        )
+
+    def realtime_lawful(self, organization: str | None, read_at_ms: int) -> list[dict[str, Any]]:
+        """The later copies a real-time read at ``read_at_ms`` may also count."""
+        return self._in_window(self.lawful_by_minute, organization, read_at_ms)
+
+    @staticmethod
+    def _in_window(
+        by_minute: dict[int, list[Winner]], organization: str | None, read_at_ms: int
+    ) -> list[dict[str, Any]]:
         last = read_at_ms // MINUTE_MS
-        chosen = [
+        return [
             w.body
             for minute in range(last - 59, last + 1)
-            for w in self.by_minute.get(minute, ())
+            for w in by_minute.get(minute, ())
             if w.counted_at_ms <= read_at_ms
             and reference.in_rolling_window(w.occurred_ms, w.counted_at_ms, read_at_ms)
             and (organization is None or w.body.get("organization_id") == organization)
         ]
-        return reference.rolling_totals(chosen, STAGES)
 
     def retained_rows(self, now_ms: int) -> dict[str, Winner]:
         """Winners whose raw row the emulated retention keeps at ``now_ms`` (whole hourly
@@ -145,7 +160,16 @@ def expect(schedule: Schedule) -> Expected:
                 elif element.body["event_id"] in expected.winners:
                     expected.duplicates += 1
                     first = expected.winners[element.body["event_id"]]
-                    expected.duplicates_due += _duplicate_due(first, chunk.at_ms)
+                    due = _duplicate_due(first, chunk.at_ms)
+                    expected.duplicates_due += due
+                    if not due:
+                        copy = Winner(
+                            element.body,
+                            occurred,
+                            chunk.at_ms,
+                            (record.partition, record.offset, index),
+                        )
+                        expected.lawful_by_minute[occurred // MINUTE_MS].append(copy)
                 else:
                     winner = Winner(
                         element.body,

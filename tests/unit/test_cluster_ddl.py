@@ -28,10 +28,12 @@ from voicemon import cluster_ddl, store, store_migrations
 from voicemon.settings import Settings
 
 CLUSTER = "vm_cluster"
-TABLES = ("pipeline_events", "snapshots", "stage_snapshots", "organizations")
+TABLES = ("pipeline_events", "stored_event_ids", "snapshots", "stage_snapshots", "organizations")
 EXPECTED_ENGINES = {
     "pipeline_events": "ReplicatedMergeTree("
     "'/clickhouse/tables/{shard}/voicemon/pipeline_events', '{replica}')",
+    "stored_event_ids": "ReplicatedMergeTree("
+    "'/clickhouse/tables/{shard}/voicemon/stored_event_ids', '{replica}')",
     "snapshots": "ReplicatedReplacingMergeTree("
     "'/clickhouse/tables/{shard}/voicemon/snapshots', '{replica}', version)",
     "stage_snapshots": "ReplicatedReplacingMergeTree("
@@ -42,6 +44,7 @@ EXPECTED_ENGINES = {
 SNAPSHOT_KEY = "cityHash64(period_type, scope, organization_id, period_start)"
 EXPECTED_SHARDING = {
     "pipeline_events": "cityHash64(event_id)",
+    "stored_event_ids": "id_hash",
     "snapshots": SNAPSHOT_KEY,
     "stage_snapshots": SNAPSHOT_KEY,
     "organizations": "cityHash64(organization_id)",
@@ -63,7 +66,9 @@ def _cluster() -> list[str]:
 
 def _created(statement: str) -> str:
     """The name a CREATE statement creates."""
-    found = re.match(r"CREATE (?:DATABASE|TABLE|VIEW) IF NOT EXISTS (\S+)", statement)
+    found = re.match(
+        r"CREATE (?:DATABASE|TABLE|VIEW|MATERIALIZED VIEW) IF NOT EXISTS (\S+)", statement
+    )
     assert found, statement
     return found.group(1)
 
@@ -91,7 +96,9 @@ def test_every_statement_is_created_on_the_cluster() -> None:
     assert statements
     for statement in statements:
         assert re.match(
-            rf"CREATE (DATABASE|TABLE|VIEW) IF NOT EXISTS [\w.]+ ON CLUSTER {CLUSTER}\b", statement
+            rf"CREATE (DATABASE|TABLE|(MATERIALIZED )?VIEW) IF NOT EXISTS [\w.]+ "
+            rf"ON CLUSTER {CLUSTER}\b",
+            statement,
         ), statement
         assert statement.count("ON CLUSTER") == 1
 
@@ -107,7 +114,7 @@ def test_each_table_is_a_replicated_local_table_behind_a_distributed_table() -> 
             f"ENGINE = Distributed({CLUSTER}, voicemon, {table}_local, "
             f"{EXPECTED_SHARDING[table]})"
         )
-    tables = {name for name in named if not name.endswith("_latest") and "." in name}
+    tables = {name for name in named if not name.endswith(("_latest", "_feed")) and "." in name}
     assert tables == {f"voicemon.{t}" for t in TABLES} | {f"voicemon.{t}_local" for t in TABLES}
 
 
@@ -433,7 +440,11 @@ def test_the_clickhouse_engine_creates_the_cluster_schema(tmp_path: Path) -> Non
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["unparsed"] == []
     assert report["failed"] == []
-    expected = {"snapshots_latest": "View", "stage_snapshots_latest": "View"}
+    expected = {
+        "snapshots_latest": "View",
+        "stage_snapshots_latest": "View",
+        "stored_event_ids_feed": "MaterializedView",
+    }
     for table in TABLES:
         expected[table] = "Distributed"
         expected[f"{table}_local"] = EXPECTED_ENGINES[table].split("(")[0]

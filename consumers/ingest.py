@@ -144,7 +144,8 @@ class Ingest:
         rows, letters, late, unsure, edge = self._decode(messages, now_ms)
         kept, late_letters = await self._decided_before(late, messages, now_ms)
         accepted = await self._not_rejected_before(unsure, messages)
-        rows += kept + accepted
+        if kept or accepted:  # in the messages' order: the first copy in a batch wins
+            rows = _in_message_order(rows + kept + accepted, messages)
         letters += late_letters
         rejected = len(letters) + len(unsure) - len(accepted)
         if self._counts:
@@ -520,6 +521,13 @@ def _decided(
         return False
     message = found[position.partition, position.offset]
     return mark.covers(position.offset, message.timestamp_ms if message.log_append else None)
+
+
+def _in_message_order(rows: Iterable[RawRow], messages: Sequence[Message]) -> list[RawRow]:
+    """``rows`` in the order of their messages, then of their batch indexes (pure)."""
+    order = {(message.partition, message.offset): i for i, message in enumerate(messages)}
+    return sorted(rows, key=lambda row: (order[row.position.partition, row.position.offset],
+                                         row.position.batch_index))  # fmt: skip
 
 
 def _by_position(messages: Sequence[Message]) -> dict[tuple[int, int], Message]:

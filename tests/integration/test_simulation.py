@@ -197,6 +197,27 @@ def _conflicting_copy(shift: int) -> Schedule:
 
 
 @pytest.mark.parametrize("topology", ["all", "split"])
+def test_the_first_copy_in_a_chunk_wins_whatever_its_records_time(
+    store: Client, redis_url: str, topology: str
+) -> None:
+    """Shrunk from the long mode (seed 5): a create-time record, then a log-append batch
+    holding a conflicting copy. The create-time row is decided after the others (it asks the
+    DLQ markers first) but keeps its place: the first message's copy wins."""
+    at = T0 + 33 * MINUTE_MS
+    first = event("order", at - 2 * MINUTE_MS, "artifact_failed", organization_id="org-b")
+    other = event("order", at - 36 * HOUR_MS)
+    schedule_ = plan(
+        chunk(
+            at,
+            record(2, 0, first, at=at - 5 * MINUTE_MS, log_append=False),
+            record(0, 0, other, at=at, batch=True),
+        ),
+        topology=topology,
+    )
+    assert views(run(schedule_, store, redis_url)) == []
+
+
+@pytest.mark.parametrize("topology", ["all", "split"])
 @pytest.mark.parametrize("gap_min", [79, 80, 81, 99, 100, 101, 150])
 def test_a_conflicting_copy_dated_now_after_the_first_ones_marker_ended_adds_nothing(
     store: Client, redis_url: str, topology: str, gap_min: int

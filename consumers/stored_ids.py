@@ -46,11 +46,20 @@ READ_EVERY_MS = 5 * MINUTE_MS
 # 48 h old, and its hour's part is dropped whole: ids are kept this long after being stored.
 KEEP_MS = RAW_RETENTION_MS + FUTURE_TOLERANCE_MS + HOUR_MS
 BLOCK_MS = 8 * HOUR_MS
-BITS_PER_ID = 24  # with HASHES bit positions an id: about 1 false positive in 100,000 ids
-HASHES = 16
+# A blocked Bloom filter: an id sets BITS_PER_WORD bits in each of two 64-bit words, so that
+# adding or asking about an id is two word operations, not one per bit. At BITS_PER_ID bits a
+# filter holds its capacity with about 1.5 false positives in 100,000 ids.
+BITS_PER_ID = 32
+BITS_PER_WORD = 8
 MIN_CAPACITY = 1 << 16  # ids a span's first filter is sized for, at the least
+ADD_SLICE = 1 << 20  # ids added at a time
 
 Hashes = npt.NDArray[np.uint64]
+_SPLITMIX = (
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(0x94D049BB133111EB),
+)
 
 
 def id_hashes(event_ids: Sequence[str]) -> Hashes:
@@ -63,44 +72,68 @@ def id_hashes(event_ids: Sequence[str]) -> Hashes:
     )
 
 
-def _positions(hashes: Hashes, mask: int) -> npt.NDArray[np.uint64]:
-    """Each hash's HASHES bit positions (rows), by double hashing on the 64-bit hash."""
-    step = (hashes >> np.uint64(32)) | (hashes << np.uint64(32)) | np.uint64(1)
-    rounds = np.arange(HASHES, dtype=np.uint64)
+def _mixed(values: Hashes) -> Hashes:
+    """SplitMix64's step: 64 fresh bits from each value (pure, vectorized)."""
+    add, first, second = _SPLITMIX
     with np.errstate(over="ignore"):
-        return (hashes[:, None] + rounds[None, :] * step[:, None]) & np.uint64(mask)
+        z = values + add
+        z = (z ^ (z >> np.uint64(30))) * first
+        z = (z ^ (z >> np.uint64(27))) * second
+    return z ^ (z >> np.uint64(31))
+
+
+def _mask(bits: Hashes) -> Hashes:
+    """A word with BITS_PER_WORD bits set, chosen by 6 bits each of ``bits``."""
+    mask = np.zeros(len(bits), dtype=np.uint64)
+    one, six = np.uint64(1), np.uint64(6)
+    for i in range(BITS_PER_WORD):
+        mask |= one << ((bits >> (six * np.uint64(i))) & np.uint64(63))
+    return mask
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """What a filter of any size needs of some hashes: two word choices, and each word's
+    bits (computed once, asked of every filter)."""
+
+    first: Hashes
+    first_mask: Hashes
+    second: Hashes
+    second_mask: Hashes
+
+    @classmethod
+    def of(cls, hashes: Hashes) -> _Probe:
+        second = _mixed(hashes)
+        third = _mixed(second)
+        return cls(hashes, _mask(second), third, _mask(_mixed(third)))
 
 
 @dataclass(slots=True)
 class _Block:
-    """One Bloom filter: the ids stored in the span starting at ``span_ms``."""
+    """One filter: the ids stored in the span starting at ``span_ms``."""
 
     span_ms: int
     capacity: int
-    words: npt.NDArray[np.uint64]
+    words: Hashes
     held: int = 0
 
     @classmethod
     def sized(cls, span_ms: int, capacity: int) -> _Block:
-        bits = 1 << max(6, (capacity * BITS_PER_ID - 1).bit_length())
-        return cls(span_ms, capacity, np.zeros(bits // 64, dtype=np.uint64))
+        words = 1 << max(0, (capacity * BITS_PER_ID // 64 - 1).bit_length())
+        return cls(span_ms, capacity, np.zeros(words, dtype=np.uint64))
 
-    @property
-    def mask(self) -> int:
-        return len(self.words) * 64 - 1
+    def add(self, probe: _Probe) -> None:
+        last = np.uint64(len(self.words) - 1)
+        np.bitwise_or.at(self.words, probe.first & last, probe.first_mask)
+        np.bitwise_or.at(self.words, probe.second & last, probe.second_mask)
+        self.held += len(probe.first)
 
-    def add(self, hashes: Hashes) -> None:
-        positions = _positions(hashes, self.mask).ravel()
-        np.bitwise_or.at(
-            self.words, positions >> np.uint64(6), np.uint64(1) << (positions & np.uint64(63))
-        )
-        self.held += len(hashes)
-
-    def may_hold(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
-        positions = _positions(hashes, self.mask)
-        bits = (self.words[positions >> np.uint64(6)] >> (positions & np.uint64(63))) & np.uint64(1)
-        result: npt.NDArray[np.bool_] = bits.all(axis=1)
-        return result
+    def may_hold(self, probe: _Probe) -> npt.NDArray[np.bool_]:
+        last = np.uint64(len(self.words) - 1)
+        first = self.words[probe.first & last] & probe.first_mask
+        second = self.words[probe.second & last] & probe.second_mask
+        found: npt.NDArray[np.bool_] = (first == probe.first_mask) & (second == probe.second_mask)
+        return found
 
 
 class IdFilter:
@@ -122,24 +155,30 @@ class IdFilter:
             # A span outgrowing its filter gets a larger one beside it: the false positive
             # rate stays bounded at any event rate, and a guess made at a slow hour costs
             # a few more filters to ask, not wrong answers.
-            before = max((b.held for b in self._blocks), default=0)
-            capacity = max(
-                MIN_CAPACITY, 2 * len(hashes), before, 2 * (block.capacity if block else 0)
-            )
+            busiest = max((b.held for b in self._blocks), default=0)
+            outgrown = 2 * block.capacity if block is not None else 0
+            capacity = max(MIN_CAPACITY, 2 * len(hashes), busiest, outgrown)
             block = _Block.sized(span_ms, capacity)
             self._blocks.append(block)
-        block.add(hashes)
+        for start in range(0, len(hashes), ADD_SLICE):  # bounded scratch memory
+            block.add(_Probe.of(hashes[start : start + ADD_SLICE]))
 
     def may_hold(self, hashes: Hashes) -> npt.NDArray[np.bool_]:
         """Whether each id may have been added (no false negatives)."""
         found = np.zeros(len(hashes), dtype=np.bool_)
-        for block in self._blocks:
-            found |= block.may_hold(hashes)
+        if self._blocks:
+            probe = _Probe.of(hashes)
+            for block in self._blocks:
+                found |= block.may_hold(probe)
         return found
 
     def forget_before(self, ms: int) -> None:
         """Drop the filters of spans that ended before ``ms``."""
         self._blocks = [block for block in self._blocks if block.span_ms + BLOCK_MS > ms]
+
+    @property
+    def empty(self) -> bool:
+        return not self._blocks
 
     @property
     def size_bytes(self) -> int:
@@ -155,6 +194,7 @@ class StoredIds:
         self._client = client
         self._filter = IdFilter()
         self._read_through: int | None = None  # every minute before this was read
+        self._rows_read: dict[int, int] = {}  # rows read of each minute still re-read
         self._next_read_ms = -(2**62)
 
     def due(self, now_ms: int) -> bool:
@@ -162,30 +202,39 @@ class StoredIds:
 
     def refresh(self, now_ms: int) -> None:
         """Read the stored minutes not read yet (all of the last ``KEEP_MS`` the first time),
-        and those within ``FEED_OVERLAP_MS`` again; drop what has aged out."""
+        and those within ``FEED_OVERLAP_MS`` whose row count grew since; drop what aged out."""
         through = (now_ms - FEED_LAG_MS) // MINUTE_MS * MINUTE_MS
-        if self._read_through is None:
-            start = now_ms - KEEP_MS
-        else:
-            start = min(self._read_through, through) - FEED_OVERLAP_MS
-        started = time.perf_counter()
-        read = self._client.query_arrow(
-            f"SELECT toInt64(toUnixTimestamp(stored_minute)) * 1000 AS stored_ms, id_hash "
-            f"FROM {FEED} WHERE stored_minute >= toDateTime(intDiv({{start:Int64}}, 1000)) "
-            "AND stored_minute < toDateTime(intDiv({through:Int64}, 1000))",
-            parameters={"start": start, "through": through},
+        first = self._read_through is None
+        start = (
+            now_ms - KEEP_MS if first else min(self._read_through or 0, through) - FEED_OVERLAP_MS
         )
-        if read.num_rows:
+        started = time.perf_counter()
+        counted = self._client.query(
+            f"SELECT toInt64(toUnixTimestamp(stored_minute)) * 1000, count() FROM {FEED} "
+            f"WHERE {_MINUTES} GROUP BY stored_minute",
+            parameters={"start": start, "through": through},
+        ).result_rows
+        grown = [(minute, rows) for minute, rows in counted if self._rows_read.get(minute) != rows]
+        if grown:
+            read = self._client.query_arrow(
+                f"SELECT toInt64(toUnixTimestamp(stored_minute)) * 1000 AS stored_ms, id_hash "
+                f"FROM {FEED} WHERE {_MINUTES} "
+                "AND toInt64(toUnixTimestamp(stored_minute)) * 1000 IN {grown:Array(Int64)}",
+                parameters={"start": start, "through": through, "grown": [m for m, _ in grown]},
+            )
             self._filter.add(
                 read.column("stored_ms").to_numpy().astype(np.int64),
                 read.column("id_hash").to_numpy().astype(np.uint64),
             )
         self._filter.forget_before(now_ms - KEEP_MS)
-        if self._read_through is None:
+        reread_from = through - FEED_OVERLAP_MS
+        self._rows_read = {m: n for m, n in {**self._rows_read, **dict(grown)}.items()
+                           if m >= reread_from}  # fmt: skip
+        if first:
             log.info(
                 "stored event ids read: %d ids of the last %d h in %.1f s, %.1f MB of filters",
-                read.num_rows, KEEP_MS // HOUR_MS, time.perf_counter() - started,
-                self._filter.size_bytes / 1e6,
+                sum(rows for _, rows in grown), KEEP_MS // HOUR_MS,
+                time.perf_counter() - started, self._filter.size_bytes / 1e6,
             )  # fmt: skip
         self._read_through = max(through, self._read_through or through)
         self._next_read_ms = now_ms + READ_EVERY_MS
@@ -193,7 +242,13 @@ class StoredIds:
     def may_hold(self, event_ids: Sequence[str]) -> list[bool]:
         """Whether the store may hold a row of each id (False: it surely holds none that
         was stored more than ``FEED_LAG_MS + READ_EVERY_MS`` before the last ``refresh``)."""
-        if not event_ids:
-            return []
+        if not event_ids or self._filter.empty:
+            return [False] * len(event_ids)
         found: list[bool] = self._filter.may_hold(id_hashes(event_ids)).tolist()
         return found
+
+
+_MINUTES = (
+    "stored_minute >= toDateTime(intDiv({start:Int64}, 1000)) "
+    "AND stored_minute < toDateTime(intDiv({through:Int64}, 1000))"
+)

@@ -196,6 +196,26 @@ def _conflicting_copy(shift: int) -> Schedule:
     )
 
 
+def test_a_refusal_of_the_snapshot_topic_gives_no_closer_a_negative_slack(
+    store: Client, redis_url: str
+) -> None:
+    """Shrunk from the long mode (seed 3): the harness read a refusal (no successor) as a
+    successor at time 0, so every hour looked surely recomputable, and an event counted
+    48.8 h after its hour's start, which the closer lawfully keeps out, was a finding."""
+    at = T0 + 58 * MINUTE_MS
+    stamped = at + 55_000  # the broker's clock a little ahead of the worker's
+    edge = event("edge", stamped - 48 * HOUR_MS, "artifact_failed", organization_id="org.c:1")
+    ticks = tuple(range(T0, at + 8 * HOUR_MS, 10 * MINUTE_MS))
+    refused = CloserFault(ticks[-3], "refuse", 3)
+    schedule_ = plan(
+        chunk(at, record(0, 0, edge, at=stamped)),
+        closer=True,
+        ticks=ticks,
+        closer_faults=(refused,),
+    )
+    assert views(run(schedule_, store, redis_url)) == []
+
+
 @pytest.mark.parametrize("topology", ["all", "split"])
 def test_the_first_copy_in_a_chunk_wins_whatever_its_records_time(
     store: Client, redis_url: str, topology: str

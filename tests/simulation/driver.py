@@ -737,8 +737,11 @@ class Driver:
             )
 
     def _slack(self) -> int:
+        """How late the closer may close an hour: a tick, the longest wait for a successor
+        (a refusal has none: it retries at the next tick), the debounce."""
         successor = max(
-            (f.successor_at_ms - f.at_ms for f in self.schedule.closer_faults), default=0
+            (f.successor_at_ms - f.at_ms for f in self.schedule.closer_faults if f.successor_at_ms),
+            default=0,
         )
         return oracle.TICK_MS + successor + oracle.DEBOUNCE_MS
 

@@ -278,7 +278,7 @@ class Ingest:
                     continue
             old = [rows[i] for i in waiting if beyond_markers(rows[i], now)]
             if old and time.monotonic() > deadline:
-                late = await self._stored_owners(old)
+                late = await self._stored_owners(old, now)
                 for row in old:
                     owner = late.get(row.event.event_id) or self._deciding.get(row.event.event_id)
                     if owner is not None:
@@ -310,7 +310,7 @@ class Ingest:
         if not late:
             return [], []
         marked = await self._counters.owners([row.event.event_id for row in late], now_ms)
-        stored = await self._stored_owners(late)
+        stored = await self._stored_owners(late, now_ms)
         marks: dict[int, DecidedMark] | None = None
         if self._counts:
             marks = await self._counters.decided_through(
@@ -347,10 +347,11 @@ class Ingest:
             await asyncio.to_thread(stored_ids.refresh, now_ms)
         return stored_ids.may_hold([row.event.event_id for row in rows])
 
-    async def _stored_owners(self, rows: Sequence[RawRow]) -> dict[str, str]:
+    async def _stored_owners(self, rows: Sequence[RawRow], now_ms: int) -> dict[str, str]:
         if not rows or self._raw_writer is None:
             return {}
-        return await asyncio.to_thread(self._raw_writer.positions_of, [r.event for r in rows])
+        events = [row.event for row in rows]
+        return await asyncio.to_thread(self._raw_writer.positions_of, events, now_ms)
 
     def _decode(
         self, messages: Sequence[Message], now_ms: int
@@ -487,7 +488,7 @@ class Ingest:
         owners: list[str | None] = [None] * len(rows)
         held = await self._may_be_stored(rows, now_ms)
         old = [i for i, row in enumerate(rows) if held[i] or beyond_markers(row, now_ms)]
-        stored = await self._stored_owners([rows[i] for i in old])
+        stored = await self._stored_owners([rows[i] for i in old], now_ms)
         for i in old:
             owners[i] = stored.get(rows[i].event.event_id)
         return owners

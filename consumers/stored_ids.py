@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import xxhash
 
+from consumers.rows import Position
 from voicemon.event import FUTURE_TOLERANCE_MS, RAW_RETENTION_MS
 from voicemon.store import Client
 
@@ -42,8 +43,10 @@ HOUR_MS = 60 * MINUTE_MS
 FEED_LAG_MS = MINUTE_MS  # a stored minute is read once this long has passed since its end
 FEED_OVERLAP_MS = 15 * MINUTE_MS  # ... and read again until it is this old
 READ_EVERY_MS = 5 * MINUTE_MS
-# A raw row lives until its occurred_at (at most FUTURE_TOLERANCE_MS after it was stored) is
-# 48 h old, and its hour's part is dropped whole: ids are kept this long after being stored.
+# The dedup horizon: a later copy is a duplicate if a copy was stored this long before it at
+# most. A raw row lives until its occurred_at (at most FUTURE_TOLERANCE_MS after it was
+# stored) is 48 h old, and its hour's part is dropped whole, so the horizon covers every
+# retained row, and a copy never counts anew because its first one's row was dropped.
 KEEP_MS = RAW_RETENTION_MS + FUTURE_TOLERANCE_MS + HOUR_MS
 BLOCK_MS = 8 * HOUR_MS
 # A blocked Bloom filter: an id sets BITS_PER_WORD bits in each of two 64-bit words, so that
@@ -157,7 +160,7 @@ class IdFilter:
             # a few more filters to ask, not wrong answers.
             busiest = max((b.held for b in self._blocks), default=0)
             outgrown = 2 * block.capacity if block is not None else 0
-            capacity = max(MIN_CAPACITY, 2 * len(hashes), busiest, outgrown)
+            capacity = max(MIN_CAPACITY, len(hashes) * 5 // 4, busiest, outgrown)
             block = _Block.sized(span_ms, capacity)
             self._blocks.append(block)
         for start in range(0, len(hashes), ADD_SLICE):  # bounded scratch memory
@@ -210,16 +213,14 @@ class StoredIds:
         )
         started = time.perf_counter()
         counted = self._client.query(
-            f"SELECT toInt64(toUnixTimestamp(stored_minute)) * 1000, count() FROM {FEED} "
-            f"WHERE {_MINUTES} GROUP BY stored_minute",
+            f"SELECT {_MINUTE}, count() FROM {FEED} WHERE {_BETWEEN} GROUP BY stored_ms",
             parameters={"start": start, "through": through},
         ).result_rows
         grown = [(minute, rows) for minute, rows in counted if self._rows_read.get(minute) != rows]
         if grown:
             read = self._client.query_arrow(
-                f"SELECT toInt64(toUnixTimestamp(stored_minute)) * 1000 AS stored_ms, id_hash "
-                f"FROM {FEED} WHERE {_MINUTES} "
-                "AND toInt64(toUnixTimestamp(stored_minute)) * 1000 IN {grown:Array(Int64)}",
+                f"SELECT {_MINUTE}, xxHash64(event_id) AS id_hash FROM {FEED} "
+                f"WHERE {_BETWEEN} AND stored_ms IN {{grown:Array(Int64)}}",
                 parameters={"start": start, "through": through, "grown": [m for m, _ in grown]},
             )
             self._filter.add(
@@ -239,6 +240,10 @@ class StoredIds:
         self._read_through = max(through, self._read_through or through)
         self._next_read_ms = now_ms + READ_EVERY_MS
 
+    @property
+    def size_bytes(self) -> int:
+        return self._filter.size_bytes
+
     def may_hold(self, event_ids: Sequence[str]) -> list[bool]:
         """Whether the store may hold a row of each id (False: it surely holds none that
         was stored more than ``FEED_LAG_MS + READ_EVERY_MS`` before the last ``refresh``)."""
@@ -248,7 +253,24 @@ class StoredIds:
         return found
 
 
-_MINUTES = (
-    "stored_minute >= toDateTime(intDiv({start:Int64}, 1000)) "
-    "AND stored_minute < toDateTime(intDiv({through:Int64}, 1000))"
+_MINUTE = "toInt64(toUnixTimestamp(toStartOfMinute(stored_at))) * 1000 AS stored_ms"
+_BETWEEN = (
+    "stored_at >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "
+    "AND stored_at < fromUnixTimestamp64Milli({through:Int64}, 'UTC')"
 )
+
+
+def stored_positions(client: Client, event_ids: Sequence[str], now_ms: int) -> dict[str, str]:
+    """The position of the first copy of each of these events stored within the dedup
+    horizon (``KEEP_MS`` before ``now_ms``), whether or not its raw row is still retained.
+    A lookup by the ids' bloom filter index: 100 ids of 6M stored rows in tens of ms on the
+    embedded engine (``tests.perf.store_lookup``)."""
+    if not event_ids:
+        return {}
+    result = client.query(
+        f"SELECT event_id, argMin((kafka_partition, kafka_offset, batch_index), stored_at) "
+        f"FROM {FEED} WHERE event_id IN {{ids:Array(String)}} "
+        "AND stored_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC') GROUP BY event_id",
+        parameters={"ids": sorted(set(event_ids)), "since": now_ms - KEEP_MS},
+    )
+    return {event_id: str(Position(*where)) for event_id, where in result.result_rows}

@@ -21,7 +21,7 @@ import re
 # on one shard, so that FINAL in the *_latest views (run per shard) keeps exactly the newest.
 SHARDING_KEYS = {
     "pipeline_events": "cityHash64(event_id)",
-    "stored_event_ids": "id_hash",
+    "stored_event_ids": "cityHash64(event_id)",
     "snapshots": "cityHash64(period_type, scope, organization_id, period_start)",
     "stage_snapshots": "cityHash64(period_type, scope, organization_id, period_start)",
     "organizations": "cityHash64(organization_id)",

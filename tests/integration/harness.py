@@ -37,6 +37,7 @@ from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import RollingCounters
 from consumers.store_leases import StoreLeases
 from consumers.store_progress import StoreProgress
+from consumers.stored_ids import StoredIds
 from tests.ports import free_port
 from voicemon.devtools.localstack import LocalStack
 from voicemon.publisher import KafkaPublisher, delivered
@@ -173,6 +174,7 @@ class Pipeline:
                     self.settings.stages,
                     dead_letters=OncePublisher(redis, dlq),
                     raw_writer=RawWriter(store),
+                    stored_ids=StoredIds(store),
                     leases=StoreLeases(redis),
                     replication=None if replication is None else replication(redis),
                     clock=lambda: now_ms / 1000,

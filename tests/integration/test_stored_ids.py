@@ -19,6 +19,7 @@ from consumers.stored_ids import (
     READ_EVERY_MS,
     StoredIds,
     id_hashes,
+    stored_positions,
 )
 from voicemon.event import EventType, PipelineEvent
 from voicemon.store import Client
@@ -50,8 +51,11 @@ def held(stored: StoredIds, event_ids: Sequence[str]) -> list[bool]:
 def test_the_store_hashes_ids_as_the_worker_does(feed: Client) -> None:
     ids = ["plain", "ünïcödé-✓", "tab\there", "x" * 128]
     store_at(feed, M, *ids)
-    found = feed.query("SELECT stored_minute, id_hash FROM voicemon.stored_event_ids")
-    assert {minute.timestamp() * 1000 for minute, _ in found.result_rows} == {M}
+    found = feed.query(
+        "SELECT toUnixTimestamp64Milli(stored_at), xxHash64(event_id) "
+        "FROM voicemon.stored_event_ids"
+    )
+    assert {stored for stored, _ in found.result_rows} == {M}
     assert sorted(h for _, h in found.result_rows) == sorted(id_hashes(ids).tolist())
 
 
@@ -87,3 +91,22 @@ def test_the_first_read_reaches_back_keep_ms(feed: Client) -> None:
     stored = StoredIds(feed)
     stored.refresh(now)
     assert held(stored, ["at-the-edge", "a-minute-beyond"]) == [True, False]
+
+
+def test_a_copy_stored_within_the_horizon_is_found_after_its_raw_row_is_gone(
+    feed: Client,
+) -> None:
+    """The lookup's edge: found at exactly ``KEEP_MS`` after the first copy was stored, not a
+    millisecond later; the raw row's retention does not matter."""
+    store_at(feed, M, "first-copy", "second-id")
+    feed.command("TRUNCATE TABLE voicemon.pipeline_events")  # the rows' hours dropped
+    position = str(Position(0, M // 1000, 0))
+    assert stored_positions(feed, ["first-copy", "never"], M + KEEP_MS) == {"first-copy": position}
+    assert stored_positions(feed, ["first-copy"], M + KEEP_MS + 1) == {}
+
+
+def test_the_first_stored_copy_is_the_owner(feed: Client) -> None:
+    store_at(feed, M + 5_000, "twice")  # inserted first, stamped later
+    store_at(feed, M, "twice")
+    owner = {"twice": str(Position(0, M // 1000, 0))}
+    assert stored_positions(feed, ["twice"], M + 5_000) == owner

@@ -1,5 +1,7 @@
-"""The store's lookup of old events (``RawWriter.positions_of``): its cost against the raw
-table's size, in every retained hour and, for comparison, in the events' own hours only.
+"""The store's lookup of old events (``RawWriter.positions_of``, by the stored ids' index):
+its cost against the store's size and, for comparison, the raw table's lookup in the events'
+own hours only; then the stored-ids filter (``consumers.stored_ids``) that decides which ids
+are looked up: its first read of the ids, its memory, and its cost per id of a chunk.
 
     python -m tests.perf.store_lookup [--rows 6000000] [--ids 100]
 
@@ -21,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from consumers.raw_writer import SCHEMA, TABLE, RawWriter
+from consumers.stored_ids import MINUTE_MS, StoredIds
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.store import Client, connect
 from voicemon.store_migrations import migrate
@@ -85,8 +88,8 @@ def main() -> None:
         events += [event(f"missing-{i}", now_ms - 3 * HOUR_MS, now_ms)
                    for i in range(args.ids - len(events))]  # fmt: skip
         writer = RawWriter(client)
-        seconds, found = best_of(5, lambda: writer.positions_of(events))
-        print(f"every retained hour: {seconds * 1000:.1f} ms for {len(events)} ids ({found} found)")
+        seconds, found = best_of(5, lambda: writer.positions_of(events, now_ms))
+        print(f"the stored ids: {seconds * 1000:.1f} ms for {len(events)} ids ({found} found)")
         hours = sorted({e.occurred_at_ms // HOUR_MS * 3_600 for e in events})
         own_hours = (
             f"SELECT event_id FROM {TABLE} WHERE toStartOfHour(occurred_at) IN "
@@ -111,6 +114,15 @@ def main() -> None:
         )
         print(f"a key-value table of the ids: {seconds * 1000:.1f} ms ({found} found), "
               f"{seconds * 1e6 / len(ids):.1f} µs per id")  # fmt: skip
+        filtered = StoredIds(client)
+        started = time.perf_counter()
+        filtered.refresh(now_ms + 2 * MINUTE_MS)
+        print(f"the filter's first read: {time.perf_counter() - started:.1f} s, "
+              f"{filtered.size_bytes / 1e6:.1f} MB for {args.rows:,} ids")  # fmt: skip
+        chunk = [f"new-{i:06d}-{random.random():.6f}" for i in range(500)]
+        seconds, found = best_of(50, lambda: [held for held in filtered.may_hold(chunk) if held])
+        print(f"the filter, a chunk of 500 new ids: {seconds * 1e6 / 500:.2f} µs per id "
+              f"({found} false positives)")  # fmt: skip
 
 
 if __name__ == "__main__":

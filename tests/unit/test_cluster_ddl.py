@@ -44,7 +44,7 @@ EXPECTED_ENGINES = {
 SNAPSHOT_KEY = "cityHash64(period_type, scope, organization_id, period_start)"
 EXPECTED_SHARDING = {
     "pipeline_events": "cityHash64(event_id)",
-    "stored_event_ids": "id_hash",
+    "stored_event_ids": "cityHash64(event_id)",
     "snapshots": SNAPSHOT_KEY,
     "stage_snapshots": SNAPSHOT_KEY,
     "organizations": "cityHash64(organization_id)",

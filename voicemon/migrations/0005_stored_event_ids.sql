@@ -1,20 +1,24 @@
--- The feed of stored event ids (consumers/stored_ids.py): every raw insert's ids, as
--- xxHash64, by the minute they were stored. Each worker that writes raw rows reads the
--- minutes it has not read into its filter of the ids the store may hold, so that a later
--- copy of an event, dated in any hour, finds its row after its seen-marker is gone
--- (CONTRACT §3.1). Kept while a row stored in that minute may be: 48 h after its
--- occurred_at, which is at most 5 min after it was stored, and its hour's part dropped whole.
+-- The stored event ids (CONTRACT §3.1): every raw insert's ids and positions, by the time
+-- they were stored, copied by the materialized view below. A later copy of an event, dated
+-- in any hour, is a duplicate if a copy was stored within the dedup horizon (49 h 5 min, see
+-- consumers/stored_ids.py), whether or not that copy's raw row is still retained: lookups
+-- use event_id_idx. Each worker that writes raw rows also reads the ids, minute by minute,
+-- into its filter of the ids worth a lookup. Kept past the horizon: hours are dropped whole.
 CREATE TABLE IF NOT EXISTS voicemon.stored_event_ids
 (
-    stored_minute DateTime('UTC'),
-    id_hash       UInt64
+    stored_at       DateTime64(3, 'UTC'),
+    event_id        String,
+    kafka_partition UInt32,
+    kafka_offset    UInt64,
+    batch_index     UInt16,
+    INDEX event_id_idx event_id TYPE bloom_filter GRANULARITY 1
 )
 ENGINE = MergeTree
-PARTITION BY toStartOfHour(stored_minute)
-ORDER BY stored_minute
-TTL stored_minute + INTERVAL 50 HOUR
+PARTITION BY toStartOfHour(stored_at)
+ORDER BY stored_at
+TTL toDateTime(stored_at) + INTERVAL 51 HOUR
 SETTINGS ttl_only_drop_parts = 1;
 CREATE MATERIALIZED VIEW IF NOT EXISTS voicemon.stored_event_ids_feed
 TO voicemon.stored_event_ids
-AS SELECT toStartOfMinute(ingested_at) AS stored_minute, xxHash64(event_id) AS id_hash
+AS SELECT ingested_at AS stored_at, event_id, kafka_partition, kafka_offset, batch_index
 FROM voicemon.pipeline_events;

@@ -195,7 +195,10 @@ class Ingest:
                 new, replayed = [], new + replayed  # another worker may have written them
             missing = await asyncio.to_thread(_missing_rows, raw_writer, replayed)
             written = new + missing
-            insert = asyncio.ensure_future(asyncio.to_thread(raw_writer.write_storable, written))
+            stored_ms = int(self._clock() * 1000)
+            insert = asyncio.ensure_future(
+                asyncio.to_thread(raw_writer.write_storable, written, stored_ms)
+            )
             insert.add_done_callback(decided)
             refused = await asyncio.shield(insert)
         except asyncio.CancelledError:
@@ -310,7 +313,10 @@ class Ingest:
         if not late:
             return [], []
         marked = await self._counters.owners([row.event.event_id for row in late], now_ms)
-        stored = await self._stored_owners(late, now_ms)
+        # The rows still retained, not every copy stored within the horizon: a position
+        # whose row the TTL dropped has nothing left to keep (below), and must not be
+        # written again as a replay's missing row.
+        stored = await self._retained_owners(late)
         marks: dict[int, DecidedMark] | None = None
         if self._counts:
             marks = await self._counters.decided_through(
@@ -346,6 +352,12 @@ class Ingest:
         if stored_ids.due(now_ms):
             await asyncio.to_thread(stored_ids.refresh, now_ms)
         return stored_ids.may_hold([row.event.event_id for row in rows])
+
+    async def _retained_owners(self, rows: Sequence[RawRow]) -> dict[str, str]:
+        if not rows or self._raw_writer is None:
+            return {}
+        events = [row.event for row in rows]
+        return await asyncio.to_thread(self._raw_writer.retained_positions_of, events)
 
     async def _stored_owners(self, rows: Sequence[RawRow], now_ms: int) -> dict[str, str]:
         if not rows or self._raw_writer is None:

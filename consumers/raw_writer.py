@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
@@ -103,29 +103,28 @@ def deduplication_token(rows: Sequence[RawRow]) -> str:
 
 
 class RawWriter:
-    """``clock`` stamps ``ingested_at``, the minute the stored-ids feed files a row under
-    (``consumers.stored_ids``)."""
-
-    def __init__(self, client: Client, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
-        self._clock = clock
 
-    def write(self, rows: Sequence[RawRow]) -> None:
+    def write(self, rows: Sequence[RawRow], stored_ms: int | None = None) -> None:
+        """Insert ``rows`` stamped ``stored_ms`` (``ingested_at``; now by default), the time
+        the dedup horizon counts from (``consumers.stored_ids``)."""
         if not rows:
             return
         started = time.perf_counter()
-        columns = raw_columns(rows, int(self._clock() * 1000))
+        stamp = int(time.time() * 1000) if stored_ms is None else stored_ms
+        columns = raw_columns(rows, stamp)
         self._client.insert_arrow(TABLE, columns, settings={
             "insert_deduplication_token": deduplication_token(rows)})  # fmt: skip
         telemetry.CLICKHOUSE_INSERT.observe(time.perf_counter() - started)
         telemetry.CLICKHOUSE_ROWS.inc(len(rows))
 
-    def write_storable(self, rows: Sequence[RawRow]) -> list[RawRow]:
+    def write_storable(self, rows: Sequence[RawRow], stored_ms: int | None = None) -> list[RawRow]:
         """Insert ``rows``; if the store refuses them for what they contain, split the batch
         until the refused rows stand alone, insert the rest and return the refused ones.
         An outage raises, as ``write`` does."""
         try:
-            self.write(rows)
+            self.write(rows, stored_ms)
             return []
         except Exception as error:
             if not refused_for_content(error):
@@ -133,7 +132,9 @@ class RawWriter:
             if len(rows) == 1:
                 return list(rows)
         middle = len(rows) // 2
-        return self.write_storable(rows[:middle]) + self.write_storable(rows[middle:])
+        return self.write_storable(rows[:middle], stored_ms) + self.write_storable(
+            rows[middle:], stored_ms
+        )
 
     def already_written(self, positions: Sequence[Position]) -> set[Position]:
         """Which of ``positions`` already have a row (a replay after a crash mid-batch)."""
@@ -148,6 +149,18 @@ class RawWriter:
 
     def positions_of(self, events: Sequence[PipelineEvent], now_ms: int) -> dict[str, str]:
         """The position of the first stored copy of each of these events within the dedup
-        horizon, in every hour: copies older than the seen-markers are caught here, a
-        conflicting one dated in another hour too (``consumers.stored_ids``)."""
+        horizon, in every hour, its raw row retained or not: copies older than the
+        seen-markers are caught here, a conflicting one dated in another hour too
+        (``consumers.stored_ids``)."""
         return stored_positions(self._client, [event.event_id for event in events], now_ms)
+
+    def retained_positions_of(self, events: Sequence[PipelineEvent]) -> dict[str, str]:
+        """The position of the first retained raw row of each of these events, if any."""
+        if not events:
+            return {}
+        result = self._client.query(
+            f"SELECT event_id, argMin((kafka_partition, kafka_offset, batch_index), ingested_at) "
+            f"FROM {TABLE} WHERE event_id IN {{ids:Array(String)}} GROUP BY event_id",
+            parameters={"ids": sorted({e.event_id for e in events})},
+        )
+        return {event_id: str(Position(*where)) for event_id, where in result.result_rows}

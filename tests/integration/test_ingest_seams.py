@@ -195,10 +195,10 @@ class HeldWriter(RawWriter):
         self.entered = threading.Event()
         self.go_on = threading.Event()
 
-    def write_storable(self, rows: Sequence[RawRow]) -> list[RawRow]:
+    def write_storable(self, rows: Sequence[RawRow], stored_ms: int | None = None) -> list[RawRow]:
         self.entered.set()
         assert self.go_on.wait(30), "the test never let the insert through"
-        return super().write_storable(rows)
+        return super().write_storable(rows, stored_ms)
 
 
 @pytest.mark.parametrize("old_owner", ["hangs", "is_cancelled_mid_insert", "dies"])

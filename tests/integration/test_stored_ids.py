@@ -41,7 +41,7 @@ def store_at(client: Client, stored_ms: int, *event_ids: str) -> None:
         )
         for i, event_id in enumerate(event_ids)
     ]
-    RawWriter(client, clock=lambda: stored_ms / 1000).write(rows)
+    RawWriter(client).write(rows, stored_ms)
 
 
 def held(stored: StoredIds, event_ids: Sequence[str]) -> list[bool]:

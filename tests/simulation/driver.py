@@ -165,8 +165,8 @@ class FaultyRawWriter(RawWriter):
 
     crash_next = False
 
-    def write_storable(self, rows: Sequence[RawRow]) -> list[RawRow]:
-        refused = super().write_storable(rows)
+    def write_storable(self, rows: Sequence[RawRow], stored_ms: int | None = None) -> list[RawRow]:
+        refused = super().write_storable(rows, stored_ms)
         if self.crash_next:
             self.crash_next = False
             raise SimulatedCrash("after the raw insert")
@@ -247,7 +247,7 @@ class Driver:
 
     # -- set-up ------------------------------------------------------------------------------
     def _worker(self, *, counts: bool, writes: bool) -> Worker:
-        writer = FaultyRawWriter(self.store, self.clock) if writes else None
+        writer = FaultyRawWriter(self.store) if writes else None
         leases = StoreLeases(self.redis) if writes else None
         ingest = Ingest(
             RollingCounters(self.redis),

@@ -158,7 +158,7 @@ class WindowCloser:
                 break
             if await self._keeps(window.period_type, window.start_ms, now):
                 why = self.kept_because(window.period_type, window.start_ms, now)
-                log.warning("kept the snapshot of %s: %s", window.member, why)
+                log.warning("left the snapshot of %s as it is: %s", window.member, why)
                 report.kept.append(window.member)
                 await self._state.done(window)
                 continue
@@ -206,10 +206,16 @@ class WindowCloser:
         return f"{what}: it starts before {windows.utc(cutoff).isoformat()}"
 
     async def _keeps(self, period_type: str, start_ms: int, now_ms: int) -> bool:
-        """A window whose inputs may be partly gone keeps the row it has (if any)."""
+        """A window whose inputs may be partly gone keeps the row it has. One without a row
+        gets its first only while its inputs are all retained (an hour's first close within
+        the grace before its oldest raw events expire); an hour that starts more than 48 h
+        ago (a late event in it, before a new closer's first hour) gets none: it would
+        count only the part of its events still retained."""
         if self.recomputable(period_type, start_ms, now_ms):
             return False
-        return await asyncio.to_thread(snapshots.exists, self._store, period_type, start_ms)
+        if await asyncio.to_thread(snapshots.exists, self._store, period_type, start_ms):
+            return True
+        return period_type == HOURLY and start_ms < now_ms - RAW_RETENTION_MS
 
     async def _queue_due(self, now: int) -> list[str]:
         watermark = windows.global_watermark(

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from aggregators.closing import retention, snapshots
 from aggregators.closing.closer import CloserConfig, WindowCloser, initial_pointers
 from aggregators.closing.recompute import recompute
-from aggregators.closing.window_state import WindowState
+from aggregators.closing.window_state import Pointers, WindowState
 from aggregators.snapshot_rows import snapshot_rows
 from consumers.raw_writer import RawWriter
 from consumers.rows import Position, RawRow
@@ -245,6 +245,33 @@ def test_a_late_event_in_an_hour_straddling_the_retention_keeps_its_snapshot(
     ).result_rows
     assert received == 3 and hourly_versions(clean_store)[first_hour] == 1
     assert version > 0
+
+
+@pytest.mark.parametrize(("past_edge_ms", "first_close"), [(0, True), (1, False)])
+def test_an_hour_gets_a_first_snapshot_only_while_all_its_raw_events_are_retained(
+    clean_store: Client, redis_url: str, now_ms: int, past_edge_ms: int, first_close: bool
+) -> None:
+    """Shrunk from the simulation's long mode (seed 5): a late event in an hour before a new
+    closer's first one, starting more than 48 h ago, gave that hour a snapshot counting only
+    what was still retained. At exactly 48 h its events are all there: it closes."""
+    hour = now_ms - now_ms % HOUR_MS - 48 * HOUR_MS
+    clock = Clock(hour + 48 * HOUR_MS + past_edge_ms - 10_000)
+    write_event(clean_store, "late", hour + 59 * 60_000, 1)
+
+    async def scenario(state: State) -> list[str]:
+        c = closer(state, clean_store, clock, max_windows_per_tick=100)
+        first = Pointers(hour + HOUR_MS, hour - hour % DAY_MS + DAY_MS, hour - hour % DAY_MS)
+        assert await c.holds_lease()
+        assert await state.initialize(c.owner, first)  # the closer began after this hour
+        late = {0: hour + 59 * 60_000}
+        assert await state.progress.record_written(late, {hour: 1}, clock.ms) == 1
+        clock.ms += 10_000  # past the debounce: the tick at 48 h + past_edge_ms
+        report = await c.tick()
+        return report.emitted if f"hourly:{hour}" in report.emitted else report.kept
+
+    decided = run(redis_url, scenario)
+    assert f"hourly:{hour}" in decided
+    assert (hour in hourly_versions(clean_store)) is first_close
 
 
 def test_replay_recomputes_closed_windows_idempotently(

@@ -41,7 +41,9 @@ FEED = "voicemon.stored_event_ids"
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 FEED_LAG_MS = MINUTE_MS  # a stored minute is read once this long has passed since its end
-FEED_OVERLAP_MS = 15 * MINUTE_MS  # ... and read again until it is this old
+# ... and read again, if its row count grew, until it is this old: an insert that lands late,
+# or a writer whose clock is behind the reader's, by up to this much (less the lag).
+FEED_OVERLAP_MS = 60 * MINUTE_MS
 READ_EVERY_MS = 5 * MINUTE_MS
 # The dedup horizon: a later copy is a duplicate if a copy was stored this long before it at
 # most. A raw row lives until its occurred_at (at most FUTURE_TOLERANCE_MS after it was

@@ -156,9 +156,9 @@ class WindowCloser:
         for window in queued[: self._config.max_windows_per_tick]:
             if not await self._state.hold_lease(self.owner, self._config.lease_ttl_ms):
                 break
-            if await self._keeps(window.period_type, window.start_ms, now):
-                why = self.kept_because(window.period_type, window.start_ms, now)
-                log.warning("left the snapshot of %s as it is: %s", window.member, why)
+            kept = await self._keeps(window.period_type, window.start_ms, now)
+            if kept is not None:
+                log.warning("%s %s", window.member, kept)
                 report.kept.append(window.member)
                 await self._state.done(window)
                 continue
@@ -205,17 +205,21 @@ class WindowCloser:
             what = "its hourly rows may be partly deleted (7-day retention)"
         return f"{what}: it starts before {windows.utc(cutoff).isoformat()}"
 
-    async def _keeps(self, period_type: str, start_ms: int, now_ms: int) -> bool:
-        """A window whose inputs may be partly gone keeps the row it has. One without a row
-        gets its first only while its inputs are all retained (an hour's first close within
-        the grace before its oldest raw events expire); an hour that starts more than 48 h
-        ago (a late event in it, before a new closer's first hour) gets none: it would
-        count only the part of its events still retained."""
+    async def _keeps(self, period_type: str, start_ms: int, now_ms: int) -> str | None:
+        """Why a window whose inputs may be partly gone is left as it is (None: compute it).
+        It keeps the row it has. One without a row gets its first only while its inputs are
+        all surely retained: an hour that started no more than 48 h ago (its first close in
+        the grace before its oldest raw events expire); never a day (its hourly rows may be
+        gone). Otherwise it gets none: it would count only the part still retained (a late
+        event in an hour before a new closer's first one, or a closer down for two days)."""
         if self.recomputable(period_type, start_ms, now_ms):
-            return False
+            return None
+        why = self.kept_because(period_type, start_ms, now_ms)
         if await asyncio.to_thread(snapshots.exists, self._store, period_type, start_ms):
-            return True
-        return period_type == HOURLY and start_ms < now_ms - RAW_RETENTION_MS
+            return f"kept its snapshot: {why}"
+        if period_type == HOURLY and start_ms >= now_ms - RAW_RETENTION_MS:
+            return None
+        return f"no snapshot made: {why}"
 
     async def _queue_due(self, now: int) -> list[str]:
         watermark = windows.global_watermark(

@@ -196,6 +196,31 @@ def _conflicting_copy(shift: int) -> Schedule:
     )
 
 
+def test_an_hour_first_closed_more_than_48_h_after_its_start_gets_no_snapshot(
+    store: Client, redis_url: str
+) -> None:
+    """From the third review: the closer ticks at T0 + 40 min, then not until T0 + 51.5 h.
+    Hour T0 + 3 h starts 48.5 h before its first close, so some of its raw events may be
+    gone (CONTRACT §6 deletes them by occurred_at): it gets no snapshot rather than one of
+    what is left, and its day counts none of it. The oracle's slack covers the gap."""
+    at = T0 + 3 * HOUR_MS + 46 * MINUTE_MS
+    back = T0 + 51 * HOUR_MS + 30 * MINUTE_MS
+    ticks = (T0 + 40 * MINUTE_MS, *range(back, back + HOUR_MS, 10 * MINUTE_MS))
+    schedule_ = plan(
+        chunk(at, record(0, 0, event("retained", at - MINUTE_MS), at=at)),
+        closer=True,
+        ticks=ticks,
+        closer_from_ms=T0 - 10 * HOUR_MS,
+    )
+    assert views(run(schedule_, store, redis_url)) == []
+    hours = store.query(
+        "SELECT count() FROM voicemon.snapshots_latest WHERE period_type = 'hourly' "
+        "AND toUnixTimestamp(period_start) * 1000 = {hour:Int64}",
+        parameters={"hour": T0 + 3 * HOUR_MS},
+    ).result_rows
+    assert hours == [(0,)]
+
+
 def test_a_refusal_of_the_snapshot_topic_gives_no_closer_a_negative_slack(
     store: Client, redis_url: str
 ) -> None:

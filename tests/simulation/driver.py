@@ -736,14 +736,30 @@ class Driver:
                 twice=max(0, int(counted - high)),
             )
 
+    def _surely_made(self, period: str, start: int) -> bool:
+        """Whether the closer surely made the window's first row: a tick came once the hour
+        was due (its end plus the grace), early enough to close it, with any successor's
+        wait and the debounce, while its raw events were all retained (48 h after its start;
+        CONTRACT §6 deletes them by ``occurred_at``). A day's hourly rows live 7 days."""
+        if period == "daily":
+            return True
+        due = start + HOUR_MS + oracle.GRACE_MS
+        late = self._slack() - max(oracle.TICK_MS, self._tick_gap())
+        return any(due <= t <= start + reference.RETENTION_MS - late for t in self.schedule.ticks)
+
+    def _tick_gap(self) -> int:
+        ticks = self.schedule.ticks
+        return max((b - a for a, b in itertools.pairwise(ticks)), default=oracle.TICK_MS)
+
     def _slack(self) -> int:
-        """How late the closer may close an hour: a tick, the longest wait for a successor
-        (a refusal has none: it retries at the next tick), the debounce."""
+        """How late the closer may close an hour: the longest gap between its ticks, the
+        longest wait for a successor (a refusal has none: it retries at the next tick), the
+        debounce."""
         successor = max(
             (f.successor_at_ms - f.at_ms for f in self.schedule.closer_faults if f.successor_at_ms),
             default=0,
         )
-        return oracle.TICK_MS + successor + oracle.DEBOUNCE_MS
+        return max(oracle.TICK_MS, self._tick_gap()) + successor + oracle.DEBOUNCE_MS
 
     def _snapshot_rows(self) -> dict[tuple[str, str, int], dict[str, Any]]:
         found = snapshot_reads.rows_of(
@@ -813,7 +829,9 @@ class Driver:
             if org is None or w.body.get("organization_id") == org
         )
         if row is None:
-            if org is None or any(window.low[n] for n in COUNTS):
+            if (org is None and self._surely_made(period, start)) or any(
+                window.low[n] for n in COUNTS
+            ):
                 self._found(
                     period,
                     key,

@@ -207,7 +207,8 @@ class StoredIds:
 
     def refresh(self, now_ms: int) -> None:
         """Read the stored minutes not read yet (all of the last ``KEEP_MS`` the first time),
-        and those within ``FEED_OVERLAP_MS`` whose row count grew since; drop what aged out."""
+        and those within ``FEED_OVERLAP_MS`` whose row count grew since, an hour at a time;
+        drop what aged out."""
         through = (now_ms - FEED_LAG_MS) // MINUTE_MS * MINUTE_MS
         first = self._read_through is None
         start = (
@@ -219,12 +220,14 @@ class StoredIds:
             parameters={"start": start, "through": through},
         ).result_rows
         grown = [(minute, rows) for minute, rows in counted if self._rows_read.get(minute) != rows]
-        if grown:
+        for hour in sorted({minute // HOUR_MS for minute, _ in grown}):  # bounded memory
+            minutes = [minute for minute, _ in grown if minute // HOUR_MS == hour]
             read = self._client.query_arrow(
                 f"SELECT {_MINUTE}, xxHash64(event_id) AS id_hash FROM {FEED} "
                 f"WHERE {_BETWEEN} AND stored_ms IN {{grown:Array(Int64)}}",
-                parameters={"start": start, "through": through, "grown": [m for m, _ in grown]},
-            )
+                parameters={"start": min(minutes), "through": max(minutes) + MINUTE_MS,
+                            "grown": minutes},
+            )  # fmt: skip
             self._filter.add(
                 read.column("stored_ms").to_numpy().astype(np.int64),
                 read.column("id_hash").to_numpy().astype(np.uint64),

@@ -49,7 +49,7 @@ from consumers.letters import DeadLetter
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import MARKED_NOW, DecidedMark, RollingCounters, Span
-from consumers.rows import Position, RawRow
+from consumers.rows import Position, RawRow, position_text
 from consumers.store_leases import StoreLeases
 from consumers.store_progress import StoreProgress
 from consumers.stored_ids import StoredIds
@@ -444,7 +444,8 @@ class Ingest:
         claimed: set[str] = set()  # event ids this call marked, in rounds before the last
         while True:
             classified = classify(rows, owners)
-            new_events = [(row.event.event_id, str(row.position)) for row in classified.new]
+            new_events = [(row.event.event_id, position_text(row.position))
+                          for row in classified.new]  # fmt: skip
             taken = await self._counters.claim(new_events, now_ms)
             if taken is None:
                 break
@@ -563,21 +564,22 @@ def _missing_rows(raw_writer: RawWriter, replayed: list[RawRow]) -> list[RawRow]
 
 def _observe(events: Iterable[PipelineEvent]) -> None:
     """Prometheus updates for newly counted events, once per batch."""
-    counts: Counter[tuple[str, str]] = Counter()
+    counts: Counter[tuple[EventType, str | None]] = Counter()
     cost = 0.0
     latencies: list[float] = []
     durations: dict[str, list[float]] = defaultdict(list)
     for event in events:
-        counts[event.event_type.value, event.stage or ""] += 1
+        event_type, stage, duration = event.event_type, event.stage, event.duration_ms
+        counts[event_type, stage] += 1  # label values once per kind, below
         cost += event.ai_cost_usd or 0.0
-        if event.duration_ms is None:
+        if duration is None:
             continue
-        if event.event_type is EventType.ARTIFACT_COMPLETED:
-            latencies.append(event.duration_ms / 1000)
-        elif event.event_type is EventType.STAGE_COMPLETED and event.stage is not None:
-            durations[event.stage].append(event.duration_ms / 1000)
+        if event_type is EventType.ARTIFACT_COMPLETED:
+            latencies.append(duration / 1000)
+        elif event_type is EventType.STAGE_COMPLETED and stage is not None:
+            durations[stage].append(duration / 1000)
     for (event_type, stage), count in counts.items():
-        telemetry.EVENTS.labels(event_type, stage).inc(count)
+        telemetry.EVENTS.labels(event_type.value, stage or "").inc(count)
     if cost:
         telemetry.AI_COST.inc(cost)
     telemetry.observe_many(telemetry.END_TO_END_LATENCY, latencies)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from consumers.rows import Position, RawRow
+from consumers.rows import Position, RawRow, position_text
 from consumers.stored_ids import stored_positions
 from voicemon import telemetry
 from voicemon.event import PipelineEvent
@@ -94,12 +94,8 @@ def deduplication_token(rows: Sequence[RawRow]) -> str:
     event ids, in order. The same rows inserted again (a retry, a second store worker) are
     dropped by the store; any other insert has another token (the ids tell a reused position
     of a recreated topic apart)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for row in rows:
-        digest.update(
-            f"{row.position}\x00{row.event.event_id}\x00".encode("utf-8", "surrogatepass")
-        )
-    return digest.hexdigest()
+    text = "".join([f"{position_text(row.position)}\x00{row.event.event_id}\x00" for row in rows])
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 class RawWriter:

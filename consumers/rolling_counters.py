@@ -370,14 +370,18 @@ def scope_increments(
         split = by_tag(rolling.increments((row.event for row in owned), now_ms)) if owned else {}
         offsets = [row.position.offset for row in owned]
         span = spans.get(partition)
+        # The rows' bounds, once per partition, not per tag (a min and max over the
+        # partition's rows for each organization made this quadratic). No rows: only the
+        # platform's range, the span's, is used.
+        own = wide = (min(offsets), max(offsets)) if offsets else (-1, -1)
         if span is not None:
             split.setdefault(platform, {})
+            wide = (span.first, span.last)
+            if offsets:
+                wide = min(own[0], span.first), max(own[1], span.last)
         for tag, buckets in split.items():
             widened = span is not None and tag == platform
-            if span is not None and widened:
-                first, last = min([*offsets, span.first]), max([*offsets, span.last])
-            else:
-                first, last = min(offsets), max(offsets)
+            first, last = wide if widened else own
             floor = after.get((tag, partition))
             if floor is None:
                 found[tag].append((partition, first, last, buckets))

@@ -61,18 +61,20 @@ def increments(events: Iterable[PipelineEvent], now_ms: int) -> dict[str, Bucket
         if group is None:
             group = groups[key] = _Group()
         group.add(event)
-    buckets: dict[str, BucketIncrement] = {}
+    buckets: dict[tuple[str | None, int], BucketIncrement] = {}  # by (scope, minute)
     for (minute, organization_id, event_type, stage), group in groups.items():
         fields = group.fields(event_type, stage)
-        for scope in {None, organization_id}:
-            name = keys.rolling_counter(scope, minute)
-            bucket = buckets.get(name)
+        for scope in (None,) if organization_id is None else (None, organization_id):
+            bucket = buckets.get((scope, minute))
             if bucket is None:
                 bucket = BucketIncrement(minute * MINUTE_MS + BUCKET_TTL_MS, defaultdict(float))
-                buckets[name] = bucket
+                buckets[scope, minute] = bucket
             for field, value in fields:
                 bucket.fields[field] += value
-    return buckets
+    # Named once per bucket, not once per group: a chunk of single events has about as many
+    # groups as events.
+    return {keys.rolling_counter(scope, minute): bucket
+            for (scope, minute), bucket in buckets.items()}  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -244,6 +244,7 @@ class Driver:
         self._publish_calls = 0
         self._tick_at = 0
         self._reported: set[tuple[str, str]] = set()
+        self._ids_by_record: dict[tuple[int, int], tuple[str, ...]] | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def _worker(self, *, counts: bool, writes: bool) -> Worker:
@@ -711,15 +712,21 @@ class Driver:
             )
 
     def _ids_at(self, source: tuple[int, int, int | None]) -> tuple[str, ...]:
-        for chunk in self.schedule.chunks:
-            for record in chunk.records:
-                if (record.partition, record.offset) == source[:2]:
-                    return tuple(
-                        e.body["event_id"]
-                        for e in record.elements
-                        if e.body is not None and "event_id" in e.body
+        """The event ids of the record at ``source`` (indexed once: a long run has a
+        million records and tens of thousands of letters)."""
+        if self._ids_by_record is None:
+            self._ids_by_record = {}
+            for chunk in self.schedule.chunks:
+                for record in chunk.records:
+                    self._ids_by_record.setdefault(
+                        (record.partition, record.offset),
+                        tuple(
+                            e.body["event_id"]
+                            for e in record.elements
+                            if e.body is not None and "event_id" in e.body
+                        ),
                     )
-        return ()
+        return self._ids_by_record.get(source[:2], ())
 
     def _compare_duplicates(self) -> None:
         # Every process's counter as last scraped, the dead ones' included (what a sum of

@@ -220,7 +220,8 @@ def test_raw_table_has_the_48_hour_ttl(clean_store: Client) -> None:
         "SELECT create_table_query FROM system.tables "
         "WHERE database = 'voicemon' AND name = 'pipeline_events'"
     ).result_rows
-    assert "TTL toDateTime(occurred_at) + toIntervalHour(48)" in ddl
+    # 48 h and a second: toDateTime() drops occurred_at's milliseconds (migration 0006)
+    assert "TTL (toDateTime(occurred_at) + toIntervalHour(48)) + toIntervalSecond(1)" in ddl
     assert "ttl_only_drop_parts = 1" in ddl
 
 

@@ -27,10 +27,10 @@ from voicemon import store_migrations
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "voicemon" / "migrations"
 NEXT = {
-    "0005_organization_region.sql": "-- test only: a column with a default for existing rows\n"
+    "0007_organization_region.sql": "-- test only: a column with a default for existing rows\n"
     "ALTER TABLE voicemon.organizations ADD COLUMN IF NOT EXISTS region "
     "LowCardinality(String) DEFAULT 'unassigned';\n",
-    "0006_event_type_index.sql": "-- test only: a skip index on a table holding rows\n"
+    "0008_event_type_index.sql": "-- test only: a skip index on a table holding rows\n"
     "ALTER TABLE voicemon.pipeline_events ADD INDEX IF NOT EXISTS event_type_set "
     "event_type TYPE set(16) GRANULARITY 4;\n",
 }
@@ -90,8 +90,11 @@ def test_a_store_of_the_released_version_is_adopted_with_its_rows(tmp_path: Path
     )
     assert after["latest"] == [[6, 2]]  # the view still reads the newest version
     added = {"pipeline_events": ", non_replicated_deduplication_window = 1000"}  # by 0004
+    ttl = "TTL toDateTime(occurred_at) + toIntervalHour(48)"  # a second more by 0006
+    longer = "TTL (toDateTime(occurred_at) + toIntervalHour(48)) + toIntervalSecond(1)"
     for name, ddl in before["ddl"].items():
-        assert after["ddl"][name] == ddl + added.get(name, ""), f"{name} changed while adopted"
+        wanted = ddl.replace(ttl, longer) + added.get(name, "")
+        assert after["ddl"][name] == wanted, f"{name} changed while adopted"
     assert "schema_migrations" in after["ddl"]
 
 
@@ -105,7 +108,7 @@ def test_next_migrations_reach_a_store_with_rows_and_a_changed_one_is_refused(
         {
             **NEXT,
             "0003_snapshots.sql": edited,
-            "0007_organization_tier.sql": "ALTER TABLE voicemon.organizations "
+            "0009_organization_tier.sql": "ALTER TABLE voicemon.organizations "
             "ADD COLUMN IF NOT EXISTS tier UInt8 DEFAULT 0;\n",
         },
     )
@@ -115,8 +118,8 @@ def test_next_migrations_reach_a_store_with_rows_and_a_changed_one_is_refused(
         report["pending"]
         == report["applied"]
         == [
-            "0005_organization_region",
-            "0006_event_type_index",
+            "0007_organization_region",
+            "0008_event_type_index",
         ]
     )
     rows = {"pipeline_events": 3, "snapshots": 2, "stage_snapshots": 1, "organizations": 1}
@@ -133,7 +136,7 @@ def test_next_migrations_reach_a_store_with_rows_and_a_changed_one_is_refused(
         "differs from voicemon.schema_migrations); restore the file and put the change in a "
         "new numbered one"
     )
-    assert [row[0] for row in report["records"]] == [1, 2, 3, 4, 5, 6]  # 0007 never ran
+    assert [row[0] for row in report["records"]] == [1, 2, 3, 4, 5, 6, 7, 8]  # 0009 never ran
     assert "tier" not in report["organization_columns"]
     assert "region" in report["organization_columns"]
 

@@ -1,20 +1,20 @@
-"""Which event ids the store may hold from before the seen-markers' reach (CONTRACT §3.1).
+"""The stored event ids: the dedup horizon, and which ids are worth a store lookup (CONTRACT §3.1).
 
 A seen-marker lives 80 to 100 minutes; the raw row of its event lives 48 hours. A later copy
-of the event, identical or conflicting, dated in any hour, must find that row: at most one
-raw row per ``event_id`` while it is retained. Asking the store about every event would cost
-more than the whole ingest path (``tests.perf.store_lookup``), so each worker that writes
-raw rows keeps Bloom filters of the ids stored in the last 49 hours and asks the store only
-about the ids they may hold. A filter has no false negatives, so the answer stays exact; a
-false positive costs one store lookup.
+of the event, identical or conflicting, dated in any hour, must find the first one: at most
+one raw row per ``event_id``. The materialized view ``voicemon.stored_event_ids_feed`` copies
+every raw insert's ids and positions, by stored time, into ``voicemon.stored_event_ids``;
+a later copy is a duplicate if a copy was stored within ``KEEP_MS`` (``stored_positions``).
 
-Every worker's ids reach every filter through the store itself: the materialized view
-``voicemon.stored_event_ids_feed`` copies each raw insert's ids (as ``xxHash64``) with the
-minute they were stored (``ingested_at``), and each worker reads the minutes it has not read
-yet, ``FEED_LAG_MS`` after they end, and again until they are ``FEED_OVERLAP_MS`` older, so
-an insert that took that long to land is still read. An id is in every filter within about
-``FEED_LAG_MS + READ_EVERY_MS + 1 min`` of its insert (8 minutes), long before its
-seen-marker is gone.
+Asking the store about every event would cost more than the whole ingest path
+(``tests.perf.store_lookup``), so each worker that writes raw rows keeps Bloom filters of the
+ids (their ``xxHash64``) stored within the horizon and asks the store only about the ids they
+may hold. A filter has no false negatives, so the answer stays exact; a false positive costs
+one store lookup. The filters are fed from the same table: each worker reads the minutes it
+has not read yet, ``FEED_LAG_MS`` after they end, and again while they are under
+``FEED_OVERLAP_MS`` old if their row count grew (an insert that landed late, a writer whose
+clock is behind). An id is in every filter within about ``FEED_LAG_MS + READ_EVERY_MS +
+1 min`` of its insert (8 minutes), long before its seen-marker is gone.
 
 ``IdFilter`` is the pure part: one Bloom filter per span of ``BLOCK_MS`` of stored time (more
 when a span outgrows its first guess), dropped once the span is ``KEEP_MS`` old.

@@ -51,6 +51,10 @@ class FaultyStore:
         self._gate()
         return self._client.query(*args, **kwargs)
 
+    def query_arrow(self, *args: Any, **kwargs: Any) -> Any:
+        self._gate()
+        return self._client.query_arrow(*args, **kwargs)
+
     def command(self, *args: Any, **kwargs: Any) -> Any:
         self._gate()
         return self._client.command(*args, **kwargs)

@@ -34,12 +34,11 @@ import xxhash
 from consumers.rows import Position
 from voicemon.event import FUTURE_TOLERANCE_MS, RAW_RETENTION_MS
 from voicemon.store import Client
+from voicemon.windows import HOUR_MS, MINUTE_MS
 
 log = logging.getLogger("voicemon.ingest")
 
 FEED = "voicemon.stored_event_ids"
-MINUTE_MS = 60_000
-HOUR_MS = 60 * MINUTE_MS
 FEED_LAG_MS = MINUTE_MS  # a stored minute is read once this long has passed since its end
 # ... and read again, if its row count grew, until it is this old: an insert that lands late,
 # or a writer whose clock is behind the reader's, by up to this much (less the lag).
@@ -268,8 +267,8 @@ _BETWEEN = (
 def stored_positions(client: Client, event_ids: Sequence[str], now_ms: int) -> dict[str, str]:
     """The position of the first copy of each of these events stored within the dedup
     horizon (``KEEP_MS`` before ``now_ms``), whether or not its raw row is still retained.
-    A lookup by the ids' bloom filter index: 100 ids of 6M stored rows in tens of ms on the
-    embedded engine (``tests.perf.store_lookup``)."""
+    The table's key (ten minutes of stored time, event id) makes it a lookup: 100 ids of 6M
+    stored rows in tens of ms on the embedded engine (``tests.perf.store_lookup``)."""
     if not event_ids:
         return {}
     result = client.query(

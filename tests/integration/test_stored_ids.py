@@ -15,7 +15,6 @@ from consumers.stored_ids import (
     FEED_LAG_MS,
     FEED_OVERLAP_MS,
     KEEP_MS,
-    MINUTE_MS,
     READ_EVERY_MS,
     StoredIds,
     id_hashes,
@@ -23,6 +22,7 @@ from consumers.stored_ids import (
 )
 from voicemon.event import EventType, PipelineEvent
 from voicemon.store import Client
+from voicemon.windows import MINUTE_MS
 
 M = 1_900_000_000_000 // MINUTE_MS * MINUTE_MS  # the start of a minute
 

@@ -24,10 +24,11 @@ from typing import Any
 import pyarrow as pa
 
 from consumers.raw_writer import SCHEMA, TABLE, RawWriter
-from consumers.stored_ids import MINUTE_MS, StoredIds
+from consumers.stored_ids import StoredIds
 from voicemon.event import PipelineEvent, validate_event
 from voicemon.store import Client, connect
 from voicemon.store_migrations import migrate
+from voicemon.windows import MINUTE_MS
 
 HOUR_MS = 3_600_000
 TYPES = ["artifact_received", "artifact_completed", "artifact_failed", "stage_started",

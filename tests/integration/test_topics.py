@@ -108,6 +108,13 @@ def test_ensure_sets_log_append_time_and_the_dlq_headroom_on_existing_topics(
     resource = ConfigResource("topic", settings.dlq_topic, incremental_configs=[entry])
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
+    # The controller acknowledges the change before every broker serves it: wait until the
+    # broker describes it, so that ensure reads the larger limit (it once read the old one
+    # under load and the check below saw 365536).
+    deadline = time.monotonic() + 30
+    while config_of(admin, settings.dlq_topic)["max.message.bytes"] != "900000":
+        assert time.monotonic() < deadline, "the broker never served the altered limit"
+        time.sleep(0.2)
     again = topics.ensure(bootstrap, topics.topic_specs(settings))
     assert [r.state for r in again] == ["ok", "ok", "ok", "ok"]  # a larger limit is kept
     assert config_of(admin, settings.dlq_topic)["max.message.bytes"] == "900000"

@@ -16,13 +16,16 @@ the caller retries.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from consumers.letters import DeadLetter, Source
+from consumers.letters import DeadLetter, Source, record_digest
 from voicemon import telemetry
 from voicemon.kafka_client import confluent_logging
 from voicemon.publisher import (
@@ -32,21 +35,45 @@ from voicemon.publisher import (
     PublishFailed,
     outcomes,
 )
+from voicemon.windows import HOUR_MS
 
 log = logging.getLogger("voicemon.dlq")
 
 DELIVERY_TIMEOUT_S = 30.0  # a letter unanswered this long is an outage: the batch is retried
+READ_IDLE_S = 600.0  # a DLQ partition read by ``holding`` is kept this long after its last use
 
 
-def _source(headers: Any) -> Source:
-    """The (source partition, source offset, batch index) of a DLQ record's headers."""
-    values = {name: bytes(value).decode() for name, value in headers or [] if value is not None}
-    batch_index = values.get("voicemon-batch-index")
-    return (
-        int(values["voicemon-source-partition"]),
-        int(values["voicemon-source-offset"]),
-        None if batch_index is None else int(batch_index),
-    )
+def _named(headers: Any) -> dict[str, str]:
+    """A DLQ record's headers by name."""
+    return {name: bytes(value).decode(errors="replace") for name, value in headers or []
+            if value is not None}  # fmt: skip
+
+
+def _source(named: Mapping[str, str]) -> Source | None:
+    """The (source partition, source offset, batch index) a DLQ record's headers name; None
+    for a record without them (not voicemon's)."""
+    try:
+        batch_index = named.get("voicemon-batch-index")
+        return (
+            int(named["voicemon-source-partition"]),
+            int(named["voicemon-source-offset"]),
+            None if batch_index is None else int(batch_index),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(slots=True)
+class _Read:
+    """What a DLQ partition held when last read: its letters' sources and digests, by the
+    hour of their time (an hour is dropped once the lookups' reach has passed it)."""
+
+    next_offset: int
+    hours: dict[int, set[tuple[Source, bytes]]]
+    used: float  # time.monotonic() of its last use
+
+    def holds(self, source: Source, digest: bytes) -> bool:
+        return any((source, digest) in letters for letters in self.hours.values())
 
 
 class DeadLetters:
@@ -68,12 +95,16 @@ class DeadLetters:
         )  # fmt: skip
         self._partitions = 0
         self._in_flight: dict[Source, Future[Published]] = {}  # sends not answered yet
+        self._read: dict[int, _Read] = {}  # DLQ partitions read by ``holding``
 
     def partition_of(self, letter: DeadLetter) -> int:
+        return self._partition_of(letter.partition)
+
+    def _partition_of(self, source_partition: int) -> int:
         if not self._partitions:
             metadata = self._reader.list_topics(self._topic, timeout=10)
             self._partitions = len(metadata.topics[self._topic].partitions)
-        return letter.partition % self._partitions
+        return source_partition % self._partitions
 
     def end_offset(self, partition: int) -> int:
         _, high = self._reader.get_watermark_offsets(
@@ -83,24 +114,73 @@ class DeadLetters:
 
     def published_since(self, partition: int, offset: int) -> set[Source]:
         """The sources of the records in DLQ ``partition`` from ``offset`` to its end now."""
-        end = self.end_offset(partition)
+        sources = (_source(_named(h)) for _, _, h, _ in self._records(partition, offset))
+        return {source for source in sources if source is not None}
+
+    def holding(self, wanted: Mapping[Source, bytes], since_ms: int) -> set[Source]:
+        """Which ``wanted`` sources have a letter in the DLQ whose original has the digest
+        given (``letters.payload_digest``), among the letters appended since ``since_ms``
+        (CONTRACT §3.2: the DLQ record of a first decision). Each DLQ partition is read once,
+        then from where the last read ended, and forgotten ``READ_IDLE_S`` after its last
+        use: a replay asks chunk after chunk."""
+        by_partition: dict[int, list[Source]] = defaultdict(list)
+        for source in wanted:
+            by_partition[self._partition_of(source[0])].append(source)
+        now = time.monotonic()
+        self._read = {p: read for p, read in self._read.items() if now - read.used <= READ_IDLE_S}
         found: set[Source] = set()
+        for partition, sources in by_partition.items():
+            read = self._read_on(partition, since_ms, now)
+            found.update(source for source in sources if read.holds(source, wanted[source]))
+        return found
+
+    def _read_on(self, partition: int, since_ms: int, now: float) -> _Read:
+        """DLQ ``partition`` read to its end now: from where the last read ended, or if it
+        was not read, from ``since_ms``."""
+        read = self._read.get(partition)
+        if read is None:
+            read = self._read[partition] = _Read(self._offset_at(partition, since_ms), {}, now)
+        for offset, at_ms, headers, value in self._records(partition, read.next_offset):
+            named = _named(headers)
+            source = _source(named)
+            if source is not None:
+                letter = source, record_digest(named, value)
+                read.hours.setdefault(at_ms // HOUR_MS, set()).add(letter)
+            read.next_offset = offset + 1
+        read.hours = {hour: found for hour, found in read.hours.items()
+                      if hour >= since_ms // HOUR_MS}  # fmt: skip
+        read.used = now
+        return read
+
+    def _offset_at(self, partition: int, since_ms: int) -> int:
+        """The first offset of DLQ ``partition`` appended at or after ``since_ms``."""
+        asked = TopicPartition(self._topic, partition, since_ms)
+        (found,) = self._reader.offsets_for_times([asked], timeout=10)
+        return int(found.offset) if found.offset >= 0 else self.end_offset(partition)
+
+    def _records(self, partition: int, offset: int) -> Iterator[tuple[int, int, Any, bytes | None]]:
+        """The offset, time, headers and value of each record of DLQ ``partition`` from
+        ``offset`` to its end now, in offset order (a gap, a record compacted away, is
+        skipped)."""
+        end = self.end_offset(partition)
         if offset >= end:
-            return found
+            return
         self._reader.assign([TopicPartition(self._topic, partition, offset)])
         try:
-            while True:
-                records = self._reader.consume(500, timeout=5)
+            while True:  # ask for no more than are left: consume waits for as many as asked
+                records = self._reader.consume(min(500, end - offset), timeout=5)
                 if not records:
                     raise DeliveryError(f"DLQ partition {partition} unreadable below {end}")
                 for record in records:
                     error = record.error()
                     if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                        return found
+                        return
                     if error is None:
-                        found.add(_source(record.headers()))
-                        if (record.offset() or 0) + 1 >= end:
-                            return found
+                        offset = (record.offset() or 0) + 1
+                        at_ms = record.timestamp()[1]
+                        yield offset - 1, at_ms, record.headers(), record.value()
+                        if offset >= end:
+                            return
         finally:
             self._reader.unassign()
 

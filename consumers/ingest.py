@@ -6,7 +6,8 @@ Order of effects, each idempotent under replay of the same Kafka messages:
    (``consumers.store_leases``): after a handover, the new owner waits for the old one's store;
 1. decode every message (pure, ``consumers.decode``) with the record's time as "now"; events
    too late by the worker's clock or a create time, or accepted by the clock where a create
-   time was not trusted, keep the first decision made about their position (CONTRACT §3.2);
+   time was not trusted, keep the first decision made about their position (CONTRACT §3.2:
+   its marker, row or DLQ letter);
 2. each rejection is published to the DLQ exactly once (``consumers.publish_once``);
 3. Redis scripts mark the new event ids seen (with the position that counted them), one
    call per shard group, then add the counter increments of every event the batch's
@@ -29,7 +30,7 @@ import asyncio
 import functools
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.batch import (
@@ -44,8 +45,8 @@ from consumers.batch import (
     letter_of,
     written_windows,
 )
-from consumers.decode import AcceptedEvent, decode_message
-from consumers.letters import DeadLetter
+from consumers.decode import AcceptedEvent, batch_elements, decode_message
+from consumers.letters import DeadLetter, Source
 from consumers.publish_once import OncePublisher
 from consumers.raw_writer import RawWriter
 from consumers.rolling_counters import MARKED_NOW, DecidedMark, RollingCounters, Span
@@ -143,13 +144,16 @@ class Ingest:
         now_ms = int(self._clock() * 1000)
         rows, letters, late, unsure, edge = self._decode(messages, now_ms)
         kept, late_letters = await self._decided_before(late, messages, now_ms)
-        accepted = await self._not_rejected_before(unsure, messages)
+        letters += late_letters
+        replayed = await self._replayed(letters, unsure, messages)
+        accepted = await self._not_rejected_before(unsure, messages, replayed, now_ms)
         if kept or accepted:  # in the messages' order: the first copy in a batch wins
             rows = _in_message_order(rows + kept + accepted, messages)
-        letters += late_letters
         rejected = len(letters) + len(unsure) - len(accepted)
         if self._counts:
-            await self._dead_letters.publish_once(letters, self._replicated(primaries))
+            await self._dead_letters.publish_once(
+                letters, self._replicated(primaries), replayed=replayed
+            )
             classified = await self._count_once(rows, now_ms, messages)
         else:
             classified = await self._follow_counters(rows, now_ms, edge, messages)
@@ -418,17 +422,55 @@ class Ingest:
                     letters.append(letter_from(item, message))
         return rows, letters, late, unsure, edge
 
+    async def _replayed(
+        self, letters: Sequence[DeadLetter], unsure: Sequence[RawRow], messages: Sequence[Message]
+    ) -> set[Source]:
+        """The DLQ sources, among these letters and rows, of records without a log-append time
+        at positions a count decided before (``RollingCounters.decided_through``): a first
+        rejection of theirs may be in the DLQ with its marker ended (``OncePublisher.in_dlq``)."""
+        if not letters and not unsure:
+            return set()
+        found = _by_position(messages)
+        sources = {letter.source for letter in letters
+                   if not found[letter.partition, letter.offset].log_append}  # fmt: skip
+        sources.update(_source(row, _message_of(row, found)) for row in unsure)
+        if not sources:
+            return set()
+        marks = await self._counters.decided_through(sorted({source[0] for source in sources}))
+        return {
+            source
+            for source in sources
+            if (mark := marks.get(source[0])) is not None and mark.covers(source[1], None)
+        }
+
     async def _not_rejected_before(
-        self, unsure: Sequence[RawRow], messages: Sequence[Message]
+        self,
+        unsure: Sequence[RawRow],
+        messages: Sequence[Message],
+        replayed: Container[Source],
+        now_ms: int,
     ) -> list[RawRow]:
         """Rows of records without a log-append time whose position was not rejected before,
-        by an earlier reading that judged the record's time otherwise (its DLQ marker says
-        so): a replay keeps the first decision (CONTRACT §3.2)."""
+        by an earlier reading that judged the record's time otherwise: a replay keeps the
+        first decision (CONTRACT §3.2). Its DLQ marker says so, or, once the marker ended, at
+        a ``replayed`` position that no seen-marker says was counted there, its letter in the
+        DLQ (``OncePublisher.in_dlq``)."""
         if not unsure:
             return []
         found = _by_position(messages)
         sources = [_source(row, _message_of(row, found)) for row in unsure]
         rejected = await self._dead_letters.rejected_before(sources)
+        asking = [i for i, source in enumerate(sources)
+                  if source in replayed and source not in rejected]  # fmt: skip
+        if asking:
+            ids = [unsure[i].event.event_id for i in asking]
+            owners = await self._counters.owners(ids, now_ms)
+            elements: dict[tuple[int, int], list[bytes]] = {}
+            asked = {sources[i]: _payload(unsure[i], _message_of(unsure[i], found), sources[i],
+                                          elements)
+                     for i, owner in zip(asking, owners, strict=True)
+                     if owner != str(unsure[i].position)}  # fmt: skip
+            rejected |= await self._dead_letters.in_dlq(asked)
         return [row for row, source in zip(unsure, sources, strict=True) if source not in rejected]
 
     async def _count_once(
@@ -507,10 +549,23 @@ class Ingest:
         return owners
 
 
-def _source(row: RawRow, message: Message) -> tuple[int, int, int | None]:
+def _source(row: RawRow, message: Message) -> Source:
     """A row's DLQ source: partition, offset, and batch index if its message is a batch."""
     batch = (message.value or b"").lstrip().startswith(b"[")
     return row.position.partition, row.position.offset, row.position.batch_index if batch else None
+
+
+def _payload(
+    row: RawRow, message: Message, source: Source, elements: dict[tuple[int, int], list[bytes]]
+) -> bytes | None:
+    """The bytes a letter of ``row`` carries (pure): its message's value, or its own element of
+    a batch (``elements`` keeps each batch's elements, split once)."""
+    if source[2] is None or message.value is None:
+        return message.value
+    at = message.partition, message.offset
+    if at not in elements:
+        elements[at] = batch_elements(message.value)
+    return elements[at][source[2]]
 
 
 def _spans(messages: Sequence[Message]) -> dict[int, Span]:

@@ -5,6 +5,7 @@ publishes them."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,3 +53,20 @@ class DeadLetter:
             ("voicemon-sha256", hashlib.sha256(payload).hexdigest().encode()),
             ("voicemon-original-bytes", str(len(payload)).encode()),
         ]
+
+
+def payload_digest(payload: bytes | None) -> bytes:
+    """What tells a letter's bytes from others' (pure): their sha256; empty for no value."""
+    return b"" if payload is None else hashlib.sha256(payload).digest()
+
+
+def record_digest(headers: Mapping[str, str], value: bytes | None) -> bytes:
+    """The ``payload_digest`` of the original a DLQ record carries (pure): of its value, or,
+    for an envelope, the sha256 of the whole original its headers give."""
+    if headers.get("voicemon-truncated") == "1":
+        try:
+            digest = bytes.fromhex(headers["voicemon-sha256"])
+        except (KeyError, ValueError):
+            digest = b""
+        return digest if len(digest) == hashlib.sha256().digest_size else b"?"  # "?": no match
+    return payload_digest(value)

@@ -17,7 +17,9 @@ call's letters are settled. A step settles a partition's letters in offset order
 counts and stores its chunks one after the other; a new owner starts at the committed
 offset, behind anything not settled), so a letter claimed afresh at or below that offset,
 appended no later, was settled before: it is marked sent, not sent again. (A letter appended
-later at a lower offset comes from a recreated topic, and is sent.)
+later at a lower offset comes from a recreated topic, and is sent.) A record without a
+log-append time has no such mark: at a position a count decided before, a letter claimed
+afresh is looked up in the DLQ itself, by its source and bytes (``in_dlq``).
 
 Known limit: the publish and its "sent" mark are not one transaction; a crash between them
 publishes that rejection again once its claim is abandoned — unless the successor finds it
@@ -29,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.dead_letters import DeadLetters
-from consumers.letters import DeadLetter, Source
+from consumers.letters import DeadLetter, Source, payload_digest
+from consumers.rolling_counters import DECIDED_TTL_MS
 from voicemon import keys
 from voicemon.redis_client import AsyncRedis as Redis
 
@@ -47,6 +50,9 @@ WAIT_FOR_OTHERS_S = 60.0  # claims are abandoned after DLQ_ABANDONED_MS; this bo
 # come back at once, so the last attempt still ends within this.)
 DLQ_ABANDONED_MS = 40_000
 DLQ_MARKER_TTL_MS = 2 * 3_600_000  # a replay after a crash or rebalance comes well within
+# A decided position's letter is looked up among the letters of this long (``in_dlq``): the
+# decided marks' reach, and an hour for the clocks of the workers that published them.
+DLQ_LOOKBACK_MS = DECIDED_TTL_MS + 3_600_000
 
 # KEYS: a step's settled mark; ARGV: per input partition, the partition, the offset and the
 # log-append time of the last letter settled there. Raises each partition's mark, never lowers it.
@@ -138,6 +144,7 @@ class OncePublisher:
         letters: Sequence[DeadLetter],
         replicated: Callable[[], Awaitable[object]] | None = None,
         step: str = "count",
+        replayed: Container[Source] = (),
     ) -> None:
         """Return once every letter is in the DLQ, published by this worker or another. A
         letter another worker is publishing is waited for until it is published or its claim
@@ -145,7 +152,9 @@ class OncePublisher:
         ``replicated`` (``Replication.confirm``) returns once the claims are on the replicas,
         and raises if they are not: a letter is published only under a claim that survives a
         failover, so a retry after one verifies it in the DLQ instead of sending it again.
-        ``step`` names the step whose letters these are (its settled marks)."""
+        ``step`` names the step whose letters these are (its settled marks). ``replayed``:
+        the sources of records without a log-append time that a count decided before; one
+        claimed afresh is looked up in the DLQ (``in_dlq``) before it is sent."""
         pending = {_marker(letter): letter for letter in letters}
         deadline = time.monotonic() + WAIT_FOR_OTHERS_S
         while pending:
@@ -164,6 +173,10 @@ class OncePublisher:
             if to_send:  # claimed afresh: settled before, if its marker expired since?
                 marks = await self._settled_marks(step, to_send.values())
                 forgotten = [k for k, letter in to_send.items() if settled_before(letter, marks)]
+                asked = {letter.source: letter.rejected.payload for k, letter in to_send.items()
+                         if letter.source in replayed and k not in forgotten}  # fmt: skip
+                found = await self.in_dlq(asked)
+                forgotten += [k for k, letter in to_send.items() if letter.source in found]
                 done += forgotten
                 for key in forgotten:
                     del to_send[key]
@@ -238,6 +251,18 @@ class OncePublisher:
             return set()
         found = await self._redis.mget([keys.dead_lettered(*source) for source in sources])
         return {source for source, value in zip(sources, found, strict=True) if value}
+
+    async def in_dlq(self, payloads: Mapping[Source, bytes | None]) -> set[Source]:
+        """Which of these sources have a letter of these bytes in the DLQ, published within
+        the reach of the decided marks (``DLQ_LOOKBACK_MS``): a rejection of a record without
+        a log-append time, replayed after its marker ended, keeps its first decision
+        (CONTRACT §3.2). A letter refused for good is not there, nor one of a recreated topic
+        with other bytes at that position."""
+        if not payloads:
+            return set()
+        since_ms = int(self._clock() * 1000) - DLQ_LOOKBACK_MS
+        digests = {source: payload_digest(payload) for source, payload in payloads.items()}
+        return await asyncio.to_thread(self._dead_letters.holding, digests, since_ms)
 
     async def _verdicts(self, claims: Mapping[str, Claim], now_ms: int) -> dict[str, str | Claim]:
         """For each rejection marker: 'sent', 'claimed' (ours to send now), 'held' (another

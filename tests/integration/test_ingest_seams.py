@@ -314,3 +314,58 @@ def test_a_replayed_unstorable_event_adds_nothing_to_the_duplicates(
         assert reasons(pipeline) == ["unstorable"]
     finally:
         clean_store.command("ALTER TABLE voicemon.pipeline_events DROP CONSTRAINT no_poison")
+
+
+# -- CONTRACT §3.2: a first rejection outlives its DLQ marker (its letter in the DLQ) ------
+
+
+async def forget_dlq_markers(redis: AsyncRedis) -> None:
+    """The rejections' DLQ markers end (they live 2 h by Redis's clock)."""
+    found = [key async for key in redis.scan_iter(match=keys.dead_lettered(0, 0, None)[:-5] + "*")]
+    await redis.delete(*found)
+
+
+FUTURE = "future"  # an event 30 minutes ahead of the first reading's clock
+
+
+@pytest.mark.parametrize(
+    ("first", "replay", "record_ms", "letters", "counted"),
+    [
+        # rejected by the clock (no create time, or one 10 min off): kept after 2 h 10 min
+        ([FUTURE], [FUTURE], None, ["future_timestamp"], 0),
+        ([FUTURE], [FUTURE], -10 * MINUTE, ["future_timestamp"], 0),
+        # a batch: its rejected element stays rejected, its accepted one counted once
+        (["ok", FUTURE], ["ok", FUTURE], None, ["future_timestamp"], 1),
+        # not valid JSON: one letter
+        ([b'{"event_id": '], [b'{"event_id": '], -10 * MINUTE, ["invalid_json"], 0),
+        # a recreated topic: other bytes at the lettered position are decided anew
+        ([b'{"event_id": '], [b'{"event_id": 7'], -10 * MINUTE, ["invalid_json"] * 2, 0),
+        ([FUTURE], ["ok"], None, ["future_timestamp"], 1),
+    ],
+)
+def test_a_rejection_without_a_log_append_time_keeps_its_decision_after_its_marker(
+    pipeline: Pipeline, clean_store: Client, first: list[Any], replay: list[Any],
+    record_ms: int | None, letters: list[str], counted: int,
+) -> None:  # fmt: skip
+    now = int(time.time() * 1000)  # the DLQ's records are stamped by the real clock
+    later = now + 2 * HOUR + 10 * MINUTE
+
+    def record(values: list[Any]) -> Message:
+        items = [body(f"id-{i}", now + 30 * MINUTE if v == FUTURE else now - MINUTE)
+                 if isinstance(v, str) else v for i, v in enumerate(values)]  # fmt: skip
+        raw = items[0] if len(items) == 1 else orjson.dumps(items)
+        created = None if record_ms is None else now + record_ms
+        return message(0, raw, created, log_append=False)  # type: ignore[arg-type]
+
+    async def scenario(redis: AsyncRedis) -> list[BatchOutcome]:
+        worker = Worker(pipeline, clean_store, redis)
+        outcomes = [await worker.at(now).process([record(first)])]
+        await forget_dlq_markers(redis)
+        again = Worker(pipeline, clean_store, redis)  # a restart: nothing kept in memory
+        outcomes.append(await again.at(later).process([record(replay)]))
+        return outcomes
+
+    before, after = run(pipeline, scenario)
+    assert reasons(pipeline) == letters
+    assert before.counted + after.counted == counted
+    assert len(clean_store.query("SELECT 1 FROM voicemon.pipeline_events").result_rows) == counted

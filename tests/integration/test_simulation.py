@@ -660,12 +660,6 @@ def test_an_event_counted_in_time_keeps_its_decision_when_replayed_late(
 # -- the decided marks, a second review (eab0bf3) -------------------------------------------
 
 
-CREATE_TIME_REJECTION_OPEN = (
-    "known limit, issue 16 open: on a topic that keeps create time (not ours; `topics ensure` "
-    "makes log-append topics), a rejection replayed after its 2 h DLQ marker ended is decided anew"
-)
-
-
 def _old_topic(at: int, log_append: bool) -> Any:
     return chunk(at, *[record(0, i, event(f"old-{i}", at - MINUTE_MS), at=at,
                                 log_append=log_append) for i in range(6)])  # fmt: skip
@@ -712,34 +706,35 @@ def test_an_event_counted_in_time_on_a_recreated_topic_keeps_its_decision(
     assert views_of(plan(old, read, topology="split"), store, redis_url) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=CREATE_TIME_REJECTION_OPEN,
-)
+@pytest.mark.parametrize("topology", ["all", "split"])
 @pytest.mark.parametrize("created", [None, "clock-10min"])
 def test_a_future_rejection_replayed_after_the_dlq_marker_ended_stays_rejected(
-    store: Client, redis_url: str, created: str | None
+    store: Client, redis_url: str, created: str | None, topology: str
 ) -> None:
     """A record without a usable time (or a create time not trusted): decided by the clock;
-    rejected future_timestamp, replayed 2 h 10 min later after an outage: accepted."""
+    rejected future_timestamp, replayed 2 h 10 min later after an outage, its DLQ marker
+    gone: its letter in the DLQ keeps the decision (the clock alone would accept it now)."""
     at = T0 + 29 * MINUTE_MS
     record_ms = None if created is None else at - 10 * MINUTE_MS
     body = event("ahead", at + 30 * MINUTE_MS)
     bad = record(1, 0, body, at=record_ms, log_append=False)
-    outage = plan(chunk(at, bad, fault="outage", replay_at=at + 2 * HOUR_MS + 10 * MINUTE_MS))
+    outage = plan(chunk(at, bad, fault="outage", replay_at=at + 2 * HOUR_MS + 10 * MINUTE_MS),
+                  topology=topology)  # fmt: skip
     assert views_of(outage, store, redis_url) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=CREATE_TIME_REJECTION_OPEN,
+@pytest.mark.parametrize(
+    ("size", "dlq_max_bytes"),
+    [(13, None), (100_000, None), (100_000, 80_000)],  # the last one goes out as an envelope
 )
 def test_an_invalid_record_on_a_create_time_topic_replayed_late_is_sent_once(
-    store: Client, redis_url: str
+    store: Client, redis_url: str, size: int, dlq_max_bytes: int | None
 ) -> None:
     at = T0 + 29 * MINUTE_MS
-    bad = Record(1, 0, b'{"event_id": ', at, False, (), False, "invalid_json")
-    outage = plan(chunk(at, bad, fault="outage", replay_at=at + 2 * HOUR_MS + 10 * MINUTE_MS))
+    value = b'{"event_id": '.ljust(size, b"x")
+    bad = Record(1, 0, value, at, False, (), False, "invalid_json")
+    outage = plan(chunk(at, bad, fault="outage", replay_at=at + 2 * HOUR_MS + 10 * MINUTE_MS),
+                  dlq_max_bytes=dlq_max_bytes)  # fmt: skip
     assert views_of(outage, store, redis_url) == []
 
 

@@ -27,8 +27,9 @@ import asyncio
 import heapq
 import itertools
 import math
+import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -105,6 +106,7 @@ class Letter:
     reason: str
     payload: bytes | None
     headers: dict[str, str]
+    at_ms: int  # when it was appended (by the clock of the run)
 
 
 class _RecordingProducer:
@@ -134,7 +136,8 @@ class _RecordingProducer:
         source = (int(named["voicemon-source-partition"]), int(named["voicemon-source-offset"]),
                   None if batch_index is None else int(batch_index))  # fmt: skip
         records = self._dlq.records[partition]
-        records.append(Letter(source, named["voicemon-reason"], value, named))
+        at_ms = int(self._dlq.clock() * 1000)
+        records.append(Letter(source, named["voicemon-reason"], value, named, at_ms))
         sent.set_result(Published(topic, partition, len(records) - 1))
         return sent
 
@@ -143,18 +146,31 @@ class DlqRecorder(DeadLetters):
     """The real ``DeadLetters`` (its envelopes, refusals and per-letter deliveries) over a
     recording producer and reader instead of Kafka: each DLQ partition is a list."""
 
-    def __init__(self, partitions: int = PARTITIONS, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        partitions: int = PARTITIONS,
+        max_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock
         self._topic = "simulated.dlq"
         self._partitions = partitions
         self._in_flight = {}
         self._publisher = _RecordingProducer(self, max_bytes)  # type: ignore[assignment]
         self.records: list[list[Letter]] = [[] for _ in range(partitions)]
+        self._read = {}
 
     def end_offset(self, partition: int) -> int:
         return len(self.records[partition])
 
-    def published_since(self, partition: int, offset: int) -> set[tuple[int, int, int | None]]:
-        return {letter.source for letter in self.records[partition][offset:]}
+    def _offset_at(self, partition: int, since_ms: int) -> int:
+        found = self.records[partition]
+        return next((i for i, letter in enumerate(found) if letter.at_ms >= since_ms), len(found))
+
+    def _records(self, partition: int, offset: int) -> Iterator[tuple[int, int, Any, bytes | None]]:
+        for at, letter in enumerate(self.records[partition][offset:], start=offset):
+            headers = [(k, v.encode()) for k, v in letter.headers.items()]
+            yield at, letter.at_ms, headers, letter.payload
 
     def letters(self) -> list[Letter]:
         return [letter for partition in self.records for letter in partition]
@@ -235,7 +251,7 @@ class Driver:
         self.store = store
         self.redis_url = redis_url
         self.clock = VirtualClock(schedule.start_ms)
-        self.dlq = DlqRecorder(max_bytes=schedule.dlq_max_bytes)
+        self.dlq = DlqRecorder(max_bytes=schedule.dlq_max_bytes, clock=self.clock)
         self.published: list[tuple[str, dict[str, Any]]] = []
         self.outcome = Outcome()
         self.workers: list[Worker] = []

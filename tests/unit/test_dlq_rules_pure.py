@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from consumers.decode import RejectedPayload
-from consumers.letters import ENVELOPE_BYTES, DeadLetter
+from consumers.letters import ENVELOPE_BYTES, DeadLetter, payload_digest, record_digest
 from consumers.publish_once import settled_before
 from voicemon.event import Rejection, RejectReason
 from voicemon.publisher import PublishFailed
@@ -65,6 +65,28 @@ def test_an_envelope_holds_the_first_64_kib_and_the_originals_digest(size: int) 
         "voicemon-sha256": hashlib.sha256(original).hexdigest().encode(),
         "voicemon-original-bytes": str(size).encode(),
     }
+    named = {name: raw.decode() for name, raw in headers}
+    assert record_digest(named, value) == payload_digest(original)  # found by its original
+
+
+@pytest.mark.parametrize(
+    ("headers", "value", "found"),
+    [
+        ({}, b"{bad", [True, False, False]),
+        ({}, b"", [False, True, False]),
+        ({}, None, [False, False, True]),  # a record without a value, forwarded so
+        ({"voicemon-truncated": "1", "voicemon-sha256": "zz"}, b"", [False, False, False]),
+        ({"voicemon-truncated": "1", "voicemon-sha256": ""}, None, [False, False, False]),
+        ({"voicemon-truncated": "1", "voicemon-sha256": "ab" * 31}, b"", [False, False, False]),
+        ({"voicemon-truncated": "1"}, b"{bad", [False, False, False]),
+        ({"voicemon-truncated": "0"}, b"{bad", [True, False, False]),
+    ],
+)
+def test_a_dlq_records_digest_is_its_originals_or_matches_no_payload(
+    headers: dict[str, str], value: bytes | None, found: list[bool]
+) -> None:
+    digest = record_digest(headers, value)
+    assert [payload_digest(p) == digest for p in (b"{bad", b"", None)] == found
 
 
 @pytest.mark.parametrize(

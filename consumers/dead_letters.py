@@ -114,7 +114,8 @@ class DeadLetters:
 
     def published_since(self, partition: int, offset: int) -> set[Source]:
         """The sources of the records in DLQ ``partition`` from ``offset`` to its end now."""
-        sources = (_source(_named(h)) for _, _, h, _ in self._records(partition, offset))
+        records = self._records(partition, offset, self.end_offset(partition))
+        sources = (_source(_named(headers)) for _, _, headers, _ in records)
         return {source for source in sources if source is not None}
 
     def holding(self, wanted: Mapping[Source, bytes], since_ms: int) -> set[Source]:
@@ -137,10 +138,11 @@ class DeadLetters:
     def _read_on(self, partition: int, since_ms: int, now: float) -> _Read:
         """DLQ ``partition`` read to its end now: from where the last read ended, or if it
         was not read, from ``since_ms``."""
+        end = self.end_offset(partition)
         read = self._read.get(partition)
-        if read is None:
+        if read is None or read.next_offset > end:  # not read, or the topic was recreated
             read = self._read[partition] = _Read(self._offset_at(partition, since_ms), {}, now)
-        for offset, at_ms, headers, value in self._records(partition, read.next_offset):
+        for offset, at_ms, headers, value in self._records(partition, read.next_offset, end):
             named = _named(headers)
             source = _source(named)
             if source is not None:
@@ -158,11 +160,12 @@ class DeadLetters:
         (found,) = self._reader.offsets_for_times([asked], timeout=10)
         return int(found.offset) if found.offset >= 0 else self.end_offset(partition)
 
-    def _records(self, partition: int, offset: int) -> Iterator[tuple[int, int, Any, bytes | None]]:
+    def _records(
+        self, partition: int, offset: int, end: int
+    ) -> Iterator[tuple[int, int, Any, bytes | None]]:
         """The offset, time, headers and value of each record of DLQ ``partition`` from
-        ``offset`` to its end now, in offset order (a gap, a record compacted away, is
+        ``offset`` up to ``end``, in offset order (a gap, a record compacted away, is
         skipped)."""
-        end = self.end_offset(partition)
         if offset >= end:
             return
         self._reader.assign([TopicPartition(self._topic, partition, offset)])

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumers import dead_letters
@@ -114,3 +114,31 @@ def test_a_partition_read_once_is_read_on_from_its_end_and_forgotten_when_idle(
     assert reader.holding(first, T + 5) == {(0, 1, None)}  # still kept: read since T
     clock[0] += READ_IDLE_S + 0.001
     assert reader.holding(first, T + 5) == set()  # forgotten: read anew since T + 5
+
+
+def test_a_dlq_topic_recreated_under_a_kept_read_is_read_anew(
+    stack: Settings, topic: str, reader: DeadLetters
+) -> None:
+    put(stack, topic, *[(T, b"a", letter_headers(0, n)) for n in range(3)])
+    assert reader.holding({(0, 2, None): payload_digest(b"a")}, T) == {(0, 2, None)}
+    client = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    for future in client.delete_topics([topic]).values():
+        future.result(timeout=30)
+    deadline = time.monotonic() + 60
+    while True:  # the broker deletes a topic in the background
+        try:
+            for future in client.create_topics([NewTopic(topic, 2, 1)]).values():
+                future.result(timeout=30)
+            break
+        except Exception:
+            assert time.monotonic() < deadline, f"{topic} not recreated"
+            time.sleep(0.5)
+    put(stack, topic, (T, b"b", letter_headers(0, 9)))  # offset 0 of the new topic
+    while True:  # the reader learns the new topic's metadata (an outage till then: retried)
+        try:
+            found = reader.holding({(0, 9, None): payload_digest(b"b")}, T)
+            break
+        except KafkaException:
+            assert time.monotonic() < deadline, "the recreated topic stays unreadable"
+            time.sleep(0.5)
+    assert found == {(0, 9, None)}

@@ -167,8 +167,10 @@ class DlqRecorder(DeadLetters):
         found = self.records[partition]
         return next((i for i, letter in enumerate(found) if letter.at_ms >= since_ms), len(found))
 
-    def _records(self, partition: int, offset: int) -> Iterator[tuple[int, int, Any, bytes | None]]:
-        for at, letter in enumerate(self.records[partition][offset:], start=offset):
+    def _records(
+        self, partition: int, offset: int, end: int
+    ) -> Iterator[tuple[int, int, Any, bytes | None]]:
+        for at, letter in enumerate(self.records[partition][offset:end], start=offset):
             headers = [(k, v.encode()) for k, v in letter.headers.items()]
             yield at, letter.at_ms, headers, letter.payload
 

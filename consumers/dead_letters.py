@@ -16,6 +16,7 @@ the caller retries.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from consumers.letters import DeadLetter, Source, record_digest
+from consumers.letters import DeadLetter, SentLetters, Source, record_digest
 from voicemon import telemetry
 from voicemon.kafka_client import confluent_logging
 from voicemon.publisher import (
@@ -35,12 +36,14 @@ from voicemon.publisher import (
     PublishFailed,
     outcomes,
 )
-from voicemon.windows import HOUR_MS
 
 log = logging.getLogger("voicemon.dlq")
 
 DELIVERY_TIMEOUT_S = 30.0  # a letter unanswered this long is an outage: the batch is retried
 READ_IDLE_S = 600.0  # a DLQ partition read by ``holding`` is kept this long after its last use
+READ_WAIT_S = 0.2  # one wait of a read for records
+READ_TIMEOUT_S = 5.0  # a read that gets no record this long is an outage
+SEAL_EVERY = 65_536  # a read sorts the keys it has gathered every this many records
 
 
 def _named(headers: Any) -> dict[str, str]:
@@ -65,15 +68,11 @@ def _source(named: Mapping[str, str]) -> Source | None:
 
 @dataclass(slots=True)
 class _Read:
-    """What a DLQ partition held when last read: its letters' sources and digests, by the
-    hour of their time (an hour is dropped once the lookups' reach has passed it)."""
+    """What a DLQ partition held when last read (``holding``)."""
 
     next_offset: int
-    hours: dict[int, set[tuple[Source, bytes]]]
+    letters: SentLetters
     used: float  # time.monotonic() of its last use
-
-    def holds(self, source: Source, digest: bytes) -> bool:
-        return any((source, digest) in letters for letters in self.hours.values())
 
 
 class DeadLetters:
@@ -93,6 +92,9 @@ class DeadLetters:
              "enable.auto.commit": False, "enable.partition.eof": True, **(security or {}),
              **confluent_logging()}
         )  # fmt: skip
+        # The reader, and what it read, serve one thread at a time: a chunk is counted while
+        # the one before is stored, each in a thread of its own.
+        self._reading = threading.RLock()
         self._partitions = 0
         self._in_flight: dict[Source, Future[Published]] = {}  # sends not answered yet
         self._read: dict[int, _Read] = {}  # DLQ partitions read by ``holding``
@@ -102,20 +104,23 @@ class DeadLetters:
 
     def _partition_of(self, source_partition: int) -> int:
         if not self._partitions:
-            metadata = self._reader.list_topics(self._topic, timeout=10)
+            with self._reading:
+                metadata = self._reader.list_topics(self._topic, timeout=10)
             self._partitions = len(metadata.topics[self._topic].partitions)
         return source_partition % self._partitions
 
     def end_offset(self, partition: int) -> int:
-        _, high = self._reader.get_watermark_offsets(
-            TopicPartition(self._topic, partition), timeout=10
-        )
+        with self._reading:
+            _, high = self._reader.get_watermark_offsets(
+                TopicPartition(self._topic, partition), timeout=10
+            )
         return int(high)
 
     def published_since(self, partition: int, offset: int) -> set[Source]:
         """The sources of the records in DLQ ``partition`` from ``offset`` to its end now."""
-        records = self._records(partition, offset, self.end_offset(partition))
-        sources = (_source(_named(headers)) for _, _, headers, _ in records)
+        with self._reading:
+            records = self._records(partition, offset, self.end_offset(partition))
+            sources = {_source(_named(headers)) for _, _, headers, _ in records}
         return {source for source in sources if source is not None}
 
     def holding(self, wanted: Mapping[Source, bytes], since_ms: int) -> set[Source]:
@@ -127,63 +132,77 @@ class DeadLetters:
         by_partition: dict[int, list[Source]] = defaultdict(list)
         for source in wanted:
             by_partition[self._partition_of(source[0])].append(source)
-        now = time.monotonic()
-        self._read = {p: read for p, read in self._read.items() if now - read.used <= READ_IDLE_S}
         found: set[Source] = set()
-        for partition, sources in by_partition.items():
-            read = self._read_on(partition, since_ms, now)
-            found.update(source for source in sources if read.holds(source, wanted[source]))
+        with self._reading:
+            now = time.monotonic()
+            self._read = {p: read for p, read in self._read.items()
+                          if now - read.used <= READ_IDLE_S}  # fmt: skip
+            for partition, sources in by_partition.items():
+                letters = self._read_on(partition, since_ms, now).letters
+                found.update(s for s in sources if letters.holds(s, wanted[s]))
         return found
 
     def _read_on(self, partition: int, since_ms: int, now: float) -> _Read:
         """DLQ ``partition`` read to its end now: from where the last read ended, or if it
-        was not read, from ``since_ms``."""
+        was not read, from ``since_ms``. A failed read keeps nothing it did not finish."""
         end = self.end_offset(partition)
         read = self._read.get(partition)
         if read is None or read.next_offset > end:  # not read, or the topic was recreated
-            read = self._read[partition] = _Read(self._offset_at(partition, since_ms), {}, now)
-        for offset, at_ms, headers, value in self._records(partition, read.next_offset, end):
-            named = _named(headers)
-            source = _source(named)
-            if source is not None:
-                letter = source, record_digest(named, value)
-                read.hours.setdefault(at_ms // HOUR_MS, set()).add(letter)
-            read.next_offset = offset + 1
-        read.hours = {hour: found for hour, found in read.hours.items()
-                      if hour >= since_ms // HOUR_MS}  # fmt: skip
+            read = _Read(self._offset_at(partition, since_ms, end), SentLetters(), now)
+            self._read[partition] = read
+        try:
+            for offset, at_ms, headers, value in self._records(partition, read.next_offset, end):
+                named = _named(headers)
+                source = _source(named)
+                if source is not None:
+                    read.letters.add(source, record_digest(named, value), at_ms)
+                read.next_offset = offset + 1
+                if read.next_offset % SEAL_EVERY == 0:
+                    read.letters.seal()
+        finally:
+            read.letters.seal()
+        read.letters.forget_before(since_ms)
         read.used = now
         return read
 
-    def _offset_at(self, partition: int, since_ms: int) -> int:
-        """The first offset of DLQ ``partition`` appended at or after ``since_ms``."""
+    def _offset_at(self, partition: int, since_ms: int, end: int) -> int:
+        """The first offset of DLQ ``partition`` appended at or after ``since_ms`` (its
+        ``end`` if none was)."""
         asked = TopicPartition(self._topic, partition, since_ms)
         (found,) = self._reader.offsets_for_times([asked], timeout=10)
-        return int(found.offset) if found.offset >= 0 else self.end_offset(partition)
+        if found.error is not None or found.offset > end:  # the asked time left in place
+            raise DeliveryError(f"DLQ partition {partition}: no offset for a time: {found.error}")
+        return int(found.offset) if found.offset >= 0 else end
 
     def _records(
         self, partition: int, offset: int, end: int
     ) -> Iterator[tuple[int, int, Any, bytes | None]]:
         """The offset, time, headers and value of each record of DLQ ``partition`` from
-        ``offset`` up to ``end``, in offset order (a gap, a record compacted away, is
-        skipped)."""
+        ``offset`` up to ``end``, in offset order. A gap (a record compacted away, a
+        transaction's marker or aborted records) is skipped."""
         if offset >= end:
             return
-        self._reader.assign([TopicPartition(self._topic, partition, offset)])
+        where = TopicPartition(self._topic, partition, offset)
+        self._reader.assign([where])
         try:
-            while True:  # ask for no more than are left: consume waits for as many as asked
-                records = self._reader.consume(min(500, end - offset), timeout=5)
-                if not records:
-                    raise DeliveryError(f"DLQ partition {partition} unreadable below {end}")
+            waiting_since = time.monotonic()
+            while offset < end:  # ask for no more than are left: consume waits for as many
+                records = self._reader.consume(min(500, end - offset), timeout=READ_WAIT_S)
                 for record in records:
                     error = record.error()
                     if error is not None and error.code() == KafkaError._PARTITION_EOF:
                         return
                     if error is None:
                         offset = (record.offset() or 0) + 1
-                        at_ms = record.timestamp()[1]
-                        yield offset - 1, at_ms, record.headers(), record.value()
-                        if offset >= end:
-                            return
+                        yield offset - 1, record.timestamp()[1], record.headers(), record.value()
+                if records:
+                    waiting_since = time.monotonic()
+                    continue
+                (where,) = self._reader.position([where])
+                if where.offset >= end:  # nothing readable left below the end
+                    return
+                if time.monotonic() - waiting_since > READ_TIMEOUT_S:
+                    raise DeliveryError(f"DLQ partition {partition} unreadable below {end}")
         finally:
             self._reader.unassign()
 

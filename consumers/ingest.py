@@ -425,9 +425,10 @@ class Ingest:
     async def _replayed(
         self, letters: Sequence[DeadLetter], unsure: Sequence[RawRow], messages: Sequence[Message]
     ) -> set[Source]:
-        """The DLQ sources, among these letters and rows, of records without a log-append time
-        at positions a count decided before (``RollingCounters.decided_through``): a first
-        rejection of theirs may be in the DLQ with its marker ended (``OncePublisher.in_dlq``)."""
+        """The DLQ sources, among these letters and rows of records without a log-append
+        time, at or below the last such letter settled in their partition
+        (``OncePublisher.lettered_through``): a first rejection of theirs may be in the DLQ
+        with its marker ended (``OncePublisher.in_dlq``)."""
         if not letters and not unsure:
             return set()
         found = _by_position(messages)
@@ -436,12 +437,9 @@ class Ingest:
         sources.update(_source(row, _message_of(row, found)) for row in unsure)
         if not sources:
             return set()
-        marks = await self._counters.decided_through(sorted({source[0] for source in sources}))
-        return {
-            source
-            for source in sources
-            if (mark := marks.get(source[0])) is not None and mark.covers(source[1], None)
-        }
+        partitions = sorted({source[0] for source in sources})
+        lettered = await self._dead_letters.lettered_through(partitions)
+        return {source for source in sources if source[1] <= lettered.get(source[0], -1)}
 
     async def _not_rejected_before(
         self,
@@ -453,8 +451,9 @@ class Ingest:
         """Rows of records without a log-append time whose position was not rejected before,
         by an earlier reading that judged the record's time otherwise: a replay keeps the
         first decision (CONTRACT §3.2). Its DLQ marker says so, or, once the marker ended, at
-        a ``replayed`` position that no seen-marker says was counted there, its letter in the
-        DLQ (``OncePublisher.in_dlq``)."""
+        a ``replayed`` position, its letter in the DLQ (``OncePublisher.in_dlq``). Only
+        events no seen-marker holds are looked up: of a duplicate, nothing is counted or
+        stored either way."""
         if not unsure:
             return []
         found = _by_position(messages)
@@ -468,8 +467,7 @@ class Ingest:
             elements: dict[tuple[int, int], list[bytes]] = {}
             asked = {sources[i]: _payload(unsure[i], _message_of(unsure[i], found), sources[i],
                                           elements)
-                     for i, owner in zip(asking, owners, strict=True)
-                     if owner != str(unsure[i].position)}  # fmt: skip
+                     for i, owner in zip(asking, owners, strict=True) if owner is None}  # fmt: skip
             rejected |= await self._dead_letters.in_dlq(asked)
         return [row for row, source in zip(unsure, sources, strict=True) if source not in rejected]
 

@@ -18,8 +18,9 @@ counts and stores its chunks one after the other; a new owner starts at the comm
 offset, behind anything not settled), so a letter claimed afresh at or below that offset,
 appended no later, was settled before: it is marked sent, not sent again. (A letter appended
 later at a lower offset comes from a recreated topic, and is sent.) A record without a
-log-append time has no such mark: at a position a count decided before, a letter claimed
-afresh is looked up in the DLQ itself, by its source and bytes (``in_dlq``).
+log-append time has no such proof: at or below the offset of the last such letter the count
+step settled in its partition (``lettered_through``), a letter claimed afresh is looked up
+in the DLQ itself, by its source and bytes (``in_dlq``).
 
 Known limit: the publish and its "sent" mark are not one transaction; a crash between them
 publishes that rejection again once its claim is abandoned — unless the successor finds it
@@ -50,8 +51,9 @@ WAIT_FOR_OTHERS_S = 60.0  # claims are abandoned after DLQ_ABANDONED_MS; this bo
 # come back at once, so the last attempt still ends within this.)
 DLQ_ABANDONED_MS = 40_000
 DLQ_MARKER_TTL_MS = 2 * 3_600_000  # a replay after a crash or rebalance comes well within
-# A decided position's letter is looked up among the letters of this long (``in_dlq``): the
-# decided marks' reach, and an hour for the clocks of the workers that published them.
+# A replayed position's letter is looked up among the letters of this long (``in_dlq``): as
+# far as a replay keeps the first decision of an accepted event (its raw row's 48 h, the
+# decided marks' 50 h), and an hour for the clocks of the workers that published them.
 DLQ_LOOKBACK_MS = DECIDED_TTL_MS + 3_600_000
 
 # KEYS: a step's settled mark; ARGV: per input partition, the partition, the offset and the
@@ -153,8 +155,9 @@ class OncePublisher:
         and raises if they are not: a letter is published only under a claim that survives a
         failover, so a retry after one verifies it in the DLQ instead of sending it again.
         ``step`` names the step whose letters these are (its settled marks). ``replayed``:
-        the sources of records without a log-append time that a count decided before; one
-        claimed afresh is looked up in the DLQ (``in_dlq``) before it is sent."""
+        sources of records without a log-append time at or below the partition's
+        ``lettered_through``; one claimed afresh is looked up in the DLQ (``in_dlq``)
+        before it is sent."""
         pending = {_marker(letter): letter for letter in letters}
         deadline = time.monotonic() + WAIT_FOR_OTHERS_S
         while pending:
@@ -233,16 +236,31 @@ class OncePublisher:
         return marks
 
     async def _raise_settled_marks(self, step: str, letters: Sequence[DeadLetter]) -> None:
-        """Raise the step's mark of each partition to its last letter here (all settled)."""
-        last: dict[int, tuple[int, int]] = {}
+        """Raise the step's mark of each partition to its last letter here (all settled): of
+        the letters of log-append records, and (``lettered_through``) of the others."""
+        last: dict[str, tuple[int, int]] = {}
         for letter in letters:
-            if letter.appended_ms is not None:
-                held = last.get(letter.partition)
-                if held is None or letter.offset > held[0]:
-                    last[letter.partition] = (letter.offset, letter.appended_ms)
+            field = _settled_field(letter.partition, letter.appended_ms is not None)
+            held = last.get(field)
+            if held is None or letter.offset > held[0]:
+                appended = -1 if letter.appended_ms is None else letter.appended_ms
+                last[field] = (letter.offset, appended)
         if last:
-            args = [n for p, (offset, ms) in last.items() for n in (p, offset, ms)]
+            args = [n for field, (offset, ms) in last.items() for n in (field, offset, ms)]
             await self._settled(keys=[keys.dlq_settled(step)], args=args)
+
+    async def lettered_through(self, partitions: Sequence[int]) -> dict[int, int]:
+        """Per input partition, the offset of the last letter of a record without a
+        log-append time that the count step settled, where one was: a position at or below
+        it may have a letter in the DLQ whose marker ended (``in_dlq``)."""
+        if not partitions:
+            return {}
+        fields = [_settled_field(partition, False) for partition in partitions]
+        found = await self._redis.hmget(keys.dlq_settled("count"), fields)
+        return {partition: int(str(held.decode() if isinstance(held, bytes) else held)
+                               .split(":")[0])
+                for partition, held in zip(partitions, found, strict=True)
+                if held is not None}  # fmt: skip
 
     async def rejected_before(self, sources: Sequence[Source]) -> set[Source]:
         """Which of these sources (partition, offset, batch index) a worker has decided to
@@ -254,10 +272,10 @@ class OncePublisher:
 
     async def in_dlq(self, payloads: Mapping[Source, bytes | None]) -> set[Source]:
         """Which of these sources have a letter of these bytes in the DLQ, published within
-        the reach of the decided marks (``DLQ_LOOKBACK_MS``): a rejection of a record without
-        a log-append time, replayed after its marker ended, keeps its first decision
-        (CONTRACT §3.2). A letter refused for good is not there, nor one of a recreated topic
-        with other bytes at that position."""
+        ``DLQ_LOOKBACK_MS``: a rejection of a record without a log-append time, replayed
+        after its marker ended, keeps its first decision (CONTRACT §3.2). A letter refused
+        for good is not there, nor one of a recreated topic with other bytes at that
+        position."""
         if not payloads:
             return set()
         since_ms = int(self._clock() * 1000) - DLQ_LOOKBACK_MS
@@ -297,6 +315,11 @@ def settled_before(letter: DeadLetter, marks: Mapping[int, tuple[int, int]]) -> 
     if mark is None or letter.appended_ms is None:
         return False
     return letter.offset <= mark[0] and letter.appended_ms <= mark[1]
+
+
+def _settled_field(partition: int, log_append: bool) -> str:
+    """The field of a partition's settled mark: of letters of log-append records, or not."""
+    return str(partition) if log_append else f"{partition}:created"
 
 
 def _marker(letter: DeadLetter) -> str:

@@ -4,18 +4,21 @@ real broker, on a topic of the test's own whose records carry the times the test
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from consumers import dead_letters
 from consumers.dead_letters import READ_IDLE_S, DeadLetters
 from consumers.letters import Source, payload_digest
-from voicemon.publisher import KafkaPublisher
+from voicemon.publisher import DeliveryError, KafkaPublisher
 from voicemon.settings import Settings
 
 # The letters' times: an hour back (a CreateTime topic keeps them; the broker refuses times
@@ -23,13 +26,17 @@ from voicemon.settings import Settings
 T = int(time.time() * 1000) - 3_600_000
 
 
-@pytest.fixture
-def topic(stack: Settings) -> str:
+def new_topic(stack: Settings, partitions: int = 2) -> str:
     name = f"dlq-lookup-{uuid.uuid4().hex[:8]}"
     client = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    for future in client.create_topics([NewTopic(name, 2, 1)]).values():
+    for future in client.create_topics([NewTopic(name, partitions, 1)]).values():
         future.result(timeout=30)
     return name
+
+
+@pytest.fixture
+def topic(stack: Settings) -> str:
+    return new_topic(stack)
 
 
 @pytest.fixture
@@ -38,13 +45,13 @@ def reader(stack: Settings, topic: str) -> Iterator[DeadLetters]:
     yield DeadLetters(KafkaPublisher(bootstrap), bootstrap, topic)
 
 
-def put(stack: Settings, topic: str, *records: tuple[int, bytes | None, Sequence[tuple[str, str]]]
-        ) -> None:  # fmt: skip
-    """Records (time, value, headers) on partition 0 of ``topic``, in order."""
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+def put(stack: Settings, topic: str, *records: tuple[int, bytes | None, Sequence[tuple[str, str]]],
+        partition: int = 0) -> None:  # fmt: skip
+    """Records (time, value, headers) on ``partition`` of ``topic``, in order."""
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "linger.ms": 20})
     errors: list[object] = []
     for at, value, headers in records:
-        producer.produce(topic, value, partition=0, timestamp=at,
+        producer.produce(topic, value, partition=partition, timestamp=at,
                          headers=[(k, v.encode()) for k, v in headers],
                          on_delivery=lambda error, _: errors.append(error))  # fmt: skip
     assert producer.flush(30) == 0
@@ -142,3 +149,91 @@ def test_a_dlq_topic_recreated_under_a_kept_read_is_read_anew(
             assert time.monotonic() < deadline, "the recreated topic stays unreadable"
             time.sleep(0.5)
     assert found == {(0, 9, None)}
+
+
+# -- the break-it review of bdaca2f -----------------------------------------------------------
+
+
+def test_a_dlq_ending_in_an_aborted_write_is_read_without_waiting_out_a_timeout(
+    stack: Settings, topic: str, reader: DeadLetters
+) -> None:
+    """Offsets below the end that hold no readable record (an aborted transaction and its
+    marker) end a read at once, not after the reader's timeout: a replay asks every chunk."""
+    put(stack, topic, (T, b"{bad", letter_headers(0, 1)))
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap,
+                         "transactional.id": f"aborted-{topic}"})  # fmt: skip
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"foreign", partition=0)
+    producer.flush(30)
+    producer.abort_transaction(30)
+    wanted = {(0, 1, None): payload_digest(b"{bad")}
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        assert reader.holding(wanted, T) == {(0, 1, None)}
+        took.append(time.monotonic() - started)
+    assert max(took) < 2.0, f"each lookup took {[round(t, 2) for t in took]} s"
+
+
+def test_two_lookups_at_once_on_one_worker_both_answer(stack: Settings, topic: str) -> None:
+    """A chunk is counted while the one before is stored, each in a thread: two lookups of one
+    ``DeadLetters`` at once must both answer in full (one reader, one thread at a time)."""
+    letters = 20_000
+    for partition in (0, 1):
+        put(stack, topic, *[(T, b"v%d" % o, letter_headers(partition, o))
+                            for o in range(letters)], partition=partition)  # fmt: skip
+    sample = range(0, letters, 97)
+    bootstrap = stack.kafka_bootstrap
+    for _ in range(3):
+        reader = DeadLetters(KafkaPublisher(bootstrap), bootstrap, topic)
+        answers: dict[int, object] = {}
+
+        def ask(
+            partition: int, reader: DeadLetters = reader, answers: dict[int, object] = answers
+        ) -> None:
+            wanted = {(partition, o, None): payload_digest(b"v%d" % o) for o in sample}
+            try:
+                answers[partition] = len(reader.holding(wanted, T))
+            except Exception as error:  # reported below
+                answers[partition] = repr(error)
+
+        threads = [threading.Thread(target=ask, args=(p,)) for p in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert answers == {0: len(sample), 1: len(sample)}
+
+
+class _FailingTimes:
+    """A reader whose first time lookup fails for the partition (librdkafka then leaves the
+    asked time in ``offset``, beside the error), as on a leader change; then answers."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self.asked = 0
+
+    def offsets_for_times(self, asked: list[Any], timeout: float) -> list[Any]:
+        self.asked += 1
+        if self.asked == 1:
+            error = KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)
+            return [SimpleNamespace(offset=asked[0].offset, error=error)]
+        return self._reader.offsets_for_times(asked, timeout=timeout)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+def test_a_failed_time_lookup_is_an_outage_not_an_empty_partition(
+    stack: Settings, topic: str, reader: DeadLetters
+) -> None:
+    """Taken for the offset to read from, the asked time would start the read past the end
+    and keep it so: every lookup of that partition would miss. It raises (the chunk is
+    retried), and the next lookup finds the letter."""
+    put(stack, topic, (T, b"{bad", letter_headers(0, 7)))
+    reader._reader = _FailingTimes(reader._reader)  # type: ignore[assignment]
+    wanted = {(0, 7, None): payload_digest(b"{bad")}
+    with pytest.raises(DeliveryError):
+        reader.holding(wanted, T)
+    assert reader.holding(wanted, T) == {(0, 7, None)}

@@ -369,3 +369,88 @@ def test_a_rejection_without_a_log_append_time_keeps_its_decision_after_its_mark
     assert reasons(pipeline) == letters
     assert before.counted + after.counted == counted
     assert len(clean_store.query("SELECT 1 FROM voicemon.pipeline_events").result_rows) == counted
+
+
+def test_a_rejection_whose_count_failed_after_its_letter_keeps_its_decision_after_2_h(
+    pipeline: Pipeline, clean_store: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count published its letter, then failed (Redis lost, the worker killed before
+    its counters were added): the retry, more than 2 h later, still finds the letter."""
+    now = int(time.time() * 1000)
+    record = message(0, body("future", now + 30 * MINUTE), None, log_append=False)  # type: ignore[arg-type]
+    real_add = RollingCounters.add
+    failing = [True]
+
+    async def add(self: RollingCounters, *args: Any, **kwargs: Any) -> Any:
+        if failing:
+            failing.clear()
+            raise ConnectionError("Redis lost after the letter was published")
+        return await real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(RollingCounters, "add", add)
+
+    async def scenario(redis: AsyncRedis) -> BatchOutcome:
+        with pytest.raises(ConnectionError):
+            await Worker(pipeline, clean_store, redis).at(now).process([record])
+        await forget_dlq_markers(redis)  # the outage outlasted the markers' 2 h
+        again = Worker(pipeline, clean_store, redis)
+        return await again.at(now + 2 * HOUR + 10 * MINUTE).process([record])
+
+    assert run(pipeline, scenario).counted == 0
+    assert reasons(pipeline) == ["future_timestamp"]
+
+
+def asked_the_dlq(monkeypatch: pytest.MonkeyPatch) -> list[set[Any]]:
+    """The sources each DLQ lookup asks for, from now on."""
+    asked: list[set[Any]] = []
+    real = DeadLetters.holding
+
+    def holding(self: DeadLetters, wanted: Any, since_ms: int) -> set[Any]:
+        asked.append(set(wanted))
+        return real(self, wanted, since_ms)
+
+    monkeypatch.setattr(DeadLetters, "holding", holding)
+    return asked
+
+
+def test_the_dlq_is_asked_only_at_or_below_the_last_create_time_letter_settled(
+    pipeline: Pipeline, clean_store: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = int(time.time() * 1000)
+    bad = message(5, b'{"event_id": ', now, log_append=False)
+    ahead = message(6, body("ahead", now + 30 * MINUTE), now, log_append=False)
+    asked = asked_the_dlq(monkeypatch)
+
+    async def scenario(redis: AsyncRedis) -> list[BatchOutcome]:
+        outcomes = [await Worker(pipeline, clean_store, redis).at(now).process([bad])]
+        await forget_dlq_markers(redis)
+        later = Worker(pipeline, clean_store, redis).at(now + 2 * HOUR + 10 * MINUTE)
+        outcomes.append(await later.process([bad, ahead]))  # 6: its first reading
+        return outcomes
+
+    first, replay = run(pipeline, scenario)
+    assert asked == [{(0, 5, None)}]  # the lettered offset; not the one above it
+    assert (first.rejected, replay.rejected, replay.counted) == (1, 1, 1)
+    assert reasons(pipeline) == ["invalid_json"]  # 5 once; 6 is in time by the clock now
+
+
+def test_a_store_only_worker_does_not_ask_the_dlq_for_a_duplicate(
+    pipeline: Pipeline, clean_store: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Split roles on a create-time topic: the store worker follows a chunk whose letter the
+    counting worker settled, so every row of it lies at or below that letter. A producer's
+    resend in it is no lookup (nothing of a duplicate is counted or stored, rejected first
+    or not), nor is the event counted at its own position."""
+    now = int(time.time() * 1000)
+    event = body("resent", now - MINUTE)
+    chunk = [message(0, event, now, log_append=False), message(1, event, now, log_append=False),
+             message(5, b"{", now, log_append=False)]  # fmt: skip
+    asked = asked_the_dlq(monkeypatch)
+
+    async def scenario(redis: AsyncRedis) -> BatchOutcome:
+        await Worker(pipeline, clean_store, redis, role="counters").at(now).process(chunk)
+        return await Worker(pipeline, clean_store, redis, role="store").at(now).process(chunk)
+
+    outcome = run(pipeline, scenario)
+    assert outcome.duplicates == 1 and asked == []
+    assert stored(clean_store) == [("resent", 0, 0)]

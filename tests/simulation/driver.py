@@ -27,6 +27,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -159,11 +160,12 @@ class DlqRecorder(DeadLetters):
         self._publisher = _RecordingProducer(self, max_bytes)  # type: ignore[assignment]
         self.records: list[list[Letter]] = [[] for _ in range(partitions)]
         self._read = {}
+        self._reading = threading.RLock()
 
     def end_offset(self, partition: int) -> int:
         return len(self.records[partition])
 
-    def _offset_at(self, partition: int, since_ms: int) -> int:
+    def _offset_at(self, partition: int, since_ms: int, end: int) -> int:
         found = self.records[partition]
         return next((i for i, letter in enumerate(found) if letter.at_ms >= since_ms), len(found))
 

@@ -10,7 +10,13 @@ import pytest
 from confluent_kafka import KafkaError
 
 from consumers.decode import RejectedPayload
-from consumers.letters import ENVELOPE_BYTES, DeadLetter, payload_digest, record_digest
+from consumers.letters import (
+    ENVELOPE_BYTES,
+    DeadLetter,
+    SentLetters,
+    payload_digest,
+    record_digest,
+)
 from consumers.publish_once import settled_before
 from voicemon.event import Rejection, RejectReason
 from voicemon.publisher import PublishFailed
@@ -129,3 +135,24 @@ def test_a_letter_at_or_below_its_steps_settled_mark_was_settled_before(
     found = dataclasses.replace(letter(b"{"), offset=offset, appended_ms=appended_ms)
     assert settled_before(found, marks) is before
     assert not settled_before(dataclasses.replace(found, partition=4), marks)  # no mark there
+
+
+def test_sent_letters_are_found_by_source_and_digest_and_forgotten_by_the_hour() -> None:
+    hour = 3_600_000
+    letters = SentLetters()
+    letters.add((0, 7, None), payload_digest(b"a"), 10 * hour - 1)  # the last ms of hour 9
+    letters.add((0, 8, 2), payload_digest(b"b"), 10 * hour)
+    assert not letters.holds((0, 7, None), payload_digest(b"a"))  # not sealed yet
+    letters.seal()
+    letters.add((0, 8, 2), payload_digest(b"b"), 10 * hour + 5)  # again: kept once
+    letters.seal()
+    assert letters.holds((0, 7, None), payload_digest(b"a"))
+    assert letters.holds((0, 8, 2), payload_digest(b"b"))
+    assert not letters.holds((0, 8, None), payload_digest(b"b"))  # the message, not element 2
+    assert not letters.holds((0, 7, None), payload_digest(b"b"))
+    assert not letters.holds((1, 7, None), payload_digest(b"a"))
+    letters.forget_before(9 * hour)  # hour 9 is still reached
+    assert letters.holds((0, 7, None), payload_digest(b"a"))
+    letters.forget_before(10 * hour)  # hour 9 is wholly before
+    assert not letters.holds((0, 7, None), payload_digest(b"a"))
+    assert letters.holds((0, 8, 2), payload_digest(b"b"))

@@ -18,6 +18,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 Config = Mapping[str, str | int | float | bool]
 RETRY_S = 0.2  # between two asks of the committed offsets after a transient refusal
+# A client that has not answered for this long is closed and opened anew: after a broker
+# restart on a loaded machine one was seen to refuse for minutes while a new one answered.
+REOPEN_AFTER_S = 30.0
 # Refusals a broker gives while a coordinator or a leader moves or loads: asked again. (Per
 # partition errors carry no "retriable" flag of their own, hence the codes.)
 TRANSIENT = frozenset({
@@ -73,18 +76,40 @@ class BrokerLag:
     group and kills the process with SIGSEGV. A consumer's offset fetch returns it as an error,
     which ``_measure`` asks again."""
 
-    def __init__(self, config: Config, group: str, topic: str, timeout_s: float = 10):
+    def __init__(
+        self,
+        config: Config,
+        group: str,
+        topic: str,
+        timeout_s: float = 10,
+        reopen_after_s: float = REOPEN_AFTER_S,
+    ):
         self.config = config
         self.group = group
         self.topic = topic
         self.timeout_s = timeout_s
+        self.reopen_after_s = reopen_after_s
         self._reader: Consumer | None = None
+        self._failing_since: float | None = None  # time.monotonic() of the first failure
 
     def measure(self) -> list[PartitionOffsets]:
         try:
-            return self._measure()
+            found = self._measure()
         except (KafkaException, TimeoutError) as error:  # a broker restarting: no answer yet
+            self._failed()
             raise LagUnavailable(f"consumer lag of group {self.group}: {error!r}") from None
+        self._failing_since = None
+        return found
+
+    def _failed(self) -> None:
+        """Count a failure; close the client once none answered for ``reopen_after_s``."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= self.reopen_after_s and self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
+            self._failing_since = now
 
     def _measure(self) -> list[PartitionOffsets]:
         """One measurement within ``timeout_s`` in all (a partition whose leader does not

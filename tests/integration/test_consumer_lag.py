@@ -15,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+import consumers.lag as lag_module
 from consumers.lag import BrokerLag, LagUnavailable, PartitionOffsets
 from tests.integration.harness import Pipeline
 from tests.ports import free_port
@@ -200,3 +202,46 @@ def _wait_for_line(lines: list[str], wanted: str, child: subprocess.Popen[str], 
             f"{what} not seen within 120 s; it said {Counter(x.strip() for x in lines[seen:])}"
         )
         time.sleep(0.05)
+
+
+def test_a_client_that_has_not_answered_for_a_while_is_opened_anew(
+    stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a broker of the test's own, stopped: the first failures keep the client; one past
+    ``reopen_after_s`` closes it, and the broker back, a new client measures."""
+    opened: list[Consumer] = []
+
+    class Recorded(Consumer):
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__(config)
+            opened.append(self)
+
+    monkeypatch.setattr(lag_module, "Consumer", Recorded)
+    own = LocalStack(stack.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"}),
+                     tmp_path / "broker")  # fmt: skip
+    own.up()
+    try:
+        lag = BrokerLag({"bootstrap.servers": own.settings.kafka_bootstrap}, "reopen",
+                        stack.events_topic, timeout_s=1, reopen_after_s=0)  # fmt: skip
+        committer = Consumer(
+            {"bootstrap.servers": own.settings.kafka_bootstrap, "group.id": "reopen"}
+        )
+        committer.commit(offsets=[TopicPartition(stack.events_topic, 0, 0)], asynchronous=False)
+        committer.close()
+        lag.measure()
+        own.stop("kafka")
+        for _ in range(2):  # the first failure starts the clock; the second is past it
+            with pytest.raises(LagUnavailable):
+                lag.measure()
+        assert len(opened) == 1
+        own.up()
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                lag.measure()
+                break
+            except LagUnavailable:
+                assert time.monotonic() < deadline, "no measurement after the broker came back"
+        assert len(opened) >= 2  # a client of its own after the reopen
+    finally:
+        own.down()

@@ -223,11 +223,18 @@ class OncePublisher:
         self, step: str, letters: Iterable[DeadLetter]
     ) -> dict[int, tuple[int, int]]:
         """The step's settled mark, (offset, log-append time), of each letter's partition."""
-        partitions = sorted({letter.partition for letter in letters
-                             if letter.appended_ms is not None})  # fmt: skip
+        partitions = {letter.partition for letter in letters if letter.appended_ms is not None}
+        return await self._marks(step, sorted(partitions), log_append=True)
+
+    async def _marks(
+        self, step: str, partitions: Sequence[int], log_append: bool
+    ) -> dict[int, tuple[int, int]]:
+        """The step's settled marks, (offset, log-append time), of these partitions' letters
+        of log-append records or of the others (``_settled_field``), where there are some."""
         if not partitions:
             return {}
-        found = await self._redis.hmget(keys.dlq_settled(step), [str(p) for p in partitions])
+        fields = [_settled_field(partition, log_append) for partition in partitions]
+        found = await self._redis.hmget(keys.dlq_settled(step), fields)
         marks = {}
         for partition, held in zip(partitions, found, strict=True):
             if held is not None:
@@ -253,14 +260,8 @@ class OncePublisher:
         """Per input partition, the offset of the last letter of a record without a
         log-append time that the count step settled, where one was: a position at or below
         it may have a letter in the DLQ whose marker ended (``in_dlq``)."""
-        if not partitions:
-            return {}
-        fields = [_settled_field(partition, False) for partition in partitions]
-        found = await self._redis.hmget(keys.dlq_settled("count"), fields)
-        return {partition: int(str(held.decode() if isinstance(held, bytes) else held)
-                               .split(":")[0])
-                for partition, held in zip(partitions, found, strict=True)
-                if held is not None}  # fmt: skip
+        marks = await self._marks("count", partitions, log_append=False)
+        return {partition: offset for partition, (offset, _) in marks.items()}
 
     async def rejected_before(self, sources: Sequence[Source]) -> set[Source]:
         """Which of these sources (partition, offset, batch index) a worker has decided to

@@ -3,6 +3,7 @@ real broker, on a topic of the test's own whose records carry the times the test
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -14,16 +15,19 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from redis.asyncio import Redis as AsyncRedis
 
 from consumers import dead_letters
 from consumers.dead_letters import READ_IDLE_S, DeadLetters
 from consumers.letters import Source, payload_digest
+from consumers.publish_once import DLQ_LOOKBACK_MS, OncePublisher
 from voicemon.publisher import DeliveryError, KafkaPublisher
 from voicemon.settings import Settings
 
-# The letters' times: an hour back (a CreateTime topic keeps them; the broker refuses times
-# more than an hour ahead of its clock).
-T = int(time.time() * 1000) - 3_600_000
+# The letters' times: half past an hour 1.5-2.5 h back, whatever the time of day (a CreateTime
+# topic keeps them; the broker refuses times more than an hour ahead of its clock).
+HOUR = 3_600_000
+T = (int(time.time() * 1000) // HOUR - 2) * HOUR + HOUR // 2
 
 
 def new_topic(stack: Settings, partitions: int = 2) -> str:
@@ -237,3 +241,25 @@ def test_a_failed_time_lookup_is_an_outage_not_an_empty_partition(
     with pytest.raises(DeliveryError):
         reader.holding(wanted, T)
     assert reader.holding(wanted, T) == {(0, 7, None)}
+
+
+@pytest.mark.parametrize(
+    ("after", "found"),
+    [(DLQ_LOOKBACK_MS - 1, True), (DLQ_LOOKBACK_MS, True), (DLQ_LOOKBACK_MS + 1, False)],
+)
+def test_a_replay_finds_letters_published_within_the_lookback_and_no_older(
+    stack: Settings, topic: str, after: int, found: bool
+) -> None:
+    put(stack, topic, (T, b"{bad", letter_headers(0, 3)))
+    bootstrap = stack.kafka_bootstrap
+    dead = DeadLetters(KafkaPublisher(bootstrap), bootstrap, topic)
+
+    async def ask() -> set[Source]:
+        redis = AsyncRedis.from_url(stack.redis_url.get_secret_value())
+        try:
+            publisher = OncePublisher(redis, dead, clock=lambda: (T + after) / 1000)
+            return await publisher.in_dlq({(0, 3, None): b"{bad"})
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(ask()) == ({(0, 3, None)} if found else set())

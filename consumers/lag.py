@@ -11,7 +11,7 @@ worker of a group reports the same numbers, so dashboards and rules take ``max b
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -82,15 +82,16 @@ class BrokerLag:
         group: str,
         topic: str,
         timeout_s: float = 10,
-        reopen_after_s: float = REOPEN_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
     ):
+        """``clock``: what ``REOPEN_AFTER_S`` is judged by."""
         self.config = config
         self.group = group
         self.topic = topic
         self.timeout_s = timeout_s
-        self.reopen_after_s = reopen_after_s
+        self._clock = clock
         self._reader: Consumer | None = None
-        self._failing_since: float | None = None  # time.monotonic() of the first failure
+        self._failing_since: float | None = None  # ``clock()`` at the first failure
 
     def measure(self) -> list[PartitionOffsets]:
         try:
@@ -102,11 +103,11 @@ class BrokerLag:
         return found
 
     def _failed(self) -> None:
-        """Count a failure; close the client once none answered for ``reopen_after_s``."""
-        now = time.monotonic()
+        """Count a failure; close the client once none answered for ``REOPEN_AFTER_S``."""
+        now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
-        elif now - self._failing_since >= self.reopen_after_s and self._reader is not None:
+        elif now - self._failing_since >= REOPEN_AFTER_S and self._reader is not None:
             reader, self._reader = self._reader, None
             reader.close()
             self._failing_since = now

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 import consumers.lag as lag_module
-from consumers.lag import BrokerLag, LagUnavailable, PartitionOffsets
+from consumers.lag import REOPEN_AFTER_S, BrokerLag, LagUnavailable, PartitionOffsets
 from tests.integration.harness import Pipeline
 from tests.ports import free_port
 from voicemon.devtools.localstack import LocalStack
@@ -207,8 +207,9 @@ def _wait_for_line(lines: list[str], wanted: str, child: subprocess.Popen[str], 
 def test_a_client_that_has_not_answered_for_a_while_is_opened_anew(
     stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a broker of the test's own, stopped: the first failures keep the client; one past
-    ``reopen_after_s`` closes it, and the broker back, a new client measures."""
+    """On a broker of the test's own, stopped, by an injected clock: failures within
+    ``REOPEN_AFTER_S`` of the first keep the client; the one at it closes it, and the next
+    measurement opens a new one, which measures once the broker is back."""
     opened: list[Consumer] = []
 
     class Recorded(Consumer):
@@ -221,18 +222,24 @@ def test_a_client_that_has_not_answered_for_a_while_is_opened_anew(
                      tmp_path / "broker")  # fmt: skip
     own.up()
     try:
-        lag = BrokerLag({"bootstrap.servers": own.settings.kafka_bootstrap}, "reopen",
-                        stack.events_topic, timeout_s=1, reopen_after_s=0)  # fmt: skip
-        committer = Consumer(
-            {"bootstrap.servers": own.settings.kafka_bootstrap, "group.id": "reopen"}
-        )
+        bootstrap = own.settings.kafka_bootstrap
+        clock = [1000.0]
+        lag = BrokerLag({"bootstrap.servers": bootstrap}, "reopen", stack.events_topic,
+                        timeout_s=1, clock=lambda: clock[0])  # fmt: skip
+        committer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reopen"})
         committer.commit(offsets=[TopicPartition(stack.events_topic, 0, 0)], asynchronous=False)
         committer.close()
         lag.measure()
         own.stop("kafka")
-        for _ in range(2):  # the first failure starts the clock; the second is past it
+        # the first failure, one just inside the limit, and one after it: the same client
+        for at in (0.0, REOPEN_AFTER_S - 0.001, REOPEN_AFTER_S - 0.0005):
+            clock[0] = 1000.0 + at
             with pytest.raises(LagUnavailable):
                 lag.measure()
+        assert len(opened) == 1
+        clock[0] = 1000.0 + REOPEN_AFTER_S  # at the limit: closed
+        with pytest.raises(LagUnavailable):
+            lag.measure()
         assert len(opened) == 1
         own.up()
         deadline = time.monotonic() + 120
@@ -242,6 +249,6 @@ def test_a_client_that_has_not_answered_for_a_while_is_opened_anew(
                 break
             except LagUnavailable:
                 assert time.monotonic() < deadline, "no measurement after the broker came back"
-        assert len(opened) >= 2  # a client of its own after the reopen
+        assert len(opened) == 2  # a client of its own after the reopen
     finally:
         own.down()
